@@ -1,0 +1,1 @@
+"""Small helpers shared by the Django apps (not by the pure engine)."""

@@ -1,0 +1,121 @@
+"""Bars in, bars checked: the one gate every ghost's input passes.
+
+A ghost is only as good as its input, and a silent NaN close or an out-of-order row turns into a wrong
+trade much later. So the contract is checked here, once, loudly (NautilusTrader: "corrupt data is worse
+than no data"): tz-aware UTC index of whole-minute open times, strictly increasing, OHLC present,
+finite, positive and consistent. Optional inputs a venue does not provide are added as NaN.
+"""
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from apps.engine.types import BAR_COLUMNS, REQUIRED_BAR_COLUMNS, BarsError
+
+# The Candle model names the trade count `trade_count`; accept it so `Candle.objects.values()` rows can
+# be passed straight in.
+_ALIASES = {"trade_count": "trades"}
+
+
+def validate_bars(df: pd.DataFrame) -> pd.DataFrame:
+    """Check `df` against the bar contract and return a float64 copy with exactly BAR_COLUMNS.
+
+    The index is converted to UTC and named "open_time"; missing optional columns are NaN; columns
+    outside BAR_COLUMNS are dropped (ghosts read only the contract, and a copy keeps the caller's frame
+    untouched). Raises BarsError with the first offending timestamp.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise BarsError(f"bars must be a pandas DataFrame, got {type(df).__name__}")
+    idx = df.index
+    if not isinstance(idx, pd.DatetimeIndex):
+        raise BarsError(f"bars must be indexed by a DatetimeIndex of bar open times, "
+                        f"got {type(idx).__name__}")
+    if idx.tz is None:
+        raise BarsError("bars index must be tz-aware (UTC bar open times); got naive timestamps")
+    if len(idx) and not idx.is_unique:
+        dup = idx[idx.duplicated()][0]
+        raise BarsError(f"bars index has duplicate open times, first {dup}")
+    if len(idx) and not idx.is_monotonic_increasing:
+        pos = int(np.flatnonzero(np.diff(idx.asi8) < 0)[0]) + 1
+        raise BarsError(f"bars index is not increasing: {idx[pos]} comes after {idx[pos - 1]}")
+    missing = [c for c in REQUIRED_BAR_COLUMNS if c not in df.columns]
+    if missing:
+        raise BarsError(f"bars lack required column(s): {', '.join(missing)}")
+    utc = idx.tz_convert("UTC")
+    off_minute = utc.as_unit("ns").asi8 % 60_000_000_000 != 0
+    if off_minute.any():
+        raise BarsError(f"bar open times must be whole minutes (1-minute bars), got {utc[off_minute][0]}")
+
+    cols: dict[str, np.ndarray] = {}
+    for c in BAR_COLUMNS:
+        if c in df.columns:
+            try:
+                cols[c] = np.asarray(df[c].to_numpy(), dtype=np.float64).copy()
+            except (TypeError, ValueError) as exc:
+                raise BarsError(f"bars column {c!r} is not numeric: {exc}") from None
+        else:
+            cols[c] = np.full(len(df), np.nan)
+    out = pd.DataFrame(cols, index=pd.DatetimeIndex(utc, name="open_time"))
+    _check_values(out)
+    return out
+
+
+def _check_values(bars: pd.DataFrame) -> None:
+    """OHLC finite, > 0 and consistent; volumes never negative (NaN allowed: missing input)."""
+    o, h, lo, c = (bars[k].to_numpy() for k in ("open", "high", "low", "close"))
+    for name, arr in (("open", o), ("high", h), ("low", lo), ("close", c)):
+        bad = ~(np.isfinite(arr) & (arr > 0))
+        if bad.any():
+            raise BarsError(f"bars column {name!r} must be finite and > 0; {int(bad.sum())} bad value(s), "
+                            f"first at {bars.index[np.argmax(bad)]} ({arr[np.argmax(bad)]!r})")
+    incons = (h < lo) | (h < np.maximum(o, c)) | (lo > np.minimum(o, c))
+    if incons.any():
+        i = int(np.argmax(incons))
+        raise BarsError(f"inconsistent OHLC at {bars.index[i]}: open {o[i]}, high {h[i]}, low {lo[i]}, "
+                        f"close {c[i]} ({int(incons.sum())} bar(s))")
+    for name in BAR_COLUMNS[4:]:
+        arr = bars[name].to_numpy()
+        neg = arr < 0  # NaN compares False: missing stays allowed
+        if neg.any() or np.isinf(arr).any():
+            i = int(np.argmax(neg | np.isinf(arr)))
+            raise BarsError(f"bars column {name!r} must be >= 0 and finite (or NaN when missing); "
+                            f"got {arr[i]!r} at {bars.index[i]}")
+
+
+def _num(value: Any) -> float:
+    """Decimal/int/float -> float; None -> NaN (a NULL column in the database is missing input)."""
+    if value is None:
+        return np.nan
+    if isinstance(value, bool):
+        raise BarsError(f"bar value must be a number, got {value!r}")
+    if isinstance(value, Decimal | int | float | np.floating | np.integer):
+        return float(value)
+    raise BarsError(f"bar value must be a number, got {value!r}")
+
+
+def bars_from_records(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Build validated bars from row dicts (e.g. `Candle.objects.values(...)`).
+
+    Each record needs `open_time` (a tz-aware datetime) and any of BAR_COLUMNS; absent keys and None
+    are NaN, Decimal is converted to float, `trade_count` is accepted for `trades`, other keys (ids,
+    instrument, timeframe) are ignored. Records may come in any order only if you sort them first:
+    out-of-order input is rejected like any other corrupt input.
+    """
+    times: list[datetime] = []
+    cols: dict[str, list[float]] = {c: [] for c in BAR_COLUMNS}
+    for rec in records:
+        t = rec.get("open_time")
+        if not isinstance(t, datetime):
+            raise BarsError(f"record open_time must be a datetime, got {t!r}")
+        if t.tzinfo is None or t.utcoffset() is None:
+            raise BarsError(f"record open_time must be tz-aware, got naive {t.isoformat()}")
+        times.append(t)
+        row = {_ALIASES.get(k, k): v for k, v in rec.items()}
+        for c in BAR_COLUMNS:
+            cols[c].append(_num(row.get(c)))
+    index = pd.DatetimeIndex(pd.to_datetime(times, utc=True), name="open_time")
+    return validate_bars(pd.DataFrame(cols, index=index, dtype=np.float64))

@@ -1,0 +1,84 @@
+"""Ghost registry: kind -> how to build its config and evaluate it, in one table.
+
+The Django side stores a ghost as (kind, params JSON); everything it needs to validate the params,
+size the live window and produce the latest draft goes through here, so adding a ghost is one entry.
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from apps.engine import spike_fader
+from apps.engine.types import ConfigError, Draft, GhostConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GhostSpec:
+    """kind: registry key (Ghost.kind); title: human name; config_cls: frozen GhostConfig dataclass;
+    evaluate: causal fn(bars, config) -> drafts frame; warmup_minutes: bars of history the live window
+    needs with DEFAULT params (use `warmup_minutes_for` for a given config)."""
+
+    kind: str
+    title: str
+    config_cls: type[GhostConfig]
+    evaluate: Callable[[pd.DataFrame, Any], pd.DataFrame]
+    warmup_minutes: int
+
+
+GHOSTS: dict[str, GhostSpec] = {
+    "spike_fader": GhostSpec(
+        kind="spike_fader",
+        title="Volatility spike fader",
+        config_cls=spike_fader.SpikeFaderConfig,
+        evaluate=spike_fader.evaluate,
+        warmup_minutes=spike_fader.SpikeFaderConfig().warmup_minutes,
+    ),
+}
+
+
+def get_spec(kind: str) -> GhostSpec:
+    """The spec for `kind`, or ConfigError naming the known kinds."""
+    try:
+        return GHOSTS[kind]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown ghost kind {kind!r}; known kinds: {', '.join(sorted(GHOSTS))}") from None
+
+
+def config_from_params(kind: str, params: Mapping[str, Any] | None) -> GhostConfig:
+    """Validated, frozen config for `kind` from stored params (ConfigError with a clear message)."""
+    return get_spec(kind).config_cls.from_params(params)
+
+
+def _config(kind: str, params_or_config: Mapping[str, Any] | GhostConfig | None) -> GhostConfig:
+    spec = get_spec(kind)
+    if isinstance(params_or_config, spec.config_cls):
+        return params_or_config
+    if params_or_config is None or isinstance(params_or_config, Mapping):
+        return spec.config_cls.from_params(params_or_config)
+    raise ConfigError(f"{kind} needs a params mapping or a {spec.config_cls.__name__}, "
+                      f"got {type(params_or_config).__name__}")
+
+
+def warmup_minutes_for(kind: str, params_or_config: Mapping[str, Any] | GhostConfig | None = None) -> int:
+    """Minutes of bars the live loader should hand `latest_draft` for this ghost's actual params."""
+    cfg = _config(kind, params_or_config)
+    return int(getattr(cfg, "warmup_minutes", get_spec(kind).warmup_minutes))
+
+
+def latest_draft(kind: str, params_or_config: Mapping[str, Any] | GhostConfig | None,
+                 bars: pd.DataFrame) -> Draft | None:
+    """Evaluate the ghost on the live window and return the LAST bar's draft, None when it is idle.
+
+    Live and backtest use the same `evaluate`; given at least `warmup_minutes_for(kind, ...)` bars of
+    history, the result equals the full-history evaluation at that bar (tests/engine check it).
+    """
+    cfg = _config(kind, params_or_config)
+    drafts = get_spec(kind).evaluate(bars, cfg)
+    if len(drafts) == 0:
+        return None
+    row = drafts.iloc[-1]
+    if int(row["side"]) == 0:
+        return None
+    return Draft.from_row(drafts.index[-1], row)

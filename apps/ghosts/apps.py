@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GhostsConfig(AppConfig):
+    name = "apps.ghosts"
+    label = "ghosts"

@@ -1,0 +1,104 @@
+"""Evaluate every enabled ghost of an instrument on one closed bar: the live wiring of the pure engine.
+
+The same `evaluate` functions run in backtests over a whole series; here they run on the trailing
+window and the last bar is taken (the engine tests assert both give identical drafts).
+"""
+
+import logging
+import traceback
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.db import transaction
+
+from apps.engine.bars import bars_from_records
+from apps.engine.guard import run_guarded
+from apps.engine.registry import GHOSTS, config_from_params, warmup_minutes_for
+from apps.engine.types import Draft
+from apps.ghosts.selectors import enabled_ghosts_for
+from apps.ghosts.services import ghost_record_evaluation
+from apps.market.prices import positions_changed, price_get
+from apps.market.selectors import candle_window
+from apps.signals.models import Fate, Signal
+from apps.signals.services import signal_record, signal_set_fate
+from apps.trading.services import signal_execute_paper
+
+log = logging.getLogger(__name__)
+COLUMNS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "taker_buy_volume",
+    "taker_sell_volume",
+    "whale_buy_volume",
+    "whale_sell_volume",
+    "liq_long_volume",
+    "liq_short_volume",
+)
+# A price older than this (in data time) is not a fill price for a market order on the next bar.
+MAX_PRICE_AGE_MS = 5 * 60_000
+
+
+def _records(candles) -> list[dict]:
+    out = []
+    for c in candles:
+        rec = {"open_time": c.open_time, "trades": float(c.trade_count)}
+        for col in COLUMNS:
+            v = getattr(c, col)
+            rec[col] = float("nan") if v is None else float(v)
+        out.append(rec)
+    return out
+
+
+def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
+    """Returns the signals created for this bar (none on a repeat: signals are unique per ghost and bar)."""
+    ghosts = list(enabled_ghosts_for(instrument_id=instrument_id))
+    if not ghosts:
+        return []
+    window = max(warmup_minutes_for(g.kind, g.params) for g in ghosts if g.kind in GHOSTS) + 1
+    candles = candle_window(instrument_id=instrument_id, until=bar_time, minutes=window)
+    if not candles or candles[-1].open_time != bar_time:
+        log.warning("bar %s of instrument %s not stored; nothing to evaluate", bar_time, instrument_id)
+        return []
+    bars = bars_from_records(_records(candles))
+    created_signals = []
+    for ghost in ghosts:
+        try:
+            cfg = config_from_params(ghost.kind, ghost.params)
+            result = run_guarded(GHOSTS[ghost.kind].evaluate, bars, cfg)
+        except Exception as exc:  # a bad config is a ghost error too, not a task crash
+            ghost_record_evaluation(ghost_id=ghost.pk, error="".join(traceback.format_exception(exc)))
+            continue
+        ghost_record_evaluation(ghost_id=ghost.pk, error=result.error)
+        if result.error or result.drafts is None or result.drafts.empty:
+            continue
+        row = result.drafts.iloc[-1]
+        if int(row["side"]) == 0:
+            continue
+        draft = Draft.from_row(bars.index[-1], row)
+        signal, created = signal_record(ghost=ghost, bar_time=bar_time, draft=draft)
+        if created:
+            created_signals.append(signal)
+            signal_execute_at_market(signal_id=signal.pk, instrument_id=instrument_id)
+    return created_signals
+
+
+def signal_execute_at_market(*, signal_id: int, instrument_id: int) -> None:
+    """Paper market order at the feed's latest price, which is after the signal bar's close."""
+    last = price_get(instrument_id)
+    signal = Signal.objects.get(pk=signal_id)
+    bar_close_ms = int(signal.bar_time.timestamp() * 1000) + 60_000
+    if last is None or last[1] < bar_close_ms - 1 or last[1] - bar_close_ms > MAX_PRICE_AGE_MS:
+        with transaction.atomic():
+            locked = Signal.objects.select_for_update().get(pk=signal_id)
+            if locked.fate == Fate.PENDING:
+                signal_set_fate(signal=locked, fate=Fate.STALE, detail="no fresh price after the bar closed")
+        return
+    price, ts_ms = last
+    position = signal_execute_paper(
+        signal_id=signal_id, price=Decimal(repr(price)), at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    )
+    if position is not None:
+        positions_changed(instrument_id)  # committed by now: the feed reloads its stop/target cache

@@ -1,0 +1,31 @@
+"""Typed browser payloads for ghost state, built in one place."""
+
+from typing import Literal, TypedDict
+
+from apps.ghosts.models import Ghost
+
+GHOSTS_GROUP = "ghosts"
+
+
+class GhostToggled(TypedDict):
+    type: Literal["ghost.toggled", "ghost.status"]
+    ghost_id: int
+    name: str
+    enabled: bool
+    status: str
+    status_reason: str
+    actor: str
+
+
+def ghost_payload(
+    ghost: Ghost, *, type_: Literal["ghost.toggled", "ghost.status"], actor: str
+) -> GhostToggled:
+    return GhostToggled(
+        type=type_,
+        ghost_id=ghost.pk,
+        name=ghost.name,
+        enabled=ghost.enabled,
+        status=ghost.status,
+        status_reason=ghost.status_reason,
+        actor=actor,
+    )

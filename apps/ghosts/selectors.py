@@ -1,0 +1,46 @@
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from apps.ghosts.models import Ghost
+from apps.revenue.selectors import Progress, targets_by_ghost
+from apps.signals.models import Signal
+from apps.signals.selectors import last_signal_by_ghost
+from apps.trading.selectors import ghost_period_pnl
+
+
+def ghosts() -> QuerySet[Ghost]:
+    return Ghost.objects.select_related("instrument__exchange").order_by("name")
+
+
+def enabled_ghosts_for(*, instrument_id: int) -> QuerySet[Ghost]:
+    return Ghost.objects.filter(instrument_id=instrument_id, enabled=True).order_by("id")
+
+
+@dataclass(frozen=True)
+class GhostRow:
+    ghost: Ghost
+    progress: Progress
+    last_signal: Signal | None
+
+
+def ghost_rows() -> list[GhostRow]:
+    """Everything the ghosts page shows, in a fixed number of queries whatever the ghost count."""
+    targets = targets_by_ghost()
+    pnl = ghost_period_pnl()
+    last = last_signal_by_ghost()
+    rows = []
+    for g in ghosts():
+        t = targets.get(g.pk)
+        rows.append(
+            GhostRow(
+                ghost=g,
+                progress=Progress(
+                    amount=t.amount if t else None,
+                    period=t.period if t else "day",
+                    pnl=pnl[g.pk].total if g.pk in pnl else 0,
+                ),
+                last_signal=last.get(g.pk),
+            )
+        )
+    return rows

@@ -1,0 +1,101 @@
+"""Writes for ghosts. Every transition is explicit, audited, and pushed to browsers after commit."""
+
+from django.db import transaction
+
+from apps.audit.services import audit_record
+from apps.common.realtime import send_on_commit
+from apps.engine.registry import config_from_params
+from apps.ghosts.events import GHOSTS_GROUP, ghost_payload
+from apps.ghosts.models import Ghost, GhostStatus
+from apps.market.models import Instrument
+
+
+class GhostError(ValueError):
+    """A refused ghost change, with a message fit for the operator."""
+
+
+def _state(ghost: Ghost) -> dict:
+    return {"enabled": ghost.enabled, "status": ghost.status, "status_reason": ghost.status_reason}
+
+
+@transaction.atomic
+def ghost_create(
+    *,
+    name: str,
+    kind: str,
+    instrument: Instrument,
+    params: dict | None = None,
+    enabled: bool = False,
+    actor=None,
+) -> Ghost:
+    cfg = config_from_params(kind, params or {})  # ConfigError (a ValueError) on bad params
+    ghost = Ghost.objects.create(
+        name=name,
+        kind=kind,
+        instrument=instrument,
+        params=cfg.to_params(),
+        enabled=enabled,
+        status=GhostStatus.ACTIVE if enabled else GhostStatus.DISABLED,
+    )
+    audit_record(actor=actor, action="ghost.created", obj=ghost, after={"kind": kind, **_state(ghost)})
+    return ghost
+
+
+@transaction.atomic
+def ghost_set_enabled(*, ghost_id: int, enabled: bool, actor, reason: str) -> Ghost:
+    """Enable or disable a ghost. The next evaluation reads the flag from the database, so it applies at once."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise GhostError("a reason is required")
+    if len(reason) > 500:
+        raise GhostError("reason is too long (max 500 characters)")
+    ghost = Ghost.objects.select_for_update().get(pk=ghost_id)  # DoesNotExist -> 404 in views
+    before = _state(ghost)
+    if ghost.enabled == enabled:
+        return ghost  # idempotent: a double click or a replayed request changes nothing
+    ghost.enabled = enabled
+    ghost.status = GhostStatus.ACTIVE if enabled else GhostStatus.DISABLED
+    ghost.status_reason = reason
+    ghost.save(update_fields=["enabled", "status", "status_reason", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="ghost.enabled" if enabled else "ghost.disabled",
+        obj=ghost,
+        reason=reason,
+        before=before,
+        after=_state(ghost),
+    )
+    send_on_commit(
+        GHOSTS_GROUP, ghost_payload(ghost, type_="ghost.toggled", actor=getattr(actor, "username", "system"))
+    )
+    return ghost
+
+
+@transaction.atomic
+def ghost_record_evaluation(*, ghost_id: int, error: str | None) -> Ghost:
+    """After each evaluation: a raised error marks the ghost degraded (traceback kept), a clean run heals it."""
+    ghost = Ghost.objects.select_for_update().get(pk=ghost_id)
+    if not ghost.enabled:
+        return ghost
+    before = _state(ghost)
+    if error:
+        ghost.status = GhostStatus.DEGRADED
+        ghost.status_reason = error.strip().splitlines()[-1][:300] if error.strip() else "error"
+        ghost.last_error = error
+    elif ghost.status == GhostStatus.DEGRADED:
+        ghost.status = GhostStatus.ACTIVE
+        ghost.status_reason = "recovered: evaluated cleanly"
+    else:
+        return ghost
+    ghost.save(update_fields=["status", "status_reason", "last_error", "updated_at"])
+    if before["status"] != ghost.status:
+        audit_record(
+            actor=None,
+            action=f"ghost.{ghost.status}",
+            obj=ghost,
+            reason=ghost.status_reason,
+            before=before,
+            after=_state(ghost),
+        )
+        send_on_commit(GHOSTS_GROUP, ghost_payload(ghost, type_="ghost.status", actor="system"))
+    return ghost

@@ -1,0 +1,69 @@
+"""Feed tasks (queue `feeds`). Exactly one runner per instrument across all workers: a Redis lock
+with a heartbeat; beat's supervisor restarts a feed whose lock has expired (its worker died)."""
+
+import logging
+import uuid
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+
+from apps.market.models import FeedStatus, Instrument
+from apps.market.services import feed_status_update
+
+log = logging.getLogger(__name__)
+LOCK_TTL = 15  # seconds; the runner refreshes it every loop, so a dead runner frees it within this
+
+
+def _lock_key(instrument_id: int) -> str:
+    return f"feed-lock:{instrument_id}"
+
+
+@shared_task(acks_late=False, soft_time_limit=None, time_limit=None)
+def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float | None = None) -> str:
+    from apps.ghosts.tasks import evaluate_bar
+    from apps.market.feed_runner import SimFeed
+
+    token = uuid.uuid4().hex
+    key = _lock_key(instrument_id)
+    if not cache.add(key, token, LOCK_TTL):
+        return "already running"
+    instrument = Instrument.objects.select_related("exchange").get(pk=instrument_id)
+
+    def heartbeat() -> bool:
+        if cache.get(key) != token:
+            return False  # someone else took over: stop rather than run twice
+        cache.touch(key, LOCK_TTL)
+        return True
+
+    def on_bar(candle) -> None:
+        evaluate_bar.delay(candle.instrument_id, candle.open_time.isoformat())
+
+    source = settings.HFT_FEED
+    try:
+        if source != "sim":
+            raise NotImplementedError(f"HFT_FEED={source!r} is not available yet; use HFT_FEED=sim")
+        feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STARTING, source="sim")
+        SimFeed(instrument, on_bar=on_bar, heartbeat=heartbeat, speed=speed, max_seconds=max_seconds).run()
+        feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STOPPED)
+        return "stopped"
+    except Exception as exc:  # shown on the dashboard; the supervisor retries on its next beat
+        log.exception("feed %s failed", instrument_id)
+        feed_status_update(
+            instrument_id=instrument_id, state=FeedStatus.State.ERROR, last_error=str(exc)[:2000]
+        )
+        return f"error: {exc}"
+    finally:
+        if cache.get(key) == token:
+            cache.delete(key)
+
+
+@shared_task(ignore_result=True)
+def supervise_feeds() -> list[int]:
+    """Start the feed of every configured instrument that has no live runner (lock expired or never held)."""
+    started = []
+    for fs in FeedStatus.objects.exclude(state=FeedStatus.State.STOPPED).only("instrument_id"):
+        if cache.get(_lock_key(fs.instrument_id)) is None:
+            run_feed.delay(fs.instrument_id)
+            started.append(fs.instrument_id)
+    return started

@@ -1,0 +1,118 @@
+from django.db import models
+from django.db.models import Q
+
+from apps.common.fields import money_field, price_field, qty_field
+from apps.ghosts.models import Ghost
+from apps.market.models import Instrument
+from apps.signals.models import Side, Signal
+
+
+class Mode(models.TextChoices):
+    PAPER = "paper"
+    LIVE = "live"
+
+
+class ExitReason(models.TextChoices):
+    STOP = "stop"
+    TARGET = "target"
+    TIME = "time"
+    END_OF_DATA = "end_of_data"
+    MANUAL = "manual"
+
+
+class Position(models.Model):
+    """One round trip opened from one signal. P&L figures are derived from its fills (the ledger)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    ghost = models.ForeignKey(Ghost, on_delete=models.PROTECT, related_name="positions")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
+    signal = models.OneToOneField(Signal, on_delete=models.PROTECT, related_name="position")
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.PAPER)
+    side = models.CharField(max_length=8, choices=Side.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    quantity = qty_field()
+    entry_price = price_field()
+    stop = price_field()
+    target = price_field()
+    time_stop_at = models.DateTimeField(null=True, blank=True)  # data time
+    opened_at = models.DateTimeField()  # data time of the entry fill
+    closed_at = models.DateTimeField(null=True, blank=True)
+    exit_price = price_field(null=True, blank=True)
+    exit_reason = models.CharField(max_length=16, choices=ExitReason.choices, blank=True)
+    gross_pnl = money_field(null=True, blank=True)  # (exit - entry) * qty * sign, set at close
+    fees = money_field(default=0)  # entry + exit fees, quote currency
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ghost"], condition=Q(status="open"), name="one_open_position_per_ghost"
+            ),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="position_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(status="open", closed_at__isnull=True)
+                | Q(status="closed", closed_at__isnull=False, exit_price__isnull=False),
+                name="position_closed_has_exit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ghost} {self.side} {self.quantity} @ {self.entry_price} ({self.status})"
+
+    @property
+    def net_pnl(self):
+        return None if self.gross_pnl is None else self.gross_pnl - self.fees
+
+
+class Order(models.Model):
+    class Purpose(models.TextChoices):
+        ENTRY = "entry"
+        EXIT = "exit"
+
+    class Status(models.TextChoices):
+        NEW = "new"
+        FILLED = "filled"
+        REJECTED = "rejected"
+
+    position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="orders")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    client_order_id = models.CharField(max_length=64, unique=True)  # derived from the signal id
+    purpose = models.CharField(max_length=8, choices=Purpose.choices)
+    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    quantity = qty_field()
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.PAPER)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["position", "purpose"], name="one_order_per_position_purpose"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_order_id} {self.side} {self.quantity} ({self.status})"
+
+
+class Fill(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    price = price_field()
+    quantity = qty_field()
+    fee = money_field()  # quote currency, charged on the filled notional
+    filled_at = models.DateTimeField(db_index=True)  # data time
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-filled_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(price__gt=0, quantity__gt=0, fee__gte=0), name="fill_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.order.client_order_id} {self.quantity} @ {self.price}"

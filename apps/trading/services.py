@@ -1,0 +1,172 @@
+"""Paper execution: fills from the engine's fill model, positions managed on every price update.
+
+The ledger (Fill rows) is the truth: equity and P&L are derived from it by selectors, never stored.
+"""
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import transaction
+
+from apps.audit.services import audit_record
+from apps.common.realtime import send_on_commit
+from apps.engine.exits import tick_exit
+from apps.engine.fills import fill_model_for
+from apps.engine.sizing import position_size
+from apps.ghosts.models import Ghost
+from apps.signals.models import Fate, Side, Signal
+from apps.signals.services import signal_set_fate
+from apps.trading import selectors
+from apps.trading.events import PORTFOLIO_GROUP, trade_payload
+from apps.trading.models import ExitReason, Fill, Order, Position
+
+QTY_STEP = Decimal("0.00000001")  # 1e-8 base units: below any exchange's lot step
+PRICE_STEP = Decimal("0.00000001")
+MONEY_STEP = Decimal("0.00000001")
+
+
+def _d(x: float, step: Decimal = PRICE_STEP) -> Decimal:
+    return Decimal(repr(float(x))).quantize(step)
+
+
+def _sign(side: str) -> int:
+    return 1 if side == Side.LONG else -1
+
+
+def _push_fill(position: Position, fill: Fill, purpose: str) -> None:
+    send_on_commit(PORTFOLIO_GROUP, trade_payload(position, fill, purpose))
+    transaction.on_commit(selectors.pnl_push)
+
+
+@transaction.atomic
+def signal_execute_paper(*, signal_id: int, price: Decimal, at: datetime) -> Position | None:
+    """Open a paper position for a pending signal at `price` (the first price after the signal's bar closed).
+
+    Safe to run twice: only a PENDING signal proceeds; the position is one-to-one with the signal and
+    the client order id is derived from the signal id.
+    """
+    signal = (
+        Signal.objects.select_for_update().select_related("ghost", "instrument__exchange").get(pk=signal_id)
+    )
+    if signal.fate != Fate.PENDING:
+        return None
+    ghost: Ghost = signal.ghost
+    if not ghost.enabled:
+        signal_set_fate(signal=signal, fate=Fate.GHOST_DISABLED, detail="ghost was disabled before the fill")
+        return None
+    if Position.objects.filter(ghost=ghost, status=Position.Status.OPEN).exists():
+        signal_set_fate(
+            signal=signal, fate=Fate.POSITION_OPEN, detail="ghost already holds a position; not reversed"
+        )
+        return None
+    model = fill_model_for(signal.instrument.exchange.code)
+    sign = _sign(signal.side)
+    fill_px = model.fill_price(sign, float(price))
+    # Stops and targets keep their distance from the reference entry, re-anchored on the real fill.
+    ratio = fill_px / float(signal.entry)
+    stop, target = float(signal.stop) * ratio, float(signal.target) * ratio
+    equity = float(selectors.equity())
+    qty = _d(position_size(equity, fill_px, stop, size_mult=float(signal.size_multiplier)), QTY_STEP)
+    if qty <= 0:
+        signal_set_fate(signal=signal, fate=Fate.BLOCKED_RISK, detail=f"size is zero at equity {equity:.2f}")
+        return None
+    fee = _d(model.fee(fill_px * float(qty)), MONEY_STEP)
+    position = Position.objects.create(
+        ghost=ghost,
+        instrument=signal.instrument,
+        signal=signal,
+        side=signal.side,
+        quantity=qty,
+        entry_price=_d(fill_px),
+        stop=_d(stop),
+        target=_d(target),
+        opened_at=at,
+        fees=fee,
+        time_stop_at=at + timedelta(seconds=signal.max_hold_seconds) if signal.max_hold_seconds else None,
+    )
+    order = Order.objects.create(
+        position=position,
+        instrument=signal.instrument,
+        client_order_id=f"hft-{signal.pk}-entry",
+        purpose=Order.Purpose.ENTRY,
+        side="buy" if sign > 0 else "sell",
+        quantity=qty,
+        status=Order.Status.FILLED,
+    )
+    fill = Fill.objects.create(order=order, price=position.entry_price, quantity=qty, fee=fee, filled_at=at)
+    signal_set_fate(signal=signal, fate=Fate.TAKEN, detail=f"filled {qty} @ {position.entry_price}")
+    audit_record(
+        actor=None,
+        action="position.opened",
+        obj=position,
+        after={"side": position.side, "qty": str(qty), "price": str(position.entry_price)},
+    )
+    _push_fill(position, fill, "entry")
+    return position
+
+
+@transaction.atomic
+def position_close(*, position_id: int, price: float, at: datetime, reason: str) -> Position | None:
+    """Close at `price` (already the exit level chosen by the fill rules; slippage applies to stops and
+    time exits, not to a resting target). A closed position is left alone, so a repeat is a no-op."""
+    position = (
+        Position.objects.select_for_update()
+        .select_related("instrument__exchange", "ghost")
+        .get(pk=position_id)
+    )
+    if position.status != Position.Status.OPEN:
+        return None
+    model = fill_model_for(position.instrument.exchange.code)
+    sign = _sign(position.side)
+    exit_px = price if reason == ExitReason.TARGET else model.fill_price(-sign, price)
+    qty = position.quantity
+    fee = _d(model.fee(exit_px * float(qty)), MONEY_STEP)
+    order = Order.objects.create(
+        position=position,
+        instrument=position.instrument,
+        client_order_id=f"hft-{position.signal_id}-exit",
+        purpose=Order.Purpose.EXIT,
+        side="sell" if sign > 0 else "buy",
+        quantity=qty,
+        status=Order.Status.FILLED,
+    )
+    fill = Fill.objects.create(order=order, price=_d(exit_px), quantity=qty, fee=fee, filled_at=at)
+    position.status = Position.Status.CLOSED
+    position.closed_at, position.exit_price, position.exit_reason = at, fill.price, reason
+    position.gross_pnl = ((fill.price - position.entry_price) * qty * sign).quantize(MONEY_STEP)
+    position.fees = position.fees + fee
+    position.save(
+        update_fields=["status", "closed_at", "exit_price", "exit_reason", "gross_pnl", "fees", "updated_at"]
+    )
+    audit_record(
+        actor=None,
+        action="position.closed",
+        obj=position,
+        after={"reason": reason, "price": str(fill.price), "net_pnl": str(position.net_pnl)},
+    )
+    _push_fill(position, fill, "exit")
+    return position
+
+
+def positions_check_price(
+    *, instrument_id: int, price: float, at: datetime, open_positions: list[Position] | None = None
+) -> list[Position]:
+    """Apply stop, target and time stop of every open position on this instrument to one price update.
+
+    The feed passes its cached list to avoid a query per trade; each close re-locks and re-checks.
+    """
+    positions = (
+        open_positions
+        if open_positions is not None
+        else list(Position.objects.filter(instrument_id=instrument_id, status=Position.Status.OPEN))
+    )
+    closed = []
+    for p in positions:
+        hit = tick_exit(_sign(p.side), float(p.stop), float(p.target), price)
+        if hit is None and p.time_stop_at is not None and at >= p.time_stop_at:
+            hit = (price, ExitReason.TIME)
+        if hit is not None:
+            done = position_close(position_id=p.pk, price=hit[0], at=at, reason=hit[1])
+            if done is not None:
+                closed.append(done)
+    return closed

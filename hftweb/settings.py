@@ -1,0 +1,186 @@
+"""hftweb settings: one module, complete on its own, driven by the environment.
+
+Every variable is documented in README.md ("Configuration"). `hftweb.settings_test` only overrides.
+"""
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, "1" if default else "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEBUG = env_bool("DEBUG")
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set unless DEBUG=1 (make run generates one in .run/)")
+    SECRET_KEY = "insecure-debug-only-key"
+
+# Project-local runtime folder (sqlite file, redis data, pidfile). Created here because a fresh
+# clone has none and sqlite cannot create the parent directory.
+RUN_DIR = Path(os.environ.get("RUN_DIR", BASE_DIR / ".run"))
+RUN_DIR.mkdir(parents=True, exist_ok=True)
+
+BIND_HOST = os.environ.get("HFT_BIND", "127.0.0.1")
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "django_celery_beat",
+    "apps.accounts",
+    "apps.audit",
+    "apps.market",
+    "apps.ghosts",
+    "apps.signals",
+    "apps.trading",
+    "apps.revenue",
+    "apps.dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hftweb.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "apps.dashboard.context_processors.desk",
+            ],
+        },
+    }
+]
+WSGI_APPLICATION = "hftweb.wsgi.application"
+ASGI_APPLICATION = "hftweb.asgi.application"
+
+# SQLite in WAL mode by default (web, worker and beat write one file); DATABASE_URL switches.
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("SQLITE_PATH", str(RUN_DIR / "hftweb.sqlite3")),
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            "TEST": {"NAME": str(RUN_DIR / "test-db.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = RUN_DIR / "staticfiles"
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNEL_LAYERS = {
+    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+# Celery: queues per DESIGN §2. Feeds are long-running; prefetch 1 so a feed never hoards tasks.
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "apps.market.tasks.*": {"queue": "feeds"},
+    "apps.ghosts.tasks.*": {"queue": "ghosts"},
+}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 330
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+
+# Trading desk
+HFT_FEED = os.environ.get("HFT_FEED", "sim")
+HFT_SIM_SEED = int(os.environ.get("HFT_SIM_SEED", "7"))
+HFT_SIM_SPEED = float(os.environ.get("HFT_SIM_SPEED", "60"))
+HFT_SIM_SPIKES_PER_DAY = float(os.environ.get("HFT_SIM_SPIKES_PER_DAY", "24"))
+HFT_LIVE_TRADING = env_bool("HFT_LIVE_TRADING")
+HFT_START_CAPITAL = Decimal(os.environ.get("HFT_START_CAPITAL", "10000"))
+HFT_QUOTE_CURRENCY = os.environ.get("HFT_QUOTE_CURRENCY", "USDT")
+
+# Login rate limiting (per username+IP, in the cache): attempts per window.
+HFT_LOGIN_MAX_ATTEMPTS = int(os.environ.get("HFT_LOGIN_MAX_ATTEMPTS", "5"))
+HFT_LOGIN_WINDOW_SECONDS = int(os.environ.get("HFT_LOGIN_WINDOW_SECONDS", "300"))
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # the page's JS reads the token from the form field, not the cookie
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Behind TLS in production: HFT_HTTPS=1 turns on the settings `check --deploy` asks for.
+if env_bool("HFT_HTTPS"):
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("HFT_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("HFT_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# Beat (DatabaseScheduler imports these on start). `expires` so a backlog never replays stale ticks.
+CELERY_BEAT_SCHEDULE = {
+    "supervise-feeds": {"task": "apps.market.tasks.supervise_feeds", "schedule": 10.0,
+                        "options": {"expires": 9, "queue": "default"}},
+}

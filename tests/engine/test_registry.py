@@ -1,0 +1,56 @@
+"""Registry: kinds, config from stored params, latest draft for the live path."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from apps.engine.registry import GHOSTS, config_from_params, latest_draft, warmup_minutes_for
+from apps.engine.spike_fader import SpikeFaderConfig, evaluate
+from apps.engine.types import DRAFT_COLUMNS, ConfigError, Draft
+from tests.datafiles import _flush_redis, services_use_test_redis, synthetic_bars  # noqa: F401
+
+
+def spike_window() -> pd.DataFrame:
+    bars = synthetic_bars([100.0] * 200 + [101.5], volumes=[10.0] * 200 + [200.0])
+    return bars
+
+
+def test_spike_fader_is_registered() -> None:
+    spec = GHOSTS["spike_fader"]
+    assert spec.kind == "spike_fader" and spec.config_cls is SpikeFaderConfig and spec.evaluate is evaluate
+    assert spec.title and spec.warmup_minutes == SpikeFaderConfig().warmup_minutes
+    assert spec.warmup_minutes >= 15 + 100
+
+
+def test_config_from_params() -> None:
+    assert config_from_params("spike_fader", {"spike_threshold_pct": 2.0}).spike_threshold_pct == 2.0
+    assert config_from_params("spike_fader", None) == SpikeFaderConfig()
+    with pytest.raises(ConfigError, match="unknown ghost kind 'martingale'; known kinds: spike_fader"):
+        config_from_params("martingale", {})
+    with pytest.raises(ConfigError, match="unknown spike_fader parameter"):
+        config_from_params("spike_fader", {"foo": 1})
+
+
+def test_latest_draft_returns_the_last_bar_or_none() -> None:
+    bars = spike_window()
+    d = latest_draft("spike_fader", {}, bars)
+    assert isinstance(d, Draft) and d.side == -1 and d.bar_time == bars.index[-1]
+    assert isinstance(d.side, int) and isinstance(d.confidence, float) and isinstance(d.reason, str)
+    assert d.target < d.entry < d.stop and "fade SHORT" in d.reason
+    assert latest_draft("spike_fader", SpikeFaderConfig(), bars) == d
+    assert latest_draft("spike_fader", {}, bars.iloc[:-1]) is None
+    # a stricter threshold silences it
+    assert latest_draft("spike_fader", {"spike_threshold_pct": 2.0, "take_profit_pct": 1.0}, bars) is None
+    with pytest.raises(ConfigError, match="needs a params mapping"):
+        latest_draft("spike_fader", 42, bars)  # type: ignore[arg-type]
+
+
+def test_warmup_follows_params() -> None:
+    longer = warmup_minutes_for("spike_fader", {"volume_lookback_minutes": 300})
+    assert longer > GHOSTS["spike_fader"].warmup_minutes
+
+
+def test_drafts_frame_shape() -> None:
+    d = evaluate(spike_window(), SpikeFaderConfig())
+    assert tuple(d.columns) == DRAFT_COLUMNS
+    assert d["side"].dtype == np.int8 and d["confidence"].dtype == np.float64
