@@ -68,7 +68,7 @@ async def test_sim_feed_to_signal_to_fill_to_websocket(desk, make_user, celery_w
             if kind not in seen:
                 seen[kind] = msg
                 order.append(kind)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     finally:
         await comm.disconnect()
