@@ -50,7 +50,8 @@ class DeskConsumer(JsonWebsocketConsumer):
 
     # --- browser -> server -------------------------------------------------------------------
     def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
-        if text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
+        # The limit is in bytes (UTF-8), not characters: 2,000 "é" are 4,000 bytes on the wire.
+        if text_data is None or len(text_data) > MAX_MESSAGE_BYTES or len(text_data.encode()) > MAX_MESSAGE_BYTES:
             self.error("bad_message", "send one JSON object as text, at most 4 KiB")
             return
         try:

@@ -263,7 +263,7 @@ def test_short_position_close(desk):
     assert Order.objects.get(position=p, purpose="exit").side == "buy"
 
 
-def test_positions_check_price_stop_target_and_time(desk, django_assert_max_num_queries):
+def test_positions_check_price_stop_target_and_time(desk):
     ghost, inst = desk["ghost"], desk["instrument"]
     p = open_position(ghost)
     at = T0 + timedelta(minutes=3)

@@ -1,0 +1,67 @@
+"""The ghosts task is safe to run twice for one bar: one signal, one order, one fill."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from apps.ghosts.evaluation import bar_evaluate
+from apps.market.models import Candle
+from apps.market.prices import price_set
+from apps.signals.models import Fate, Signal
+from apps.trading.models import Fill, Order, Position
+from tests.datafiles import synthetic_bars
+
+pytestmark = pytest.mark.django_db
+
+
+def store_spike_series(instrument) -> Candle:
+    """300 quiet 1m bars at ~100, then a 2 % up-move within 15 minutes on triple volume; the last bar
+    is the first to cross the spike fader's 1.2 % threshold, so it is the one that fires."""
+    rng = np.random.default_rng(3)
+    quiet = 100 + rng.normal(0, 0.02, 285)
+    ramp = np.linspace(100.07, 100.9, 14)  # < 1.2 % until the last bar
+    closes = np.concatenate([quiet, ramp, [102.0]])
+    volumes = np.concatenate([np.full(285, 10.0), np.full(15, 30.0)])
+    bars = synthetic_bars(closes, volumes, start="2026-01-05 00:00")
+    rows = []
+    for t, r in bars.iterrows():
+        vol = Decimal(f"{r.volume:.4f}")
+        rows.append(Candle(
+            instrument=instrument, open_time=t.to_pydatetime(),
+            open=Decimal(f"{r.open:.4f}"), high=Decimal(f"{r.high:.4f}"), low=Decimal(f"{r.low:.4f}"),
+            close=Decimal(f"{r.close:.4f}"), volume=vol, taker_buy_volume=vol / 2, taker_sell_volume=vol / 2,
+            trade_count=100,
+        ))
+    Candle.objects.bulk_create(rows)
+    return rows[-1]
+
+
+def test_bar_evaluate_twice_creates_one_signal_order_fill(desk):
+    inst = desk["instrument"]
+    last = store_spike_series(inst)
+    bar_close_ms = int(last.open_time.timestamp() * 1000) + 60_000
+    price_set(inst.pk, 101.95, bar_close_ms + 250)
+
+    created = bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)
+    assert len(created) == 1, "the synthetic spike must fire the spike fader"
+    signal = Signal.objects.get()
+    assert signal.side == "short" and signal.bar_time == last.open_time  # a fader sells an up-spike
+    signal.refresh_from_db()
+    assert signal.fate == Fate.TAKEN
+
+    assert bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time) == []
+    assert (Signal.objects.count(), Position.objects.count(), Order.objects.count(), Fill.objects.count()) == (
+        1, 1, 1, 1)
+    fill = Fill.objects.get()
+    assert fill.filled_at == last.open_time + timedelta(minutes=1, milliseconds=250)
+
+
+def test_bar_evaluate_without_fresh_price_marks_stale(desk):
+    inst = desk["instrument"]
+    last = store_spike_series(inst)
+    bar_close_ms = int(last.open_time.timestamp() * 1000) + 60_000
+    price_set(inst.pk, 101.0, bar_close_ms - 30_000)  # a price from inside the bar is not after its close
+    assert len(bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)) == 1
+    assert Signal.objects.get().fate == Fate.STALE and not Fill.objects.exists()
