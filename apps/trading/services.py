@@ -38,6 +38,17 @@ def _push_fill(position: Position, fill: Fill, purpose: str) -> None:
     transaction.on_commit(selectors.pnl_push)
 
 
+def _filled_order(position: Position, purpose: str, *, buy: bool, price: Decimal, fee: Decimal,
+                  at: datetime) -> Fill:
+    """A paper order filled at once. The client order id derives from the signal id, so a retried
+    task hits the unique constraint instead of trading twice (the same id goes to the exchange live)."""
+    order = Order.objects.create(
+        position=position, instrument=position.instrument, client_order_id=f"hft-{position.signal_id}-{purpose}",
+        purpose=purpose, side="buy" if buy else "sell", quantity=position.quantity, status=Order.Status.FILLED,
+    )
+    return Fill.objects.create(order=order, price=price, quantity=position.quantity, fee=fee, filled_at=at)
+
+
 @transaction.atomic
 def signal_execute_paper(*, signal_id: int, price: Decimal, at: datetime) -> Position | None:
     """Open a paper position for a pending signal at `price` (the first price after the signal's bar closed).
@@ -84,16 +95,7 @@ def signal_execute_paper(*, signal_id: int, price: Decimal, at: datetime) -> Pos
         fees=fee,
         time_stop_at=at + timedelta(seconds=signal.max_hold_seconds) if signal.max_hold_seconds else None,
     )
-    order = Order.objects.create(
-        position=position,
-        instrument=signal.instrument,
-        client_order_id=f"hft-{signal.pk}-entry",
-        purpose=Order.Purpose.ENTRY,
-        side="buy" if sign > 0 else "sell",
-        quantity=qty,
-        status=Order.Status.FILLED,
-    )
-    fill = Fill.objects.create(order=order, price=position.entry_price, quantity=qty, fee=fee, filled_at=at)
+    fill = _filled_order(position, Order.Purpose.ENTRY, buy=sign > 0, price=position.entry_price, fee=fee, at=at)
     signal_set_fate(signal=signal, fate=Fate.TAKEN, detail=f"filled {qty} @ {position.entry_price}")
     audit_record(
         actor=None,
@@ -121,16 +123,7 @@ def position_close(*, position_id: int, price: float, at: datetime, reason: str)
     exit_px = price if reason == ExitReason.TARGET else model.fill_price(-sign, price)
     qty = position.quantity
     fee = _d(model.fee(exit_px * float(qty)), MONEY_STEP)
-    order = Order.objects.create(
-        position=position,
-        instrument=position.instrument,
-        client_order_id=f"hft-{position.signal_id}-exit",
-        purpose=Order.Purpose.EXIT,
-        side="sell" if sign > 0 else "buy",
-        quantity=qty,
-        status=Order.Status.FILLED,
-    )
-    fill = Fill.objects.create(order=order, price=_d(exit_px), quantity=qty, fee=fee, filled_at=at)
+    fill = _filled_order(position, Order.Purpose.EXIT, buy=sign < 0, price=_d(exit_px), fee=fee, at=at)
     position.status = Position.Status.CLOSED
     position.closed_at, position.exit_price, position.exit_reason = at, fill.price, reason
     position.gross_pnl = ((fill.price - position.entry_price) * qty * sign).quantize(MONEY_STEP)
