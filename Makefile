@@ -16,7 +16,7 @@ $(VENV)/.test-deps: $(VENV)/.run-deps requirements-test.txt
 	touch $@
 
 run: $(VENV)/.run-deps            ## whole stack in the foreground on 127.0.0.1:8000; Ctrl-C stops it
-	@$(BIN)/python scripts/devrun.py
+	@$(BIN)/python hftweb/devrun.py
 
 stop:                              ## stop a `make run` started in another terminal
 	@if [ -f .run/devrun.pid ] && kill -0 $$(cat .run/devrun.pid) 2>/dev/null; then \

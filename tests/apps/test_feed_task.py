@@ -1,0 +1,48 @@
+"""Feed task behaviour that needs no worker: the one-runner lock, errors shown as feed status, the supervisor."""
+
+import pytest
+from django.core.cache import cache
+from django.test import override_settings
+
+from apps.market.models import Candle, FeedStatus
+from apps.market.tasks import run_feed, supervise_feeds
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unknown_feed_source_is_a_visible_error_not_a_crash(desk):
+    with override_settings(HFT_FEED="live"):
+        result = run_feed(desk["instrument"].pk, max_seconds=1)
+    fs = FeedStatus.objects.get(instrument=desk["instrument"])
+    assert result.startswith("error")
+    assert fs.state == FeedStatus.State.ERROR
+    assert "HFT_FEED='live'" in fs.last_error
+    assert cache.get(f"feed-lock:{desk['instrument'].pk}") is None  # the lock is released
+
+
+def test_second_runner_for_the_same_instrument_refuses(desk):
+    cache.set(f"feed-lock:{desk['instrument'].pk}", "someone-else", 15)
+    assert run_feed(desk["instrument"].pk, max_seconds=1) == "already running"
+    assert not Candle.objects.exists()
+
+
+def test_sim_feed_runs_in_process_and_stores_bars_then_stops(desk):
+    # 2 s of wall time at 600x: 4 h of backfill plus ~20 live minutes, then a clean stop.
+    assert run_feed(desk["instrument"].pk, max_seconds=2, speed=600) == "stopped"
+    fs = FeedStatus.objects.get(instrument=desk["instrument"])
+    assert fs.state == FeedStatus.State.STOPPED and fs.last_price is not None
+    times = list(Candle.objects.filter(instrument=desk["instrument"]).values_list("open_time", flat=True))
+    assert len(times) >= 240
+    assert times == sorted(times) and len(set(times)) == len(times)
+
+
+def test_supervisor_starts_only_feeds_without_a_live_runner(desk, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    cache.set(f"feed-lock:{desk['instrument'].pk}", "alive", 15)
+    assert supervise_feeds() == []
+    cache.delete(f"feed-lock:{desk['instrument'].pk}")
+    from hftweb.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("feeds")
+    assert supervise_feeds() == [desk["instrument"].pk]
