@@ -41,7 +41,7 @@ from apps.dashboard.forms import GhostToggleForm, TargetForm, TradeFilterForm
 from apps.ghosts.events import ghost_payload
 from apps.ghosts.selectors import ghost_rows, ghosts
 from apps.ghosts.services import GhostError, ghost_set_enabled
-from apps.market.events import feed_payload
+from apps.market.events import bar_payload, feed_payload
 from apps.market.models import Instrument
 from apps.market.selectors import feed_statuses, instruments, recent_candles
 from apps.revenue.selectors import portfolio_progress, target_owners
@@ -418,6 +418,9 @@ def audit_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/audit.html", {"nav": "audit", "page_obj": page_obj})
 
 
+CATCH_UP_BARS = 60  # an hour of 1m bars; after a longer outage the chart shows a gap until reload
+
+
 @require_GET
 def state_json(request: HttpRequest) -> JsonResponse:
     """Catch-up after a websocket reconnect: the current state as the same events desk.js already handles."""
@@ -428,6 +431,9 @@ def state_json(request: HttpRequest) -> JsonResponse:
     events += [
         dict(signal_payload(s, type_="signal.updated")) for s in reversed(recent_signals(limit=SIGNALS_SHOWN))
     ]
+    # Bars closed between the page render and this (re)connect: desk.js skips the ones it already drew.
+    for inst in instruments():
+        events += [bar_payload(c) for c in recent_candles(instrument_id=inst.pk, limit=CATCH_UP_BARS)]
     events.append(
         {
             "type": "positions.snapshot",

@@ -506,6 +506,16 @@ def test_state_snapshot_for_reconnects(viewer_client, desk):
 
 
 @pytest.mark.django_db
+def test_state_snapshot_resends_recent_bars_oldest_first(viewer_client, desk):
+    """Bars that closed between page render and websocket connect reach the chart on catch-up."""
+    make_candles(instrument=desk["instrument"], start=T0, n=90)
+    bars = [e for e in viewer_client.get("/state.json").json()["events"] if e["type"] == "bar.closed"]
+    assert len(bars) == 60
+    times = [b["open_time"] for b in bars]
+    assert times == sorted(times) and times[-1] == (T0 + timedelta(minutes=89)).isoformat()
+
+
+@pytest.mark.django_db
 def test_audit_page(op_client, operator, desk):
     op_client.post(toggle_url(desk["ghost"].pk), {"enabled": "0", "reason": "audit me"}, **JSON)
     html = op_client.get("/audit/").content.decode()
