@@ -65,3 +65,40 @@ def test_bar_evaluate_without_fresh_price_marks_stale(desk):
     price_set(inst.pk, 101.0, bar_close_ms - 30_000)  # a price from inside the bar is not after its close
     assert len(bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)) == 1
     assert Signal.objects.get().fate == Fate.STALE and not Fill.objects.exists()
+
+
+def test_toggle_takes_effect_at_the_next_evaluation(desk, make_user):
+    """Disabled by an operator: the very next bar evaluation skips the ghost; re-enabled: it trades again."""
+    from apps.ghosts.services import ghost_set_enabled
+
+    inst, ghost = desk["instrument"], desk["ghost"]
+    last = store_spike_series(inst)
+    price_set(inst.pk, 101.95, int(last.open_time.timestamp() * 1000) + 60_250)
+    op = make_user("olga", "operator")
+    ghost_set_enabled(ghost_id=ghost.pk, enabled=False, actor=op, reason="pause for review")
+    assert bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time) == []
+    assert not Signal.objects.exists()
+    ghost_set_enabled(ghost_id=ghost.pk, enabled=True, actor=op, reason="resume")
+    assert len(bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)) == 1
+    assert Signal.objects.get().fate == Fate.TAKEN
+
+
+def test_a_raising_ghost_is_degraded_with_traceback_and_recovers(desk, monkeypatch):
+    from apps.engine import registry
+    from apps.ghosts.models import Ghost, GhostStatus
+
+    inst, ghost = desk["instrument"], desk["ghost"]
+    last = store_spike_series(inst)
+    spec = registry.GHOSTS["spike_fader"]
+
+    def broken(bars, cfg):
+        raise ZeroDivisionError("boom in the ghost")
+
+    monkeypatch.setitem(registry.GHOSTS, "spike_fader", spec.__class__(**{**spec.__dict__, "evaluate": broken}))
+    assert bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time) == []
+    ghost = Ghost.objects.get(pk=ghost.pk)
+    assert ghost.status == GhostStatus.DEGRADED and ghost.enabled
+    assert "ZeroDivisionError: boom in the ghost" in ghost.status_reason and "Traceback" in ghost.last_error
+    monkeypatch.setitem(registry.GHOSTS, "spike_fader", spec)
+    bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)
+    assert Ghost.objects.get(pk=ghost.pk).status == GhostStatus.ACTIVE
