@@ -1,0 +1,195 @@
+"""Parse kline files into a standard candle DataFrame (pure: pandas only, no Django).
+
+Formats (see ../shared/data/README.md):
+
+* ``binance_vision``: data.binance.vision kline zip/CSV, no header, 12 columns; open_time in ms, or in
+  µs for the 2025+ files (detected per row by magnitude).
+* ``binance_api``: python-binance CSV with header ``timestamp,open,high,low,close,volume,close_time,
+  quote_av,trades,tb_base_av,...`` (timestamp is a UTC date string).
+* ``freqtrade``: OHLCV CSV(.gz) with header ``date,open,high,low,close,volume`` - no taker split, so
+  taker_buy_volume is NaN (unknown, stored as NULL), never invented.
+
+The standard frame: ``open_time`` (datetime64[ns, UTC]), ``open, high, low, close, volume,
+taker_buy_volume`` (float64, taker may be NaN) and ``trade_count`` (float64, NaN when unknown).
+``sanitize`` drops bad rows and counts them by reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "taker_buy_volume", "trade_count"]
+VISION_COLUMNS = [
+    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+    "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+]
+QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USD", "EUR", "BTC", "ETH", "BNB")
+_Q = "|".join(QUOTES)
+_SYMBOL_RE = re.compile(rf"(?<![A-Z0-9])([A-Z0-9]{{2,12}}?)({_Q})(?![A-Z0-9])")
+_FREQTRADE_SYMBOL_RE = re.compile(rf"(?<![A-Z0-9])([A-Z0-9]{{2,12}})_({_Q})(?:_({_Q}))?(?![A-Z0-9])")
+_TIMEFRAME_RE = re.compile(r"(?<![A-Za-z0-9])(\d+[smhdwM])(?![A-Za-z0-9])")
+_TIMEFRAME_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# open_time above this is in microseconds (ms epoch stays below 1e14 until the year 5138)
+_US_THRESHOLD = 10**14
+
+
+class UnknownFormat(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the file name says: exchange code, ccxt symbol, timeframe (each None when it does not say)."""
+
+    exchange: str | None
+    symbol: str | None
+    timeframe: str | None
+
+
+def _first_line(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            members = [n for n in zf.namelist() if not n.endswith("/")]
+            if len(members) != 1:
+                raise UnknownFormat(f"{path.name}: zip must hold exactly one CSV, found {len(members)} files")
+            with zf.open(members[0]) as fh:
+                return io.TextIOWrapper(fh, encoding="utf-8", errors="replace").readline().strip()
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            return fh.readline().strip()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise UnknownFormat(f"{path.name}: cannot read ({exc})") from exc
+
+
+def detect_format(path: Path) -> str:
+    """'binance_vision' | 'binance_api' | 'freqtrade'; UnknownFormat otherwise."""
+    line = _first_line(Path(path))
+    head = [c.strip().lower() for c in line.split(",")]
+    if head[:6] == ["date", "open", "high", "low", "close", "volume"]:
+        return "freqtrade"
+    if head[:6] == ["timestamp", "open", "high", "low", "close", "volume"] and "tb_base_av" in head:
+        return "binance_api"
+    if head == VISION_COLUMNS or (len(head) == 12 and head[0].isdigit()):
+        return "binance_vision"
+    raise UnknownFormat(
+        f"{Path(path).name}: unknown kline format (first line {line[:80]!r}); expected a Binance Vision kline "
+        "CSV/zip (12 columns, no header), a Binance API CSV (timestamp,...,tb_base_av) or a freqtrade CSV "
+        "(date,open,high,low,close,volume)"
+    )
+
+
+def infer_file_info(path: Path) -> FileInfo:
+    """Exchange, symbol and timeframe from the file name (and its folder, for Binance Vision dumps)."""
+    path = Path(path)
+    text = f"{path.parent.name}/{path.name}"
+    tokens = set(re.split(r"[^a-z0-9]+", text.lower()))
+    if "usdm" in tokens or "um" in tokens:
+        exchange = "binanceusdm"
+    elif any(t.startswith("binance") for t in tokens) or re.search(r"-\d+[smhdwM]-\d{4}-\d{2}", path.name):
+        exchange = "binance"  # <SYMBOL>-<tf>-<date> is the data.binance.vision naming
+    else:
+        exchange = None
+    symbol = None
+    m = _FREQTRADE_SYMBOL_RE.search(path.name)  # freqtrade's own names: BTC_USDT-1m, BTC_USDT_USDT-1m-futures
+    if m:
+        base, quote, settle = m.groups()
+        symbol = f"{base}/{quote}:{settle}" if settle else f"{base}/{quote}"
+        if settle and exchange is None:
+            exchange = "binanceusdm" if "binance" in text.lower() else None
+    m = None if symbol else (_SYMBOL_RE.search(path.name) or _SYMBOL_RE.search(path.parent.name))
+    if m:
+        base, quote = m.groups()
+        symbol = f"{base}/{quote}:{quote}" if exchange == "binanceusdm" else f"{base}/{quote}"
+    tf = _TIMEFRAME_RE.search(path.name) or _TIMEFRAME_RE.search(path.parent.name)
+    return FileInfo(exchange=exchange, symbol=symbol, timeframe=tf.group(1) if tf else None)
+
+
+def timeframe_from_spacing(frame: pd.DataFrame) -> str | None:
+    """The timeframe label of the most common bar spacing ('1m', '1h', ...), None if there is none."""
+    t = frame["open_time"].drop_duplicates().sort_values()
+    if len(t) < 2:
+        return None
+    step = int(t.diff().dropna().dt.total_seconds().mode().iloc[0])
+    for unit in ("w", "d", "h", "m", "s"):
+        secs = _TIMEFRAME_SECONDS[unit]
+        if step > 0 and step % secs == 0:
+            return f"{step // secs}{unit}"
+    return None
+
+
+def _num(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce").astype("float64")
+
+
+def read_klines(path: Path, fmt: str | None = None) -> pd.DataFrame:
+    """The standard candle frame of one file, unsanitised (bad rows are still there; see `sanitize`)."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt == "binance_vision":
+        has_header = _first_line(path).lower().startswith("open_time")
+        raw = pd.read_csv(path, header=0 if has_header else None, names=VISION_COLUMNS, dtype=str)
+        t = _num(raw["open_time"])
+        ms = np.where(t >= _US_THRESHOLD, t / 1000.0, t)
+        out = pd.DataFrame({"open_time": pd.to_datetime(ms, unit="ms", utc=True, errors="coerce")})
+        out["taker_buy_volume"] = _num(raw["taker_buy_volume"]).to_numpy()
+        out["trade_count"] = _num(raw["count"]).to_numpy()
+    elif fmt == "binance_api":
+        raw = pd.read_csv(path, dtype=str)
+        out = pd.DataFrame({"open_time": pd.to_datetime(raw["timestamp"], utc=True, errors="coerce", format="ISO8601")})
+        out["taker_buy_volume"] = _num(raw["tb_base_av"])
+        out["trade_count"] = _num(raw["trades"])
+    elif fmt == "freqtrade":
+        raw = pd.read_csv(path, dtype=str)
+        out = pd.DataFrame({"open_time": pd.to_datetime(raw["date"], utc=True, errors="coerce", format="ISO8601")})
+        out["taker_buy_volume"] = np.nan
+        out["trade_count"] = np.nan
+    else:
+        raise UnknownFormat(f"unknown kline format {fmt!r}")
+    for col in ("open", "high", "low", "close", "volume"):
+        out[col] = _num(raw[col]).to_numpy()
+    out["open_time"] = out["open_time"].astype("datetime64[ns, UTC]")
+    return out[COLUMNS]
+
+
+def sanitize(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(clean rows, skipped count by reason). Each bad row counts once, under its first failing check."""
+    df = frame.reset_index(drop=True)
+    prices = df[["open", "high", "low", "close"]].to_numpy(dtype="float64")
+    vol = df["volume"].to_numpy(dtype="float64")
+    buy = df["taker_buy_volume"].to_numpy(dtype="float64") if "taker_buy_volume" in df else np.full(len(df), np.nan)
+    trades = df["trade_count"].to_numpy(dtype="float64") if "trade_count" in df else np.full(len(df), np.nan)
+    o, h, lo, c = prices.T
+    with np.errstate(invalid="ignore"):
+        checks = [
+            ("bad_time", df["open_time"].isna().to_numpy()),
+            ("non_finite", ~np.isfinite(prices).all(axis=1) | ~np.isfinite(vol) | np.isinf(buy)),
+            ("non_positive_price", (prices <= 0).any(axis=1)),
+            ("negative_volume", (vol < 0) | (buy < 0)),
+            ("negative_trade_count", (trades < 0) | np.isinf(trades)),
+            ("taker_buy_gt_volume", buy > vol),
+            ("high_below_low", h < lo),
+            ("open_close_outside_range", (o < lo) | (o > h) | (c < lo) | (c > h)),
+        ]
+    skipped: dict[str, int] = {}
+    bad = np.zeros(len(df), dtype=bool)
+    for reason, mask in checks:
+        new = mask & ~bad
+        if new.any():
+            skipped[reason] = int(new.sum())
+            bad |= new
+    df = df[~bad]
+    dup = df["open_time"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        skipped["duplicate_in_file"] = int(dup.sum())
+        df = df[~dup]
+    return df.reset_index(drop=True), skipped
