@@ -15,6 +15,7 @@ from django.conf import settings
 from apps.market.bar_builder import BarBuilder, Trade
 from apps.market.models import FeedStatus, Instrument
 from apps.market.prices import positions_version, price_set
+from apps.market.sanitize import Sanitiser
 from apps.market.selectors import last_candle
 from apps.market.services import candle_store, feed_status_update
 from apps.market.sim import MarketSimulator
@@ -50,6 +51,7 @@ class SimFeed:
         self.speed = speed or settings.HFT_SIM_SPEED
         self.max_seconds = max_seconds
         self.builder = BarBuilder(has_liquidations=True)
+        self.sanitiser = Sanitiser()
         self.positions: list = []
         self.positions_seen = -1
         self.last_price: float | None = None
@@ -74,13 +76,22 @@ class SimFeed:
         )
         if backfill:
             trades, liqs = sim.advance(now_ms - 1)
-            self._consume(trades, liqs, evaluate=False)
+            self._consume(trades, liqs, evaluate=False, now_ms=now_ms - 1)
         return sim, sim.now_ms
 
-    def _consume(self, trades: list[Trade], liqs, *, evaluate: bool) -> None:
+    def _consume(self, trades: list[Trade], liqs, *, evaluate: bool, now_ms: int) -> None:
+        """Sanitise, then aggregate. `now_ms` is the sim's data clock (the `until_ms` it advanced to)."""
         for liq in liqs:
+            reason = self.sanitiser.check_liquidation(liq, now_ms)
+            if reason:
+                log.debug("%s: liquidation rejected (%s): %r", self.instrument.symbol, reason, liq)
+                continue
             self.builder.add_liquidation(liq)
         for t in trades:
+            reason = self.sanitiser.check_trade(t, now_ms)
+            if reason:
+                log.debug("%s: trade rejected (%s): %r", self.instrument.symbol, reason, t)
+                continue
             for bar in self.builder.add_trade(t):
                 candle_store(
                     instrument_id=self.instrument.pk, bar=bar, on_stored=self.on_bar if evaluate else None
@@ -119,8 +130,9 @@ class SimFeed:
             if (self.max_seconds is not None and elapsed > self.max_seconds) or not self.heartbeat():
                 break
             self._refresh_positions()
-            trades, liqs = sim.advance(data_start + int(elapsed * self.speed * 1000))
-            self._consume(trades, liqs, evaluate=True)
+            until_ms = data_start + int(elapsed * self.speed * 1000)
+            trades, liqs = sim.advance(until_ms)
+            self._consume(trades, liqs, evaluate=True, now_ms=until_ms)
             if self.last_price is not None:
                 price_set(self.instrument.pk, self.last_price, self.last_ts)
                 now = time.monotonic()
@@ -143,7 +155,7 @@ class SimFeed:
                         state=FeedStatus.State.CONNECTED,
                         last_price=_dec(self.last_price),
                         last_trade_at=_dt(self.last_ts),
-                        rejected=_counts(self.builder),
+                        rejected=_counts(self.builder, self.sanitiser),
                     )
             time.sleep(LOOP_SLEEP)
 
@@ -152,10 +164,11 @@ def _dec(x: float) -> Decimal:
     return Decimal(repr(x)).quantize(Decimal("0.0000000001"))
 
 
-def _counts(builder: BarBuilder) -> dict[str, int]:
+def _counts(builder: BarBuilder, sanitiser: Sanitiser | None = None) -> dict[str, int]:
+    """The BarBuilder's counters plus the sanitiser's reasons, as published in FeedStatus.rejected."""
     counts = {
         k: int(getattr(builder, k))
         for k in ("late_trades", "duplicates", "late_liquidations")
         if getattr(builder, k, 0)
     }
-    return {**counts, **builder.rejected}
+    return {**counts, **builder.rejected, **(sanitiser.counts if sanitiser is not None else {})}

@@ -46,3 +46,23 @@ def test_supervisor_starts_only_feeds_without_a_live_runner(desk, settings):
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge("feeds")
     assert supervise_feeds() == [desk["instrument"].pk]
+
+
+def test_sanitiser_rejections_skip_the_builder_and_are_published(desk):
+    import math
+
+    from apps.market.bar_builder import Trade
+    from apps.market.feed_runner import SimFeed, _counts
+
+    feed = SimFeed(desk["instrument"], on_bar=lambda *a, **k: None, heartbeat=lambda: True, speed=1)
+    t0 = 1_735_689_600_000
+    trades = [
+        Trade(ts_ms=t0, price=100.0, amount=1.0, side="buy", id="1"),
+        Trade(ts_ms=t0 + 1, price=math.nan, amount=1.0, side="buy", id="2"),
+        Trade(ts_ms=t0 + 2, price=100.0, amount=1.0, side="buy", id="1"),
+        Trade(ts_ms=t0 + 3, price=200.0, amount=1.0, side="sell", id="3"),
+    ]
+    feed._consume(trades, [], evaluate=False, now_ms=t0 + 60_000)
+    assert feed.builder.snapshot()["trades"] == 1 and feed.last_price == 100.0
+    assert feed.builder.rejected == {} and feed.builder.duplicates == 0
+    assert _counts(feed.builder, feed.sanitiser) == {"non_finite": 1, "duplicate_id": 1, "price_band": 1}
