@@ -18,38 +18,14 @@ from apps.engine.types import Draft
 from apps.ghosts.selectors import enabled_ghosts_for
 from apps.ghosts.services import ghost_record_evaluation
 from apps.market.prices import positions_changed, price_get
-from apps.market.selectors import candle_window
+from apps.market.selectors import candle_window, candles_as_bar_records
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_record, signal_set_fate
 from apps.trading.services import signal_execute_paper
 
 log = logging.getLogger(__name__)
-COLUMNS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "taker_buy_volume",
-    "taker_sell_volume",
-    "whale_buy_volume",
-    "whale_sell_volume",
-    "liq_long_volume",
-    "liq_short_volume",
-)
 # A price older than this (in data time) is not a fill price for a market order on the next bar.
 MAX_PRICE_AGE_MS = 5 * 60_000
-
-
-def _records(candles) -> list[dict]:
-    out = []
-    for c in candles:
-        rec = {"open_time": c.open_time, "trades": float(c.trade_count)}
-        for col in COLUMNS:
-            v = getattr(c, col)
-            rec[col] = float("nan") if v is None else float(v)
-        out.append(rec)
-    return out
 
 
 def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
@@ -62,7 +38,7 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
     if not candles or candles[-1].open_time != bar_time:
         log.warning("bar %s of instrument %s not stored; nothing to evaluate", bar_time, instrument_id)
         return []
-    bars = bars_from_records(_records(candles))
+    bars = bars_from_records(candles_as_bar_records(candles))
     created_signals = []
     for ghost in ghosts:
         try:

@@ -33,6 +33,14 @@ class Instrument(models.Model):
         return f"market.{self.exchange.code}.{self.symbol.replace('/', '-').replace(':', '-')}"
 
 
+# Candle fields that carry a bar column of the same name (apps.engine.types.BAR_COLUMNS minus "trades",
+# which is stored as trade_count). Writers and the bar loader share this one list.
+CANDLE_BAR_FIELDS = (
+    "open", "high", "low", "close", "volume", "taker_buy_volume", "taker_sell_volume",
+    "whale_buy_volume", "whale_sell_volume", "liq_long_volume", "liq_short_volume",
+)
+
+
 class Candle(models.Model):
     """One closed bar. Volumes are in base units; missing inputs (no liquidation feed) are NULL."""
 

@@ -3,7 +3,7 @@ from datetime import datetime
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from apps.market.models import Candle, FeedStatus, Instrument
+from apps.market.models import CANDLE_BAR_FIELDS, Candle, FeedStatus, Instrument
 
 
 def desk_now() -> datetime:
@@ -51,3 +51,15 @@ def candle_window(*, instrument_id: int, until, minutes: int, timeframe: str = "
     )
     rows.reverse()
     return rows
+
+
+def candles_as_bar_records(candles: list[Candle]) -> list[dict]:
+    """Candles as the engine's bar records: floats, NULL (unknown) -> NaN, trade_count -> trades."""
+    out = []
+    for c in candles:
+        rec = {"open_time": c.open_time, "trades": float(c.trade_count)}
+        for field in CANDLE_BAR_FIELDS:
+            v = getattr(c, field)
+            rec[field] = float("nan") if v is None else float(v)
+        out.append(rec)
+    return out

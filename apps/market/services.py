@@ -10,22 +10,8 @@ from django.db.models.constants import OnConflict
 
 from apps.common.realtime import send_on_commit
 from apps.market.events import FEEDS_GROUP, bar_payload, feed_payload
-from apps.market.models import Candle, FeedStatus
+from apps.market.models import CANDLE_BAR_FIELDS, Candle, FeedStatus
 
-# bar-builder column -> Candle field
-_FIELDS = {
-    "open": "open",
-    "high": "high",
-    "low": "low",
-    "close": "close",
-    "volume": "volume",
-    "taker_buy_volume": "taker_buy_volume",
-    "taker_sell_volume": "taker_sell_volume",
-    "whale_buy_volume": "whale_buy_volume",
-    "whale_sell_volume": "whale_sell_volume",
-    "liq_long_volume": "liq_long_volume",
-    "liq_short_volume": "liq_short_volume",
-}
 # unknown is not zero: an OHLCV-only source has no taker split, a feed without liquidations no liq volume
 _NULLABLE = {
     "taker_buy_volume",
@@ -45,10 +31,10 @@ def _dec(x) -> Decimal | None:
 
 def _candle_values(bar: dict) -> dict:
     values = {}
-    for key, field in _FIELDS.items():
-        v = _dec(bar.get(key))
+    for field in CANDLE_BAR_FIELDS:
+        v = _dec(bar.get(field))
         if v is None and field not in _NULLABLE:
-            raise ValueError(f"bar {bar.get('open_time')} has no {key}")
+            raise ValueError(f"bar {bar.get('open_time')} has no {field}")
         values[field] = v
     values["trade_count"] = int(bar.get("trades") or 0)
     return values

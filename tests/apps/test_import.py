@@ -9,9 +9,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from apps.ghosts.evaluation import _records
 from apps.market import importers
 from apps.market.models import Candle, Instrument
+from apps.market.selectors import candles_as_bar_records
 from apps.market.services import candles_import
 from tests.datafiles import require
 
@@ -96,7 +96,7 @@ def test_freqtrade_csv_has_no_taker_split_and_reimport_stores_nothing():
     assert c.open_time == datetime.fromisoformat(row[0]) == datetime(2025, 5, 20, tzinfo=UTC)
     assert (c.open, c.high, c.low, c.close, c.volume) == tuple(Decimal(x) for x in row[1:6])
     assert c.taker_buy_volume is None and c.taker_sell_volume is None  # unknown, not zero
-    rec = _records([c])[0]  # the ghosts see NaN, not 0
+    rec = candles_as_bar_records([c])[0]  # the ghosts see NaN, not 0
     assert rec["taker_buy_volume"] != rec["taker_buy_volume"] and rec["close"] == float(row[4])
 
     again = run(path)
