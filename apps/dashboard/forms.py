@@ -38,6 +38,15 @@ class GhostToggleForm(forms.Form):
         return "invalid input"
 
 
+class GhostParamsForm(forms.Form):
+    # required=False: "{}" (every default) is a valid value; a missing field reaches the service as None.
+    params = forms.JSONField(required=False, error_messages={"invalid": "params must be valid JSON"})
+    reason = forms.CharField(max_length=500, strip=True,
+                             error_messages={"required": "a reason is required: it is written to the audit log"})
+
+    first_error = GhostToggleForm.first_error
+
+
 class TargetForm(forms.Form):
     """One revenue target. `amount` is a CharField on purpose: the service's parser (the single source of
     the rules: positive, two decimals, finite, not absurd) reads the raw text and words the error."""

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("ghosts/", views.ghosts_page, name="ghosts"),
     path("ghosts/<int:ghost_id>/toggle/", views.ghost_toggle, name="ghost-toggle"),
+    path("ghosts/<int:ghost_id>/params/", views.ghost_params, name="ghost-params"),
     path("trades/", views.trades_page, name="trades"),
     path("trades.csv", views.trades_csv, name="trades-csv"),
     path("targets/", views.targets_page, name="targets"),

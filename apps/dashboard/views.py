@@ -37,10 +37,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.audit.selectors import audit_events
 from apps.dashboard.context_processors import request_is_operator, request_pnl
-from apps.dashboard.forms import GhostToggleForm, TargetForm, TradeFilterForm
+from apps.dashboard.forms import GhostParamsForm, GhostToggleForm, TargetForm, TradeFilterForm
 from apps.ghosts.events import ghost_payload
 from apps.ghosts.selectors import ghost_rows, ghosts
-from apps.ghosts.services import GhostError, ghost_set_enabled
+from apps.ghosts.services import GhostError, ghost_set_enabled, ghost_update_params
 from apps.market.events import bar_payload, feed_payload
 from apps.market.models import Instrument
 from apps.market.selectors import feed_statuses, instruments, recent_candles
@@ -159,7 +159,8 @@ def ghosts_page(request: HttpRequest) -> HttpResponse:
 
 
 def _render_ghosts(
-    request: HttpRequest, *, errors: dict[int, str] | None = None, status: int = 200
+    request: HttpRequest, *, errors: dict[int, str] | None = None, status: int = 200,
+    params_errors: dict[int, str] | None = None,
 ) -> HttpResponse:
     return render(
         request,
@@ -168,6 +169,7 @@ def _render_ghosts(
             "nav": "ghosts",
             "rows": ghost_rows(),
             "toggle_errors": errors or {},
+            "params_errors": params_errors or {},
         },
         status=status,
     )
@@ -210,6 +212,27 @@ def ghost_toggle(request: HttpRequest, ghost_id: int) -> HttpResponse:
             }
         )
     messages.success(request, f"{ghost.name} is now {ghost.status}.")
+    return redirect(reverse("dashboard:ghosts") + f"#ghost-{ghost.pk}", permanent=False)
+
+
+@require_POST
+def ghost_params(request: HttpRequest, ghost_id: int) -> HttpResponse:
+    """Edit a ghost's params through the engine's config validation (operators only)."""
+    if not request_is_operator(request):
+        raise PermissionDenied("only operators can edit ghost parameters")
+    if not ghosts().filter(pk=ghost_id).exists():
+        raise Http404(f"no ghost {ghost_id}")
+    form = GhostParamsForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise GhostError(form.first_error())
+        ghost = ghost_update_params(ghost_id=ghost_id, params=form.cleaned_data["params"], actor=request.user,
+                                    reason=form.cleaned_data["reason"])
+    except ObjectDoesNotExist:
+        raise Http404(f"no ghost {ghost_id}") from None
+    except GhostError as e:
+        return _render_ghosts(request, params_errors={ghost_id: str(e)}, status=400)
+    messages.success(request, f"{ghost.name}: parameters saved; the next bar uses them.")
     return redirect(reverse("dashboard:ghosts") + f"#ghost-{ghost.pk}", permanent=False)
 
 

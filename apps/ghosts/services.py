@@ -99,3 +99,31 @@ def ghost_record_evaluation(*, ghost_id: int, error: str | None) -> Ghost:
         )
         send_on_commit(GHOSTS_GROUP, ghost_payload(ghost, type_="ghost.status", actor="system"))
     return ghost
+
+
+@transaction.atomic
+def ghost_update_params(*, ghost_id: int, params: dict, actor, reason: str) -> Ghost:
+    """Replace a ghost's params after the engine's config validation; a refused value saves nothing.
+
+    Stored normalised (`to_params`), so the next evaluation reads exactly what was validated.
+    """
+    from apps.engine.types import ConfigError
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise GhostError("a reason is required")
+    if not isinstance(params, dict):
+        raise GhostError("params must be a JSON object")
+    ghost = Ghost.objects.select_for_update().get(pk=ghost_id)
+    try:
+        cfg = config_from_params(ghost.kind, params)
+    except ConfigError as e:
+        raise GhostError(str(e)) from None
+    before, after = dict(ghost.params), cfg.to_params()
+    if before == after:
+        return ghost
+    ghost.params = after
+    ghost.save(update_fields=["params", "updated_at"])
+    audit_record(actor=actor, action="ghost.params_changed", obj=ghost, reason=reason[:500],
+                 before=before, after=after)
+    return ghost

@@ -156,3 +156,11 @@ def audit_diff(event: object) -> list[tuple[str, str, str]]:
 def fate_label(fate: str | None) -> str:
     """ "blocked_trend" -> "blocked trend": the same words desk.js writes for live updates."""
     return (fate or "").replace("_", " ")
+
+
+@register.filter
+def pretty_json(value) -> str:
+    """Ghost params for the editor: indented, keys sorted (autoescaped by the template)."""
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True)
