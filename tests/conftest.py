@@ -192,6 +192,34 @@ def make_user(db):
 
 
 @pytest.fixture
+def operator(make_user):
+    return make_user("olga", "operator")
+
+
+@pytest.fixture
+def viewer(make_user):
+    return make_user("vera", "viewer")
+
+
+@pytest.fixture
+def op_client(operator):
+    from django.test import Client
+
+    c = Client()
+    c.force_login(operator)
+    return c
+
+
+@pytest.fixture
+def viewer_client(viewer):
+    from django.test import Client
+
+    c = Client()
+    c.force_login(viewer)
+    return c
+
+
+@pytest.fixture
 def desk(db):
     """A minimal desk: binance BTC/USDT, its feed status, and one enabled spike fader ghost."""
     from apps.ghosts.services import ghost_create

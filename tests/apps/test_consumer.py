@@ -23,16 +23,6 @@ async def connected(user) -> WebsocketCommunicator:
     return comm
 
 
-@pytest.fixture
-def viewer(make_user):
-    return make_user("vera", "viewer")
-
-
-@pytest.fixture
-def operator(make_user):
-    return make_user("olga", "operator")
-
-
 async def ghost_state(pk: int) -> tuple[bool, str]:
     g = await Ghost.objects.aget(pk=pk)
     return g.enabled, g.status

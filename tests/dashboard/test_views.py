@@ -25,30 +25,6 @@ PAGES = ["overview", "ghosts", "trades", "targets", "audit"]
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture
-def operator(make_user):
-    return make_user("olga", "operator")
-
-
-@pytest.fixture
-def viewer(make_user):
-    return make_user("vera", "viewer")
-
-
-@pytest.fixture
-def op_client(operator) -> Client:
-    c = Client()
-    c.force_login(operator)
-    return c
-
-
-@pytest.fixture
-def viewer_client(viewer) -> Client:
-    c = Client()
-    c.force_login(viewer)
-    return c
-
-
 def toggle_url(ghost_id: int) -> str:
     return reverse("dashboard:ghost-toggle", args=[ghost_id])
 
