@@ -1,10 +1,13 @@
 from django.contrib import admin
 
-from apps.market.models import Candle, Exchange, FeedStatus, Instrument
+from apps.market.models import Candle, Exchange, FeedStatus, HistoryDownload, Instrument, LargeTrade, LiquidationEvent
 
 admin.site.register(Exchange)
 admin.site.register(Instrument)
 admin.site.register(FeedStatus)
+admin.site.register(LiquidationEvent)
+admin.site.register(LargeTrade)
+admin.site.register(HistoryDownload)
 
 
 @admin.register(Candle)

@@ -1,3 +1,6 @@
+from decimal import Decimal
+
+from django.conf import settings
 from django.db import models
 
 from apps.common.fields import price_field, qty_field
@@ -20,9 +23,18 @@ class Instrument(models.Model):
     symbol = models.CharField(max_length=32)  # ccxt unified symbol, "BTC/USDT"
     base = models.CharField(max_length=16)
     quote = models.CharField(max_length=16)
+    # A trade is a "whale" print when its notional (quote units) reaches whale_notional AND, when
+    # whale_median_multiple > 0, its size is also at least that multiple of the rolling median trade size.
+    whale_notional = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("100000"))
+    whale_median_multiple = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("0"))
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["exchange", "symbol"], name="instrument_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["exchange", "symbol"], name="instrument_unique"),
+            models.CheckConstraint(
+                condition=models.Q(whale_notional__gt=0, whale_median_multiple__gte=0), name="instrument_whale_rule"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.exchange.code}:{self.symbol}"
@@ -105,3 +117,87 @@ class FeedStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instrument} {self.state}"
+
+
+class LiquidationEvent(models.Model):
+    """One recorded forced order (Binance forceOrder and the like). side is the side LIQUIDATED:
+    "long" = a long was forced to sell. Exchanges throttle these streams, so they are a sample."""
+
+    class Side(models.TextChoices):
+        LONG = "long"
+        SHORT = "short"
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="liquidations")
+    ts = models.DateTimeField()
+    side = models.CharField(max_length=8, choices=Side.choices)
+    price = price_field()
+    amount = qty_field()  # base units
+    source = models.CharField(max_length=64, blank=True)  # file name or "live"
+
+    class Meta:
+        ordering = ["instrument", "ts"]
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "ts", "side", "price", "amount"], name="liquidation_unique"),
+            models.CheckConstraint(condition=models.Q(price__gt=0, amount__gt=0), name="liquidation_positive"),
+        ]
+        indexes = [models.Index(fields=["instrument", "ts"])]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} {self.ts:%Y-%m-%d %H:%M:%S} {self.side} {self.amount}"
+
+
+class LargeTrade(models.Model):
+    """One large aggressive print (a whale trade) kept individually; side is the TAKER side."""
+
+    class Side(models.TextChoices):
+        BUY = "buy"
+        SELL = "sell"
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="large_trades")
+    trade_id = models.CharField(max_length=64)
+    ts = models.DateTimeField()
+    side = models.CharField(max_length=4, choices=Side.choices)
+    price = price_field()
+    amount = qty_field()  # base units
+    source = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["instrument", "ts"]
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "trade_id"], name="large_trade_unique"),
+            models.CheckConstraint(condition=models.Q(price__gt=0, amount__gt=0), name="large_trade_positive"),
+        ]
+        indexes = [models.Index(fields=["instrument", "ts"])]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} {self.ts:%Y-%m-%d %H:%M:%S} {self.side} {self.amount}@{self.price}"
+
+
+class HistoryDownload(models.Model):
+    """One `download_history` run (command or dashboard): what was asked, how far it got, the gaps found."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="downloads")
+    timeframe = models.CharField(max_length=8, default="1m")
+    since = models.DateTimeField()
+    until = models.DateTimeField(null=True, blank=True)  # None: up to the last closed candle
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    expected = models.PositiveIntegerField(default=0)  # candles the range should hold
+    fetched = models.PositiveIntegerField(default=0)
+    stored = models.PositiveIntegerField(default=0)
+    gaps = models.JSONField(default=list, blank=True)  # [[first missing open time, last missing, count], ...]
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} {self.timeframe} from {self.since:%Y-%m-%d} {self.state}"
