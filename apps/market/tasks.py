@@ -5,7 +5,6 @@ import logging
 import uuid
 
 from celery import shared_task
-from django.conf import settings
 from django.core.cache import cache
 
 from apps.market.models import FeedStatus, Instrument
@@ -19,16 +18,37 @@ def _lock_key(instrument_id: int) -> str:
     return f"feed-lock:{instrument_id}"
 
 
+def feed_source_runner(source: str, instrument: Instrument, **kwargs):
+    """The runner for a FeedStatus.source: "sim", "live" (ccxt) or "replay:<path>[@speed]".
+
+    Every runner takes (instrument, on_bar=, heartbeat=, max_seconds=, ...) and feeds the same
+    FeedPipeline; only where the trades come from differs.
+    """
+    if source == "sim":
+        from apps.market.sim_feed import SimFeed
+
+        return SimFeed(instrument, **kwargs)
+    if source == "live":
+        from apps.market.live_feed import LiveFeed
+
+        kwargs.pop("speed", None)
+        return LiveFeed(instrument, **kwargs)
+    if source.startswith("replay:"):
+        from apps.market.replay_feed import ReplayFeed
+
+        return ReplayFeed(instrument, source=source, **kwargs)
+    raise ValueError(f"unknown feed source {source!r}; use sim, live or replay:<path>[@speed]")
+
+
 @shared_task(acks_late=False, soft_time_limit=None, time_limit=None)
 def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float | None = None) -> str:
     from apps.ghosts.tasks import evaluate_bar
-    from apps.market.feed_runner import SimFeed
 
     token = uuid.uuid4().hex
     key = _lock_key(instrument_id)
     if not cache.add(key, token, LOCK_TTL):
         return "already running"
-    instrument = Instrument.objects.select_related("exchange").get(pk=instrument_id)
+    instrument = Instrument.objects.select_related("exchange", "feed_status").get(pk=instrument_id)
 
     def heartbeat() -> bool:
         if cache.get(key) != token:
@@ -39,18 +59,19 @@ def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float 
     def on_bar(candle) -> None:
         evaluate_bar.delay(candle.instrument_id, candle.open_time.isoformat())
 
-    source = settings.HFT_FEED
+    source = instrument.feed_status.source
     try:
-        if source != "sim":
-            raise NotImplementedError(f"HFT_FEED={source!r} is not available yet; use HFT_FEED=sim")
-        feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STARTING, source="sim")
-        SimFeed(instrument, on_bar=on_bar, heartbeat=heartbeat, speed=speed, max_seconds=max_seconds).run()
+        runner = feed_source_runner(
+            source, instrument, on_bar=on_bar, heartbeat=heartbeat, speed=speed, max_seconds=max_seconds
+        )
+        feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STARTING)
+        runner.run()
         feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STOPPED)
         return "stopped"
     except Exception as exc:  # shown on the dashboard; the supervisor retries on its next beat
-        log.exception("feed %s failed", instrument_id)
+        log.exception("feed %s (%s) failed", instrument_id, source)
         feed_status_update(
-            instrument_id=instrument_id, state=FeedStatus.State.ERROR, last_error=str(exc)[:2000]
+            instrument_id=instrument_id, state=FeedStatus.State.ERROR, last_error=f"{type(exc).__name__}: {exc}"[:2000]
         )
         return f"error: {exc}"
     finally:

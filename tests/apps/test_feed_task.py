@@ -2,7 +2,6 @@
 
 import pytest
 from django.core.cache import cache
-from django.test import override_settings
 
 from apps.market.models import Candle, FeedStatus
 from apps.market.tasks import run_feed, supervise_feeds
@@ -11,12 +10,12 @@ pytestmark = pytest.mark.django_db
 
 
 def test_unknown_feed_source_is_a_visible_error_not_a_crash(desk):
-    with override_settings(HFT_FEED="live"):
-        result = run_feed(desk["instrument"].pk, max_seconds=1)
+    FeedStatus.objects.filter(instrument=desk["instrument"]).update(source="carrier-pigeon")
+    result = run_feed(desk["instrument"].pk, max_seconds=1)
     fs = FeedStatus.objects.get(instrument=desk["instrument"])
     assert result.startswith("error")
     assert fs.state == FeedStatus.State.ERROR
-    assert "HFT_FEED='live'" in fs.last_error
+    assert "unknown feed source 'carrier-pigeon'" in fs.last_error
     assert cache.get(f"feed-lock:{desk['instrument'].pk}") is None  # the lock is released
 
 
@@ -52,9 +51,9 @@ def test_sanitiser_rejections_skip_the_builder_and_are_published(desk):
     import math
 
     from apps.market.bar_builder import Trade
-    from apps.market.feed_runner import SimFeed, _counts
+    from apps.market.pipeline import FeedPipeline
 
-    feed = SimFeed(desk["instrument"], on_bar=lambda *a, **k: None, heartbeat=lambda: True, speed=1)
+    feed = FeedPipeline(desk["instrument"], on_bar=None, has_liquidations=True)
     t0 = 1_735_689_600_000
     trades = [
         Trade(ts_ms=t0, price=100.0, amount=1.0, side="buy", id="1"),
@@ -62,7 +61,7 @@ def test_sanitiser_rejections_skip_the_builder_and_are_published(desk):
         Trade(ts_ms=t0 + 2, price=100.0, amount=1.0, side="buy", id="1"),
         Trade(ts_ms=t0 + 3, price=200.0, amount=1.0, side="sell", id="3"),
     ]
-    feed._consume(trades, [], evaluate=False, now_ms=t0 + 60_000)
+    feed.consume(trades, [], evaluate=False, now_ms=t0 + 60_000)
     assert feed.builder.snapshot()["trades"] == 1 and feed.last_price == 100.0
     assert feed.builder.rejected == {} and feed.builder.duplicates == 0
-    assert _counts(feed.builder, feed.sanitiser) == {"non_finite": 1, "duplicate_id": 1, "price_band": 1}
+    assert feed.counts() == {"non_finite": 1, "duplicate_id": 1, "price_band": 1}

@@ -1,0 +1,137 @@
+"""The one path every feed's data takes, whatever its source (sim, replay, live ccxt):
+
+    trades/liquidations -> Sanitiser -> BarBuilder -> candle_store -> (after commit) ghosts
+                        -> stops/targets of open positions checked on every accepted trade
+                        -> last price to Redis, throttled ticks and feed status to browsers
+
+A source only has to hand `consume` its items in arrival order together with its clock (`now_ms`, data
+time for sim/replay, exchange-synchronised wall time live) and call `publish` now and then. Keeping
+this in one class is what makes a replay test prove the live path: only the source differs.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from apps.market.bar_builder import BarBuilder, Liquidation, Trade
+from apps.market.models import FeedStatus, Instrument
+from apps.market.prices import positions_version, price_set
+from apps.market.sanitize import Sanitiser
+from apps.market.services import candle_store, feed_status_update
+from apps.trading.selectors import open_positions
+from apps.trading.services import positions_check_price
+
+log = logging.getLogger(__name__)
+TICK_PUSH_SECONDS = 0.25  # browsers get a few prices a second, not every trade
+STATUS_SECONDS = 1.0
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(repr(x)).quantize(Decimal("0.0000000001"))
+
+
+class FeedPipeline:
+    """Sanitise, aggregate, store and check stops for one instrument's stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        instrument: Instrument,
+        *,
+        on_bar: Callable | None,
+        has_liquidations: bool,
+        sanitiser: Sanitiser | None = None,
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.instrument = instrument
+        self.on_bar = on_bar
+        self.builder = BarBuilder(whale_notional=float(instrument.whale_notional), has_liquidations=has_liquidations)
+        self.sanitiser = sanitiser or Sanitiser()
+        self.wall_clock = wall_clock
+        self.positions: list = []
+        self.positions_seen = -1
+        self.last_price: float | None = None
+        self.last_ts = 0
+        self.bars_stored = 0
+        self._last_tick = self._last_status = float("-inf")
+
+    # -- data in -------------------------------------------------------------------------------------
+    def consume(
+        self, trades: Iterable[Trade], liqs: Iterable[Liquidation] = (), *, now_ms: int, evaluate: bool = True
+    ) -> None:
+        """Sanitise then aggregate; `evaluate=False` stores bars without queueing ghosts (backfill)."""
+        for liq in liqs:
+            reason = self.sanitiser.check_liquidation(liq, now_ms)
+            if reason:
+                log.debug("%s: liquidation rejected (%s): %r", self.instrument.symbol, reason, liq)
+                continue
+            self.builder.add_liquidation(liq)
+        for t in trades:
+            reason = self.sanitiser.check_trade(t, now_ms)
+            if reason:
+                log.debug("%s: trade rejected (%s): %r", self.instrument.symbol, reason, t)
+                continue
+            self._store(self.builder.add_trade(t), evaluate)
+            self.last_price, self.last_ts = t.price, t.ts_ms
+            if evaluate and self.positions:
+                closed = positions_check_price(
+                    instrument_id=self.instrument.pk, price=t.price, at=ms_to_dt(t.ts_ms), open_positions=self.positions
+                )
+                if closed:
+                    self.positions = [p for p in self.positions if p not in closed]
+
+    def flush(self, now_ms: int, *, evaluate: bool = True) -> None:
+        """Close the bar in progress once `now_ms` has passed its minute (a quiet market still closes bars)."""
+        self._store(self.builder.flush(now_ms), evaluate)
+
+    def _store(self, bars: list[dict], evaluate: bool) -> None:
+        for bar in bars:
+            _, created = candle_store(
+                instrument_id=self.instrument.pk, bar=bar, on_stored=self.on_bar if evaluate else None
+            )
+            self.bars_stored += int(created)
+
+    def refresh_positions(self) -> None:
+        """Reload the open positions whose stops we check, only when a fill or close bumped the version."""
+        version = positions_version(self.instrument.pk)
+        if version != self.positions_seen:
+            self.positions_seen = version
+            self.positions = list(open_positions(instrument_id=self.instrument.pk))
+
+    # -- state out -----------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """The BarBuilder's counters plus the sanitiser's reasons, as published in FeedStatus.rejected."""
+        b = self.builder
+        counts = {k: int(getattr(b, k)) for k in ("late_trades", "duplicates", "late_liquidations") if getattr(b, k, 0)}
+        return {**counts, **b.rejected, **self.sanitiser.counts}
+
+    def publish(self, *, state: str = FeedStatus.State.CONNECTED, force: bool = False, **status) -> None:
+        """Last price to Redis; a throttled tick to browsers; the feed status once a second (or now if forced)."""
+        from apps.common.realtime import send_now
+
+        now = self.wall_clock()
+        if self.last_price is not None:
+            price_set(self.instrument.pk, self.last_price, self.last_ts)
+            if force or now - self._last_tick >= TICK_PUSH_SECONDS:
+                self._last_tick = now
+                send_now(
+                    self.instrument.group_name,
+                    {
+                        "type": "market.tick",
+                        "instrument_id": self.instrument.pk,
+                        "symbol": self.instrument.symbol,
+                        "price": self.last_price,
+                        "ts": ms_to_dt(self.last_ts).isoformat(),
+                    },
+                )
+        if force or now - self._last_status >= STATUS_SECONDS:
+            self._last_status = now
+            if self.last_price is not None:
+                status.setdefault("last_price", _dec(self.last_price))
+                status.setdefault("last_trade_at", ms_to_dt(self.last_ts))
+            feed_status_update(instrument_id=self.instrument.pk, state=state, rejected=self.counts(), **status)
