@@ -18,13 +18,15 @@ from apps.engine.types import ConfigError, Draft, GhostConfig
 class GhostSpec:
     """kind: registry key (Ghost.kind); title: human name; config_cls: frozen GhostConfig dataclass;
     evaluate: causal fn(bars, config) -> drafts frame; warmup_minutes: bars of history the live window
-    needs with DEFAULT params (use `warmup_minutes_for` for a given config)."""
+    needs with DEFAULT params (use `warmup_minutes_for` for a given config); summary: optional
+    fn(bars, config) -> {label: text}, the ghost's current state for the ghosts page."""
 
     kind: str
     title: str
     config_cls: type[GhostConfig]
     evaluate: Callable[[pd.DataFrame, Any], pd.DataFrame]
     warmup_minutes: int
+    summary: Callable[[pd.DataFrame, Any], dict[str, str]] | None = None
 
 
 GHOSTS: dict[str, GhostSpec] = {
