@@ -9,7 +9,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from apps.ghosts.models import Ghost, GhostKind, GhostStatus
+from apps.ghosts.models import Ghost, GhostStatus
 from apps.market.models import Candle, Exchange, FeedStatus, Instrument
 from apps.signals.models import Fate, Signal
 from apps.trading.models import ExitReason, Fill, Order, Position
@@ -61,7 +61,7 @@ def make_ghost(
     status = status or (GhostStatus.ACTIVE if enabled else GhostStatus.DISABLED)
     return Ghost.objects.create(
         name=name,
-        kind=GhostKind.SPIKE_FADER,
+        kind="spike_fader",
         instrument=instrument,
         enabled=enabled,
         status=status,

@@ -47,7 +47,7 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
         except Exception as exc:  # a bad config is a ghost error too, not a task crash
             ghost_record_evaluation(ghost_id=ghost.pk, error="".join(traceback.format_exception(exc)))
             continue
-        ghost_record_evaluation(ghost_id=ghost.pk, error=result.error)
+        ghost_record_evaluation(ghost_id=ghost.pk, error=result.error, state=_summary(ghost.kind, bars, cfg))
         if result.error or result.drafts is None or result.drafts.empty:
             continue
         row = result.drafts.iloc[-1]
@@ -59,6 +59,18 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
             created_signals.append(signal)
             signal_execute_at_market(signal_id=signal.pk, instrument_id=instrument_id)
     return created_signals
+
+
+def _summary(kind: str, bars, cfg) -> dict[str, str] | None:
+    """The ghost's state for the ghosts page; a failing summary is logged, never a failed evaluation."""
+    summary = GHOSTS[kind].summary
+    if summary is None:
+        return None
+    try:
+        return {str(k): str(v) for k, v in summary(bars, cfg).items()}
+    except Exception:
+        log.exception("state summary of %s failed", kind)
+        return None
 
 
 def signal_execute_at_market(*, signal_id: int, instrument_id: int) -> None:

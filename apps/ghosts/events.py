@@ -15,6 +15,7 @@ class GhostToggled(TypedDict):
     status: str
     status_reason: str
     actor: str
+    state: dict[str, str]  # the engine's summary: trend direction, CVD, last cascade, last burst...
 
 
 def ghost_payload(
@@ -28,4 +29,5 @@ def ghost_payload(
         status=ghost.status,
         status_reason=ghost.status_reason,
         actor=actor,
+        state=ghost.state,
     )

@@ -4,8 +4,11 @@ from django.db.models import Q
 from apps.market.models import Instrument
 
 
-class GhostKind(models.TextChoices):
-    SPIKE_FADER = "spike_fader", "Volatility spike fader"
+def ghost_kind_choices() -> list[tuple[str, str]]:
+    """Every ghost the engine registers; a callable, so adding a ghost to the registry needs no migration."""
+    from apps.engine.registry import GHOSTS
+
+    return [(kind, spec.title) for kind, spec in GHOSTS.items()]
 
 
 class GhostStatus(models.TextChoices):
@@ -18,7 +21,7 @@ class Ghost(models.Model):
     """One configured strategy on one instrument. `params` is validated by the engine's config class."""
 
     name = models.CharField(max_length=64, unique=True)
-    kind = models.CharField(max_length=32, choices=GhostKind.choices)
+    kind = models.CharField(max_length=32, choices=ghost_kind_choices)
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="ghosts")
     params = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=False)
@@ -26,6 +29,7 @@ class Ghost(models.Model):
     status_reason = models.TextField(blank=True)
     last_error = models.TextField(blank=True)  # traceback of the last failed evaluation, for operators
     last_evaluated_bar = models.DateTimeField(null=True, blank=True)
+    state = models.JSONField(default=dict, blank=True)  # the engine's state summary after the last evaluation
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -72,22 +72,32 @@ def ghost_set_enabled(*, ghost_id: int, enabled: bool, actor, reason: str) -> Gh
 
 
 @transaction.atomic
-def ghost_record_evaluation(*, ghost_id: int, error: str | None) -> Ghost:
-    """After each evaluation: a raised error marks the ghost degraded (traceback kept), a clean run heals it."""
+def ghost_record_evaluation(*, ghost_id: int, error: str | None, state: dict[str, str] | None = None) -> Ghost:
+    """After each evaluation: a raised error marks the ghost degraded (traceback kept), a clean run heals it.
+
+    `state` is the engine's summary of the ghost's view (trend, CVD, last cascade...); browsers get it
+    with the status whenever it changes.
+    """
     ghost = Ghost.objects.select_for_update().get(pk=ghost_id)
     if not ghost.enabled:
         return ghost
     before = _state(ghost)
+    fields = []
+    if state is not None and state != ghost.state:
+        ghost.state = state
+        fields.append("state")
     if error:
         ghost.status = GhostStatus.DEGRADED
         ghost.status_reason = error.strip().splitlines()[-1][:300] if error.strip() else "error"
         ghost.last_error = error
+        fields += ["status", "status_reason", "last_error"]
     elif ghost.status == GhostStatus.DEGRADED:
         ghost.status = GhostStatus.ACTIVE
         ghost.status_reason = "recovered: evaluated cleanly"
-    else:
+        fields += ["status", "status_reason"]
+    if not fields:
         return ghost
-    ghost.save(update_fields=["status", "status_reason", "last_error", "updated_at"])
+    ghost.save(update_fields=[*fields, "updated_at"])
     if before["status"] != ghost.status:
         audit_record(
             actor=None,
@@ -97,7 +107,7 @@ def ghost_record_evaluation(*, ghost_id: int, error: str | None) -> Ghost:
             before=before,
             after=_state(ghost),
         )
-        send_on_commit(GHOSTS_GROUP, ghost_payload(ghost, type_="ghost.status", actor="system"))
+    send_on_commit(GHOSTS_GROUP, ghost_payload(ghost, type_="ghost.status", actor="system"))
     return ghost
 
 

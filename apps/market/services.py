@@ -78,9 +78,14 @@ def feed_status_update(*, instrument_id: int, push: bool = True, **fields) -> Fe
 
 @transaction.atomic
 def desk_ensure() -> str:
-    """Default desk for `make run`: an instrument with a feed and one enabled spike fader (paper)."""
+    """Default desk for `make run`: BTC/USDT with a feed and one enabled ghost of every registered kind (paper).
+
+    Re-run on every start: a kind added to the engine since the last start gets its ghost; existing ghosts,
+    their params and on/off state are left as the operators set them.
+    """
     from django.conf import settings
 
+    from apps.engine.registry import GHOSTS
     from apps.ghosts.models import Ghost
     from apps.ghosts.services import ghost_create
     from apps.market.models import Exchange, Instrument
@@ -93,8 +98,11 @@ def desk_ensure() -> str:
     if fs.state == FeedStatus.State.STOPPED or fs.source != settings.HFT_FEED:
         fs.state, fs.source = FeedStatus.State.STARTING, settings.HFT_FEED
         fs.save(update_fields=["state", "source", "updated_at"])
-    if not Ghost.objects.filter(instrument=inst).exists():
-        ghost_create(name="spike-fader-btc", kind="spike_fader", instrument=inst, enabled=True)
+    present = set(Ghost.objects.filter(instrument=inst).values_list("kind", flat=True))
+    for kind in GHOSTS:
+        name = f"{kind.replace('_', '-')}-{inst.base.lower()}"
+        if kind not in present and not Ghost.objects.filter(name=name).exists():
+            ghost_create(name=name, kind=kind, instrument=inst, enabled=True)
     return f"{inst} feed={settings.HFT_FEED}, ghosts={Ghost.objects.filter(instrument=inst).count()}"
 
 

@@ -332,6 +332,18 @@
     const reason = $(".ghost-reason", row);
     if (reason && ev.status_reason !== undefined) { reason.textContent = ev.status_reason || ""; reason.hidden = !ev.status_reason; }
     if (ev.status !== "degraded") { const tb = $(".ghost-error", row); if (tb) tb.remove(); }
+    const state = $(".ghost-state", row);
+    if (state && ev.state) {
+      state.replaceChildren(...Object.entries(ev.state).map(([label, value]) => {
+        const item = document.createElement("div");
+        const dt = document.createElement("dt");
+        const dd = document.createElement("dd");
+        dt.textContent = label; dd.textContent = value; dd.className = "num";
+        item.append(dt, dd);
+        return item;
+      }));
+      state.hidden = Object.keys(ev.state).length === 0;
+    }
     const form = $("form.toggle", row);
     if (form) {
       form.elements.enabled.value = ev.enabled ? "0" : "1"; // the next click does the opposite

@@ -102,3 +102,31 @@ def test_a_raising_ghost_is_degraded_with_traceback_and_recovers(desk, monkeypat
     monkeypatch.setitem(registry.GHOSTS, "spike_fader", spec)
     bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)
     assert Ghost.objects.get(pk=ghost.pk).status == GhostStatus.ACTIVE
+
+
+def test_the_ghosts_state_summary_is_stored_and_a_failing_summary_does_not_degrade(desk, monkeypatch):
+    from apps.engine import registry
+    from apps.ghosts.events import ghost_payload
+    from apps.ghosts.models import Ghost, GhostStatus
+
+    inst, ghost = desk["instrument"], desk["ghost"]
+    last = store_spike_series(inst)
+    spec = registry.GHOSTS["spike_fader"]
+
+    def summary(bars, cfg):
+        return {"last close": f"{bars['close'].iloc[-1]:.2f}", "bars": len(bars)}
+
+    monkeypatch.setitem(registry.GHOSTS, "spike_fader", spec.__class__(**{**spec.__dict__, "summary": summary}))
+    bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)
+    ghost = Ghost.objects.get(pk=ghost.pk)
+    assert ghost.state["last close"] == f"{float(last.close):.2f}"
+    assert int(ghost.state["bars"]) >= registry.warmup_minutes_for("spike_fader", {})
+    assert ghost_payload(ghost, type_="ghost.status", actor="system")["state"] == ghost.state
+
+    def broken_summary(bars, cfg):
+        raise KeyError("no such column")
+
+    monkeypatch.setitem(registry.GHOSTS, "spike_fader", spec.__class__(**{**spec.__dict__, "summary": broken_summary}))
+    bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)
+    after = Ghost.objects.get(pk=ghost.pk)
+    assert after.status == GhostStatus.ACTIVE and after.state == ghost.state  # kept, not wiped
