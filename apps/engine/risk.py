@@ -1,0 +1,136 @@
+"""Risk rules, pure: the same checks guard backtests, paper and live (DESIGN §4, issue 5).
+
+The prototype's risk managers were never called, compared a 2 % "risk" with notional, blocked every
+second position for "concentration", and cleared the kill switch at midnight (prototype-notes §6).
+Here:
+
+- size = equity x risk_per_trade_pct % / stop distance x trend multiplier x confidence multiplier,
+  capped at max_notional_pct % of equity in notional (apps.engine.sizing.position_size);
+- a new entry is refused, with the limit named, when the kill switch is tripped, when open positions
+  overall or for the ghost are at their caps, when today's trades reached max_trades_per_day, or when
+  the size comes out zero;
+- the daily loss limit is max_daily_loss_pct % of START-OF-DAY equity, on realised + unrealised P&L
+  since the day began (UTC); reaching it trips the kill switch, which stays tripped until an operator
+  resets it (`daily_loss_breached` only reports; resetting is never automatic);
+- a ghost whose own drawdown (peak-to-now of its cumulative P&L, in % of start capital) reaches
+  ghost_drawdown_stop_pct is disabled.
+"""
+
+import dataclasses
+import math
+
+from apps.engine.sizing import position_size
+from apps.engine.types import GhostConfig, check_range
+
+
+@dataclasses.dataclass(frozen=True)
+class RiskLimits(GhostConfig):
+    """Risk limits; percentages are percent (1.0 = 1 %).
+
+    - risk_per_trade_pct (% of equity; 1.0): lost if the stop is hit, before fees.
+    - max_notional_pct (% of equity; 10.0): cap on one position's notional.
+    - max_open_positions (positions; 3): open at once over all ghosts and instruments.
+    - max_open_per_ghost (positions; 1): open at once per ghost.
+    - max_trades_per_day (entries per UTC day; 50).
+    - max_daily_loss_pct (% of start-of-day equity; 3.0): realised + unrealised; trips the kill switch.
+    - ghost_drawdown_stop_pct (% of start capital; 5.0): a ghost's own drawdown that disables it.
+    - flatten_on_kill (bool; false): when the kill switch trips, also close open positions at market.
+    """
+
+    KIND = "risk"
+
+    risk_per_trade_pct: float = 1.0
+    max_notional_pct: float = 10.0
+    max_open_positions: int = 3
+    max_open_per_ghost: int = 1
+    max_trades_per_day: int = 50
+    max_daily_loss_pct: float = 3.0
+    ghost_drawdown_stop_pct: float = 5.0
+    flatten_on_kill: bool = False
+
+    def __post_init__(self) -> None:
+        k = self.KIND
+        check_range(k, "risk_per_trade_pct", self.risk_per_trade_pct, 0, 10, lo_open=True, unit="% of equity")
+        check_range(k, "max_notional_pct", self.max_notional_pct, 0, 100, lo_open=True, unit="% of equity")
+        check_range(k, "max_open_positions", self.max_open_positions, 1, 100, unit="positions")
+        check_range(k, "max_open_per_ghost", self.max_open_per_ghost, 1, 1, unit="positions (one per ghost)")
+        check_range(k, "max_trades_per_day", self.max_trades_per_day, 1, 10_000, unit="trades")
+        check_range(k, "max_daily_loss_pct", self.max_daily_loss_pct, 0, 50, lo_open=True, unit="% of equity")
+        check_range(k, "ghost_drawdown_stop_pct", self.ghost_drawdown_stop_pct, 0, 100, lo_open=True,
+                    unit="% of start capital")
+
+
+@dataclasses.dataclass(frozen=True)
+class RiskState:
+    """What the rules need to know right now; money in quote currency."""
+
+    equity: float
+    day_start_equity: float
+    open_positions: int
+    open_by_ghost: dict[int, int]
+    trades_today: int
+    kill_switch: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RiskDecision:
+    """ok with a quantity (base units), or refused with the limit's name and operator text."""
+
+    ok: bool
+    quantity: float = 0.0
+    limit: str = ""
+    detail: str = ""
+
+
+def risk_check(*, ghost_id: int, entry: float, stop: float, size_mult: float, state: RiskState,
+               limits: RiskLimits) -> RiskDecision:
+    """May this ghost open a position now, and how large (size_mult = trend x confidence multipliers)?"""
+    if state.kill_switch:
+        return RiskDecision(False, limit="kill_switch", detail="kill switch is tripped: no new entries")
+    if state.open_positions >= limits.max_open_positions:
+        return RiskDecision(False, limit="max_open_positions",
+                            detail=f"{state.open_positions} positions open >= limit {limits.max_open_positions}")
+    held = state.open_by_ghost.get(ghost_id, 0)
+    if held >= limits.max_open_per_ghost:
+        return RiskDecision(False, limit="max_open_per_ghost",
+                            detail=f"ghost holds {held} open position(s) >= limit {limits.max_open_per_ghost}")
+    if state.trades_today >= limits.max_trades_per_day:
+        return RiskDecision(False, limit="max_trades_per_day",
+                            detail=f"{state.trades_today} trades today >= limit {limits.max_trades_per_day}")
+    if daily_loss_breached(state, limits):
+        return RiskDecision(False, limit="max_daily_loss", detail=daily_loss_text(state, limits))
+    qty = position_size(state.equity, entry, stop, risk_pct=limits.risk_per_trade_pct / 100,
+                        max_notional_pct=limits.max_notional_pct / 100, size_mult=size_mult)
+    if not (qty > 0 and math.isfinite(qty)):
+        return RiskDecision(False, limit="size",
+                            detail=f"size 0 (equity {state.equity:.2f}, entry {entry:g}, stop {stop:g}, "
+                                   f"multiplier {size_mult:g})")
+    return RiskDecision(True, quantity=qty)
+
+
+def daily_loss_breached(state: RiskState, limits: RiskLimits) -> bool:
+    """True when equity has fallen max_daily_loss_pct % or more below the start of the day."""
+    if not (state.day_start_equity > 0):
+        return False
+    return state.day_start_equity - state.equity >= state.day_start_equity * limits.max_daily_loss_pct / 100
+
+
+def daily_loss_text(state: RiskState, limits: RiskLimits) -> str:
+    loss = state.day_start_equity - state.equity
+    return (f"daily loss {loss:.2f} = {loss / state.day_start_equity:.2%} of start-of-day equity "
+            f"{state.day_start_equity:.2f} >= limit {limits.max_daily_loss_pct:g}%")
+
+
+def ghost_drawdown_breached(pnl_curve: list[float] | tuple[float, ...], start_capital: float,
+                            limits: RiskLimits) -> str | None:
+    """Operator text when the ghost's cumulative P&L fell ghost_drawdown_stop_pct % of capital from its peak."""
+    if not pnl_curve or not start_capital > 0:
+        return None
+    peak = dd = 0.0
+    for p in pnl_curve:
+        peak = max(peak, p)
+        dd = max(dd, peak - p)
+    if dd >= start_capital * limits.ghost_drawdown_stop_pct / 100:
+        return (f"ghost drawdown {dd:.2f} = {dd / start_capital:.2%} of capital {start_capital:.2f} "
+                f">= stop {limits.ghost_drawdown_stop_pct:g}%")
+    return None
