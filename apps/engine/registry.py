@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from apps.engine import spike_fader
+from apps.engine import cvd, spike_fader
 from apps.engine.types import ConfigError, Draft, GhostConfig
 
 
@@ -36,6 +36,13 @@ GHOSTS: dict[str, GhostSpec] = {
         config_cls=spike_fader.SpikeFaderConfig,
         evaluate=spike_fader.evaluate,
         warmup_minutes=spike_fader.SpikeFaderConfig().warmup_minutes,
+    ),
+    "cvd_detector": GhostSpec(
+        kind="cvd_detector",
+        title="CVD detector",
+        config_cls=cvd.CvdConfig,
+        evaluate=cvd.evaluate,
+        warmup_minutes=cvd.CvdConfig().warmup_minutes,
     ),
 }
 
