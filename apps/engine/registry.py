@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from apps.engine import cvd, spike_fader
+from apps.engine import cvd, spike_fader, trend
 from apps.engine.types import ConfigError, Draft, GhostConfig
 
 
@@ -43,6 +43,14 @@ GHOSTS: dict[str, GhostSpec] = {
         config_cls=cvd.CvdConfig,
         evaluate=cvd.evaluate,
         warmup_minutes=cvd.CvdConfig().warmup_minutes,
+    ),
+    "trend_filter": GhostSpec(
+        kind="trend_filter",
+        title="Multi-timeframe trend filter",
+        config_cls=trend.TrendConfig,
+        evaluate=trend.evaluate,
+        warmup_minutes=trend.TrendConfig().warmup_minutes,
+        summary=trend.state_summary,
     ),
 }
 
