@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from apps.engine import cvd, spike_fader, trend
+from apps.engine import cvd, liquidation_hunter, spike_fader, trend
 from apps.engine.types import ConfigError, Draft, GhostConfig
 
 
@@ -51,6 +51,14 @@ GHOSTS: dict[str, GhostSpec] = {
         evaluate=trend.evaluate,
         warmup_minutes=trend.TrendConfig().warmup_minutes,
         summary=trend.state_summary,
+    ),
+    "liquidation_hunter": GhostSpec(
+        kind="liquidation_hunter",
+        title="Liquidation hunter v2",
+        config_cls=liquidation_hunter.LiquidationHunterConfig,
+        evaluate=liquidation_hunter.evaluate,
+        warmup_minutes=liquidation_hunter.LiquidationHunterConfig().warmup_minutes,
+        summary=liquidation_hunter.state_summary,
     ),
 }
 
