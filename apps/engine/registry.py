@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from apps.engine import cvd, liquidation_hunter, spike_fader, trend
+from apps.engine import cvd, liquidation_hunter, spike_fader, trend, whale_follower
 from apps.engine.types import ConfigError, Draft, GhostConfig
 
 
@@ -51,6 +51,14 @@ GHOSTS: dict[str, GhostSpec] = {
         evaluate=trend.evaluate,
         warmup_minutes=trend.TrendConfig().warmup_minutes,
         summary=trend.state_summary,
+    ),
+    "whale_follower": GhostSpec(
+        kind="whale_follower",
+        title="Whale follower",
+        config_cls=whale_follower.WhaleFollowerConfig,
+        evaluate=whale_follower.evaluate,
+        warmup_minutes=whale_follower.WhaleFollowerConfig().warmup_minutes,
+        summary=whale_follower.state_summary,
     ),
     "liquidation_hunter": GhostSpec(
         kind="liquidation_hunter",
