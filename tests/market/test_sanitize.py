@@ -179,3 +179,61 @@ def test_a_real_lasting_move_beyond_the_band_reanchors_instead_of_locking_the_fe
                              now_ms=10_000) for i in range(6)]
     assert reasons == ["price_band"] * 4 + [None, None]
     assert s.ref_price == 120.0 and s.counts == {"price_band": 4, "reanchored": 1}
+
+
+def test_bad_side_and_bad_time() -> None:
+    s = Sanitiser()
+    got = run(s, [tr(T0, 100.0, side="hold"), tr(-1, 100.0), tr(0, 100.0), Trade(float(T0), 100.0, 1.0, "buy", ""),
+                  Trade(T0, "100", 1.0, "buy", ""), Trade(T0, None, 1.0, "buy", ""), Trade(T0, True, 1.0, "buy", "")])
+    assert got == ["bad_side", "bad_time", "bad_time", "bad_time", "non_finite", "non_finite", "non_finite"]
+    assert s.ref_price is None
+    liq = [Liquidation(ts_ms=T0, side="sell", price=100.0, amount=1.0),
+           Liquidation(ts_ms=-1, side="long", price=100.0, amount=1.0)]
+    assert [s.check_liquidation(x, NOW) for x in liq] == ["bad_side", "bad_time"]
+
+
+def _candle(minute: int, o: float = 100.0, h: float = 101.0, lo: float = 99.0, c: float = 100.5,
+            v: float = 10.0, buy: float | None = 4.0) -> dict:
+    from datetime import UTC, datetime
+
+    return {"open_time": datetime.fromtimestamp((T0 + minute * 60_000) / 1000, tz=UTC), "open": o, "high": h,
+            "low": lo, "close": c, "volume": v, "taker_buy_volume": buy}
+
+
+def test_check_candle_rejects_each_kind_of_bad_bar() -> None:
+    from datetime import datetime
+
+    s = Sanitiser(price_band_pct=10.0)
+    now = T0 + 100 * 60_000
+    cases = [
+        (_candle(0), None),
+        (_candle(1, o=math.nan), "non_finite"),
+        (_candle(1, v=math.inf), "non_finite"),
+        (_candle(1, lo=0.0), "non_positive"),
+        (_candle(1, c=-5.0), "non_positive"),
+        ({**_candle(1), "open_time": datetime(2025, 1, 1, 0, 1)}, "bad_time"),   # naive: not UTC data
+        (_candle(1, v=-1.0, buy=None), "negative_volume"),
+        (_candle(1, v=1.0, buy=2.0), "taker_buy_gt_volume"),
+        (_candle(1, h=98.0, lo=99.0, o=98.5, c=98.5), "high_below_low"),
+        (_candle(1, o=102.0), "open_close_outside_range"),
+        (_candle(1, c=98.0), "open_close_outside_range"),
+        (_candle(100), "future"),                                                  # closes at now + 60 s
+        (_candle(0), "duplicate_bar"),
+        (_candle(1, o=150.0, h=151.0, lo=149.0, c=150.0), "price_band"),
+        (_candle(1, h=1e9), "price_band"),                                         # an absurd wick
+        (_candle(1, v=0.0, buy=math.nan), None),                                   # quiet bar, taker split unknown
+        (_candle(0), "out_of_order"),
+        (_candle(99), None),                                                       # closes exactly at now
+    ]
+    for bar, expected in cases:
+        assert s.check_candle(bar, now) == expected, (bar, expected)
+    assert sum(s.counts.values()) == sum(1 for _, e in cases if e)
+    assert s.candle_ref == 100.5 and s.ref_price is None   # the trade stream's reference is untouched
+
+
+def test_check_candle_reanchors_after_a_lasting_move() -> None:
+    s = Sanitiser(price_band_pct=10.0, reanchor_after=3)
+    now = T0 + 100 * 60_000
+    assert s.check_candle(_candle(0), now) is None
+    got = [s.check_candle(_candle(i, o=130.0, h=131.0, lo=129.0, c=130.0), now) for i in range(1, 5)]
+    assert got == ["price_band", "price_band", None, None] and s.counts["reanchored"] == 1
