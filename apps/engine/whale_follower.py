@@ -36,10 +36,14 @@ here is new and says where it comes from. Two levels share one config:
    - stop / target from the trend filter's 1-minute ATR (% of close): distance = max(mult x ATR %,
      floor %); entry = close of the signal bar (a reference: the fill is the next open, apps.engine.exits).
 
-Exactness (live == backtest): every window sum is an integer number of quote cents (prices and
-volumes are rounded to cents once per bar, then summed as int64 prefix sums), so a sum over a window
-is the same bit for bit however far back the series starts; the gates are evaluated with their own
-warmups added to `warmup_minutes`.
+Exactness (live == backtest): every window sum is an integer number of quote cents (each bar's
+notional, volume * close, is rounded to whole cents once, then summed as int64 prefix sums), so a sum
+over a window is the same bit for bit however far back the series starts; the gates are evaluated with
+their own warmups added to `warmup_minutes`.
+
+Bar columns: `whale_volumes(trades, cfg)` builds whale_buy_volume / whale_sell_volume by THIS print rule.
+apps/market's BarBuilder (at the time of writing) counts notional >= its whale_notional only, i.e.
+print_rule="notional"; on the 2026-05-08 COIN-M day that is 883 prints against 879 for "both".
 """
 
 import dataclasses
