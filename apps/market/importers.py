@@ -193,3 +193,91 @@ def sanitize(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         skipped["duplicate_in_file"] = int(dup.sum())
         df = df[~dup]
     return df.reset_index(drop=True), skipped
+
+
+# -- trades -> 1-minute bars (the live aggregation, replayed over a file) ---------------------------------
+BAR_FRAME_COLUMNS = [
+    "open_time", "open", "high", "low", "close", "volume", "taker_buy_volume", "taker_sell_volume", "trades",
+    "whale_buy_volume", "whale_sell_volume", "liq_long_volume", "liq_short_volume",
+]
+
+
+@dataclass
+class TradeBars:
+    """What `bars_from_trades` made of a trades frame.
+
+    bars: one row per minute that had an accepted trade (BAR_FRAME_COLUMNS; volumes base units, liq NaN);
+    large: the accepted trades whose notional (price * amount, quote units) reaches the builder's
+    whale_notional, i.e. exactly the trades counted in whale_buy/sell_volume; rejected: the live
+    sanitiser's and the BarBuilder's counts by reason; accepted: trades that reached a bar.
+    """
+
+    bars: pd.DataFrame
+    large: pd.DataFrame
+    rejected: dict[str, int]
+    accepted: int
+
+
+def bars_from_trades(
+    trades: pd.DataFrame,
+    *,
+    whale_notional: float = 100_000.0,
+    whale_median_multiple: float = 0.0,
+    sanitiser=None,
+    **builder_kwargs,
+) -> TradeBars:
+    """Aggregate a trades frame (parsers_trades.read_*: ts_ms, price, amount, side, id) into closed 1m bars
+    through the SAME objects as the live feed (apps.market.pipeline): Sanitiser then BarBuilder, one trade
+    at a time in file order, with the newest trade time as the clock (history: nothing is "in the future").
+
+    The whale rule is the instrument's (whale_notional in quote units, whale_median_multiple, 0 = off);
+    other BarBuilder options pass through. No liquidation feed: liq volumes are NaN (set later from the
+    recordings, see services.candles_liquidations_apply). The last bars are flushed at the end of the file.
+    `large` holds the trades the BarBuilder counted as whale volume: the builder does not say which trades
+    those were, so the rule is mirrored here (same notional test, same rolling median of the amounts it
+    accepted) and tests/apps/test_import_trades.py checks that per minute they sum to the bar's whale volume.
+    A per-trade Python loop (~10 µs/trade, figure in benchmarks/bench_import.py): fine for a day of trades.
+    """
+    from apps.market.bar_builder import BarBuilder, RollingMedian, Trade
+    from apps.market.sanitize import Sanitiser
+
+    builder = BarBuilder(whale_notional, False, whale_median_multiple=whale_median_multiple, **builder_kwargs)
+    sanitiser = sanitiser if sanitiser is not None else Sanitiser()
+    notional, multiple = builder.whale_notional, builder.whale_median_multiple
+    min_trades = builder.whale_median_min_trades
+    median = RollingMedian(builder_kwargs.get("whale_median_window", 1_000)) if multiple > 0 else None
+    out: list[dict] = []
+    large: list[int] = []
+    check, add = sanitiser.check_trade, builder.add_trade
+    newest = None
+    columns = (trades["ts_ms"].tolist(), trades["price"].tolist(), trades["amount"].tolist(),
+               trades["side"].tolist(), trades["id"].astype(str).tolist())
+    for i, (ts, price, amount, side, ident) in enumerate(zip(*columns, strict=True)):
+        t = Trade(ts_ms=ts, price=price, amount=amount, side=side, id=ident)
+        newest = ts if newest is None or ts > newest else newest
+        if check(t, newest) is not None:
+            continue
+        dropped = builder.duplicates + builder.late_trades + len(builder.rejected)
+        closed = add(t)
+        if closed:
+            out.extend(closed)
+        if builder.duplicates + builder.late_trades + len(builder.rejected) != dropped:
+            continue  # the builder did not count it (repeat id in its bar, or later than the grace)
+        whale = price * amount >= notional
+        if median is not None:
+            if whale and len(median) >= min_trades:
+                whale = amount >= multiple * median.median()
+            median.add(amount)
+        if whale:
+            large.append(i)
+    if newest is not None:  # past the last minute and its grace: every bar comes out
+        out.extend(builder.flush(newest // 60_000 * 60_000 + 120_000))
+    bars = pd.DataFrame(out, columns=BAR_FRAME_COLUMNS)
+    bars["open_time"] = pd.to_datetime(bars["open_time"], utc=True).astype("datetime64[ns, UTC]")
+    rejected = {**sanitiser.counts, **builder.rejected}
+    for name in ("late_trades", "duplicates", "late_liquidations", "orphan_liquidations"):
+        if getattr(builder, name, 0):
+            rejected[name] = int(getattr(builder, name))
+    accepted = int(bars["trades"].sum()) if len(bars) else 0
+    return TradeBars(bars=bars, large=trades.iloc[large].reset_index(drop=True), rejected=rejected,
+                     accepted=accepted)

@@ -143,6 +143,12 @@ def read_agg_trades(path: Path, contract_usd: float | None = None) -> pd.DataFra
     qty = _num(raw["quantity"])
     with np.errstate(invalid="ignore", divide="ignore"):
         amount = qty * size / price if size is not None else qty
+        if size is not None:
+            # price * (qty * size / price) can land one ulp below qty * size (100 contracts -> 99999.99999999999
+            # USD): nudge amount up by one ulp there, so a notional test (the whale rule: price * amount >=
+            # threshold) sees the contract value the file states. Volumes move by 1e-16 relative.
+            low = price * amount < qty * size
+            amount = np.where(low, np.nextafter(amount, np.inf), amount)
     return pd.DataFrame({
         "ts_ms": _ts(raw["transact_time"]),
         "price": price,

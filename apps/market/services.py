@@ -203,3 +203,171 @@ def candles_import(*, instrument, frame, timeframe: str = "1m") -> ImportReport:
                 cursor.executemany(sql, rows[start : start + _IMPORT_BATCH])
         after = existing.count()
     return ImportReport(read=len(frame), stored=after - before, skipped=skipped)
+
+
+# -- trade-level imports: aggTrades -> candles + large trades, liquidation and large-trade recordings ------
+LIQ_RECORDER_GAP_MS = 5 * 60_000  # no event of ANY symbol for this long: the recorder was down (see below)
+
+
+def instrument_ensure(*, exchange_code: str, symbol: str):
+    """The Instrument, creating its exchange/instrument rows when missing (base/quote from the ccxt symbol)."""
+    from apps.market.models import Exchange, Instrument
+
+    names = {"binance": "Binance", "binanceusdm": "Binance USDT-M", "binancecoinm": "Binance COIN-M"}
+    ex, _ = Exchange.objects.get_or_create(
+        code=exchange_code, defaults={"name": names.get(exchange_code, exchange_code)}
+    )
+    base, _, rest = symbol.partition("/")
+    quote = rest.split(":")[0]
+    inst, _ = Instrument.objects.get_or_create(exchange=ex, symbol=symbol, defaults={"base": base, "quote": quote})
+    return inst
+
+
+def _insert_ignore(model, fields: tuple[str, ...], rows: list[tuple], counted) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING of `rows` (values in `fields` order, already adapted), by executemany
+    per 5000 rows; returns how many were new, counted on the `counted` queryset before and after."""
+    ops = connection.ops
+    fobjs = [model._meta.get_field(n) for n in fields]
+    columns = ", ".join(ops.quote_name(f.column) for f in fobjs)
+    suffix = ops.on_conflict_suffix_sql(fobjs, OnConflict.IGNORE, None, None)
+    sql = (
+        f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {ops.quote_name(model._meta.db_table)} "
+        f"({columns}) VALUES ({', '.join(['%s'] * len(fobjs))}) {suffix}"
+    ).rstrip()
+    with transaction.atomic():
+        before = counted.count()
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), _IMPORT_BATCH):
+                cursor.executemany(sql, rows[start : start + _IMPORT_BATCH])
+        return counted.count() - before
+
+
+def _values(frame, name: str, quantum: Decimal) -> list:
+    """A float column as the backend takes it: floats for SQLite (REAL affinity), Decimals elsewhere."""
+    if connection.vendor == "sqlite":
+        return _float_column(frame[name])
+    return _dec_column(frame[name].to_numpy(dtype="float64"), quantum)
+
+
+def _ms_times(ms) -> list:
+    import pandas as pd
+
+    return _time_column(pd.Series(pd.to_datetime(ms, unit="ms", utc=True)))
+
+
+_BAR_FIELDS = (
+    "instrument_id", "timeframe", "open_time", "open", "high", "low", "close", "volume", "taker_buy_volume",
+    "taker_sell_volume", "trade_count", "whale_buy_volume", "whale_sell_volume", "liq_long_volume",
+    "liq_short_volume",
+)
+
+
+def candles_from_trades_store(*, instrument, bars, timeframe: str = "1m") -> int:
+    """Store the 1m bars built from trades (importers.bars_from_trades().bars) idempotently; returns how many
+    were new. Every bar column is kept: exact taker split, trade count, whale volumes; liq volumes as given
+    (NaN -> NULL: set from liquidation recordings by `candles_liquidations_apply`). No push, no ghosts."""
+    cols = [_values(bars, n, _Q_PRICE if n in ("open", "high", "low", "close") else _Q_QTY)
+            for n in _BAR_FIELDS[3:10] if n != "trade_count"]
+    o, h, lo, c, vol, buy, sell = cols
+    whale_b, whale_s, liq_l, liq_s = (_values(bars, n, _Q_QTY) for n in _BAR_FIELDS[11:])
+    trades = bars["trades"].to_numpy(dtype="int64").tolist()
+    times = _time_column(bars["open_time"])
+    rows = [
+        (instrument.pk, timeframe, *v)
+        for v in zip(times, o, h, lo, c, vol, buy, sell, trades, whale_b, whale_s, liq_l, liq_s, strict=True)
+    ]
+    counted = Candle.objects.filter(instrument_id=instrument.pk, timeframe=timeframe)
+    return _insert_ignore(Candle, _BAR_FIELDS, rows, counted)
+
+
+def large_trades_store(*, instrument, trades, source: str) -> int:
+    """Store trades (parsers_trades frame: ts_ms, price, amount, side, id) as LargeTrade rows, idempotent on
+    (instrument, trade_id); returns how many were new. The caller decides which trades are large."""
+    from apps.market.models import LargeTrade
+
+    rows = list(zip(
+        [instrument.pk] * len(trades), trades["id"].astype(str).tolist(), _ms_times(trades["ts_ms"]),
+        trades["side"].tolist(), _values(trades, "price", _Q_PRICE), _values(trades, "amount", _Q_QTY),
+        [source[:64]] * len(trades), strict=True,
+    ))
+    fields = ("instrument_id", "trade_id", "ts", "side", "price", "amount", "source")
+    return _insert_ignore(LargeTrade, fields, rows, LargeTrade.objects.filter(instrument_id=instrument.pk))
+
+
+def liquidations_store(*, instrument, events, source: str) -> int:
+    """Store liquidation events (parsers_trades.read_liquidations rows of ONE symbol, sanitised) idempotently
+    on (instrument, ts, side, price, amount); returns how many were new."""
+    from apps.market.models import LiquidationEvent
+
+    rows = list(zip(
+        [instrument.pk] * len(events), _ms_times(events["ts_ms"]), events["side"].tolist(),
+        _values(events, "price", _Q_PRICE), _values(events, "amount", _Q_QTY), [source[:64]] * len(events),
+        strict=True,
+    ))
+    fields = ("instrument_id", "ts", "side", "price", "amount", "source")
+    return _insert_ignore(LiquidationEvent, fields, rows, LiquidationEvent.objects.filter(instrument_id=instrument.pk))
+
+
+def recording_segments(ts_ms, gap_ms: int = LIQ_RECORDER_GAP_MS) -> list[tuple[int, int]]:
+    """[(first_ms, last_ms), ...] of a recording: its event times (ALL symbols) split where nothing arrived
+    for more than `gap_ms`. Binance's !forceOrder@arr carries ~250 symbols; the real recordings' longest
+    pause inside a session is under 1 minute, and their recorder outages last hours to days."""
+    import numpy as np
+
+    t = np.sort(np.asarray(ts_ms, dtype="int64"))
+    if not len(t):
+        return []
+    cut = np.flatnonzero(np.diff(t) > gap_ms)
+    starts = np.concatenate(([t[0]], t[cut + 1]))
+    ends = np.concatenate((t[cut], [t[-1]]))
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def candles_liquidations_apply(*, instrument, segments: list[tuple[int, int]], timeframe: str = "1m") -> int:
+    """Set liq_long_volume / liq_short_volume of the instrument's stored 1m candles in the minutes a liquidation
+    recording covers, from ALL its stored LiquidationEvent rows (so overlapping recordings are not counted
+    twice and re-applying changes nothing). Returns the number of candles set.
+
+    Covered minutes: from the minute of a segment's first event to the minute of its last (`recording_segments`).
+    Inside them a minute with no event for this instrument gets 0.0: the stream was up (other symbols' events
+    arrived within minutes) and carried none for it. Outside them (before, after, recorder outages) the
+    candles are left as they are (NULL = not known): no invented zeros. Binance sends at most one
+    liquidation per symbol per second, so even a covered minute's volume is a lower bound, not a total.
+    Only existing candles are touched: a recording makes no bars.
+    """
+    from datetime import UTC, datetime
+
+    from apps.market.models import LiquidationEvent
+
+    if timeframe != "1m" or not segments:
+        return 0
+    minute_ms = 60_000
+    span = [datetime.fromtimestamp(x / 1000, tz=UTC) for x in (segments[0][0] - minute_ms, segments[-1][1] + minute_ms)]
+    if not Candle.objects.filter(instrument_id=instrument.pk, timeframe=timeframe, open_time__range=span).exists():
+        return 0  # one query for the many recorded symbols that have no candles
+    total = 0
+    for first_ms, last_ms in segments:
+        lo, hi = first_ms // minute_ms * minute_ms, last_ms // minute_ms * minute_ms + minute_ms
+        start, end = (datetime.fromtimestamp(x / 1000, tz=UTC) for x in (lo, hi))
+        sums: dict[datetime, list[float]] = {}
+        for ts, side, amount in LiquidationEvent.objects.filter(
+            instrument_id=instrument.pk, ts__gte=start, ts__lt=end
+        ).values_list("ts", "side", "amount"):
+            key = ts.replace(second=0, microsecond=0)
+            acc = sums.setdefault(key, [0.0, 0.0])
+            acc[0 if side == LiquidationEvent.Side.LONG else 1] += float(amount)
+        candles = list(Candle.objects.filter(
+            instrument_id=instrument.pk, timeframe=timeframe, open_time__gte=start, open_time__lt=end
+        ).values_list("pk", "open_time"))
+        if not candles:
+            continue
+        values = [(pk, *sums.get(t, (0.0, 0.0))) for pk, t in candles]
+        with transaction.atomic(), connection.cursor() as cursor:
+            table, qn = Candle._meta.db_table, connection.ops.quote_name
+            cursor.executemany(
+                f"UPDATE {qn(table)} SET {qn('liq_long_volume')} = %s, {qn('liq_short_volume')} = %s "
+                f"WHERE {qn('id')} = %s",
+                [(_dec(lq), _dec(sh), pk) for pk, lq, sh in values],
+            )
+        total += len(values)
+    return total

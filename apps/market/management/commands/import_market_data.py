@@ -1,61 +1,221 @@
+"""`python manage.py import_market_data PATH...`: every file format of ../shared/data into the database.
+
+* kline files (Binance Vision zip/CSV in ms or µs, Binance API CSV, freqtrade OHLCV) -> Candle;
+* aggTrades (Binance Vision zip/CSV) and ccxt trade lists -> 1m Candle through the live Sanitiser and
+  BarBuilder (exact taker split, trade count, whale volume by the instrument's rule) + LargeTrade rows for
+  the whale trades. COIN-M files (BTCUSD_PERP...) go to binancecoinm ``BTC/USD:BTC`` with quantities turned
+  from 100 USD contracts into BTC; USDT-M (a ``um`` folder or ``usdm`` in the name) to binanceusdm, else
+  binance spot;
+* large-trade recordings -> LargeTrade rows, one binanceusdm instrument per symbol (no bars: they hold
+  the large trades only);
+* forceOrder liquidation recordings -> LiquidationEvent rows (by default for BTC/USDT:USDT, ETH/USDT:USDT
+  and the binanceusdm instruments already in the database; ``--liq-symbols all`` takes the ~250 symbols),
+  then the liq volumes of stored 1m candles in the minutes the recording covers
+  (services.candles_liquidations_apply). Liquidation files are processed last, so candles imported in the
+  same run get their liquidation volumes.
+
+Idempotent: every write is insert-or-ignore on the model's unique key. Each file reports rows read, stored
+and skipped by reason.
+"""
+
 import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.market import importers
-from apps.market.models import Exchange, Instrument
-from apps.market.services import candles_import
+from apps.market import parsers_trades as pt
+from apps.market.models import Instrument
+from apps.market.services import (
+    candles_from_trades_store,
+    candles_import,
+    candles_liquidations_apply,
+    instrument_ensure,
+    large_trades_store,
+    liquidations_store,
+    recording_segments,
+)
 
-EXCHANGE_NAMES = {"binance": "Binance", "binanceusdm": "Binance USDT-M"}
+__all__ = ["Command", "instrument_ensure"]
+DEFAULT_LIQ_SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+_ORDER = {"klines": 0, "agg_trades": 1, "public_trades": 1, "large_trades": 2, "liquidations": 3}
 
 
-def instrument_ensure(*, exchange_code: str, symbol: str) -> Instrument:
-    """The instrument, creating its exchange/instrument rows when missing (base/quote from the ccxt symbol)."""
-    ex, _ = Exchange.objects.get_or_create(
-        code=exchange_code, defaults={"name": EXCHANGE_NAMES.get(exchange_code, exchange_code)}
-    )
-    base, _, rest = symbol.partition("/")
-    quote = rest.split(":")[0]
-    inst, _ = Instrument.objects.get_or_create(exchange=ex, symbol=symbol, defaults={"base": base, "quote": quote})
-    return inst
+def _reasons(skipped: dict[str, int]) -> str:
+    n = sum(skipped.values())
+    return f"skipped {n} ({', '.join(f'{k}={v}' for k, v in sorted(skipped.items())) or 'none'})"
+
+
+def _merge(*dicts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
+def trade_market(path: Path, exchange: str | None, symbol: str | None) -> tuple[str | None, str | None, float | None]:
+    """(exchange code, ccxt symbol, COIN-M contract USD or None) of an aggTrades file, flags first."""
+    kind, contract = pt.agg_trades_market(path)
+    if kind == "coinm":
+        m = pt._COINM_RE.search(path.name) or pt._COINM_RE.search(path.parent.name)
+        base, expiry = (m.group(1), m.group(2)) if m else ("BTC", "PERP")
+        sym = f"{base}/USD:{base}" + ("" if expiry == "PERP" else f"-{expiry}")
+        return exchange or "binancecoinm", symbol or sym, contract
+    info = importers.infer_file_info(path)
+    # <SYMBOL>-aggTrades-<date> is data.binance.vision's naming: spot unless a um/usdm folder or name says so
+    vision = "binance" if "-aggtrades-" in path.name.lower() else None
+    return exchange or info.exchange or vision, symbol or info.symbol, None
 
 
 class Command(BaseCommand):
     help = (
-        "Import kline files (Binance Vision zip/CSV, Binance API CSV, freqtrade OHLCV CSV[.gz]) into Candle. "
-        "Idempotent: rows already stored are left alone. Exchange, symbol and timeframe come from the file name "
-        "unless given."
+        "Import market data files: klines (Binance Vision zip/CSV, Binance API CSV, freqtrade OHLCV CSV[.gz]) "
+        "-> candles; aggTrades zip/CSV and ccxt trade lists -> 1m candles + large trades; large-trade "
+        "recordings -> large trades; forceOrder liquidation recordings -> liquidation events + candle liq "
+        "volumes. Idempotent. Exchange, symbol and timeframe come from the file name unless given."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", metavar="PATH")
-        parser.add_argument("--exchange", help="ccxt exchange id, e.g. binance, binanceusdm")
+        parser.add_argument("--exchange", help="ccxt exchange id, e.g. binance, binanceusdm (single-market files)")
         parser.add_argument("--symbol", help="ccxt unified symbol, e.g. BTC/USDT or BTC/USDT:USDT")
-        parser.add_argument("--timeframe", help="bar timeframe, e.g. 1m, 1h (default: from the file name)")
+        parser.add_argument("--timeframe", help="bar timeframe of a kline file, e.g. 1m, 1h (default: file name)")
+        parser.add_argument(
+            "--liq-symbols",
+            default="",
+            help="liquidations: 'all', or ccxt symbols comma-separated (default: BTC/USDT:USDT, ETH/USDT:USDT "
+            "and every binanceusdm instrument already stored)",
+        )
 
-    def handle(self, *args, paths, exchange=None, symbol=None, timeframe=None, **options):
+    def handle(self, *args, paths, exchange=None, symbol=None, timeframe=None, liq_symbols="", **options):
+        jobs = []
         for raw in paths:
             path = Path(raw)
             if not path.is_file():
                 raise CommandError(f"{path}: no such file")
+            kind = pt.detect_trade_format(path)
+            if kind is None:
+                try:
+                    importers.detect_format(path)
+                except importers.UnknownFormat as exc:
+                    raise CommandError(str(exc)) from exc
+                kind = "klines"
+            jobs.append((_ORDER[kind], len(jobs), kind, path))
+        for _, _, kind, path in sorted(jobs):
             started = time.perf_counter()
-            try:
-                fmt = importers.detect_format(path)
-                frame = importers.read_klines(path, fmt)
-            except importers.UnknownFormat as exc:
-                raise CommandError(str(exc)) from exc
-            info = importers.infer_file_info(path)
-            ex_code = exchange or info.exchange
-            sym = symbol or info.symbol
-            tf = timeframe or info.timeframe or importers.timeframe_from_spacing(frame)
-            missing = [name for name, v in (("--exchange", ex_code), ("--symbol", sym), ("--timeframe", tf)) if not v]
-            if missing:
-                raise CommandError(f"{path.name}: cannot tell {', '.join(missing)} from the file name; pass it")
-            inst = instrument_ensure(exchange_code=ex_code, symbol=sym)
-            report = candles_import(instrument=inst, frame=frame, timeframe=tf)
-            skipped = ", ".join(f"{k}={v}" for k, v in sorted(report.skipped.items())) or "none"
-            self.stdout.write(
-                f"{path.name} [{fmt}] -> {inst} {tf}: read {report.read}, stored {report.stored}, "
-                f"skipped {sum(report.skipped.values())} ({skipped}), {time.perf_counter() - started:.2f}s"
-            )
+            if kind == "klines":
+                line = self._klines(path, exchange, symbol, timeframe)
+            elif kind in ("agg_trades", "public_trades"):
+                line = self._trades(path, kind, exchange, symbol)
+            elif kind == "large_trades":
+                line = self._large_trades(path)
+            else:
+                line = self._liquidations(path, liq_symbols)
+            self.stdout.write(f"{line}, {time.perf_counter() - started:.2f}s")
+
+    # -- klines ----------------------------------------------------------------------------------------
+    def _klines(self, path: Path, exchange, symbol, timeframe) -> str:
+        try:
+            fmt = importers.detect_format(path)
+            frame = importers.read_klines(path, fmt)
+        except importers.UnknownFormat as exc:
+            raise CommandError(str(exc)) from exc
+        info = importers.infer_file_info(path)
+        ex_code = exchange or info.exchange
+        sym = symbol or info.symbol
+        tf = timeframe or info.timeframe or importers.timeframe_from_spacing(frame)
+        missing = [name for name, v in (("--exchange", ex_code), ("--symbol", sym), ("--timeframe", tf)) if not v]
+        if missing:
+            raise CommandError(f"{path.name}: cannot tell {', '.join(missing)} from the file name; pass it")
+        inst = instrument_ensure(exchange_code=ex_code, symbol=sym)
+        report = candles_import(instrument=inst, frame=frame, timeframe=tf)
+        skipped = ", ".join(f"{k}={v}" for k, v in sorted(report.skipped.items())) or "none"
+        return (
+            f"{path.name} [{fmt}] -> {inst} {tf}: read {report.read}, stored {report.stored}, "
+            f"skipped {sum(report.skipped.values())} ({skipped})"
+        )
+
+    # -- trades -> bars --------------------------------------------------------------------------------
+    def _trades(self, path: Path, kind: str, exchange, symbol) -> str:
+        if kind == "agg_trades":
+            ex_code, sym, contract = trade_market(path, exchange, symbol)
+            frame = pt.read_agg_trades(path, contract_usd=contract)
+            label = f"agg_trades, COIN-M {contract:g} USD contracts -> base" if contract else "agg_trades"
+        else:
+            ex_code, sym, label = exchange, symbol, "public_trades"
+            frame = pt.read_public_trades(path)
+        if not (ex_code and sym):
+            raise CommandError(f"{path.name}: cannot tell the market from the file name; pass --exchange and --symbol")
+        inst = instrument_ensure(exchange_code=ex_code, symbol=sym)
+        clean, skipped = pt.sanitize_trades(frame)
+        t0 = time.perf_counter()
+        built = importers.bars_from_trades(
+            clean,
+            whale_notional=float(inst.whale_notional),
+            whale_median_multiple=float(inst.whale_median_multiple),
+        )
+        rate = len(clean) / max(time.perf_counter() - t0, 1e-9)
+        stored = candles_from_trades_store(instrument=inst, bars=built.bars, timeframe="1m")
+        large = large_trades_store(instrument=inst, trades=built.large, source=path.name)
+        rule = f">= {inst.whale_notional:f} {inst.quote}".replace(".00 ", " ")
+        if inst.whale_median_multiple > 0:
+            rule += f" and >= {inst.whale_median_multiple:f}x rolling median size"
+        return (
+            f"{path.name} [{label}] -> {inst} 1m: trades read {len(frame)}, aggregated {built.accepted}, "
+            f"{_reasons(_merge(skipped, built.rejected))}; bars built {len(built.bars)}, stored {stored}; "
+            f"large trades ({rule}) {len(built.large)}, stored {large}; aggregation {rate:,.0f} trades/s"
+        )
+
+    # -- large-trade recordings ------------------------------------------------------------------------
+    def _large_trades(self, path: Path) -> str:
+        frame = pt.read_large_trades(path)
+        clean, skipped = pt.sanitize_trades(frame)
+        bad = (clean["symbol"] == "").to_numpy()
+        if bad.any():
+            skipped = _merge(skipped, {"bad_symbol": int(bad.sum())})
+            clean = clean[~bad]
+        parts, stored = [], 0
+        for sym, rows in clean.groupby("symbol", sort=True):
+            inst = instrument_ensure(exchange_code="binanceusdm", symbol=sym)
+            n = large_trades_store(instrument=inst, trades=rows, source=path.name)
+            stored += n
+            parts.append(f"{sym} {n}/{len(rows)}")
+        return (
+            f"{path.name} [large_trades] -> binanceusdm: read {len(frame)}, stored {stored}, {_reasons(skipped)}; "
+            f"per symbol stored/clean: {', '.join(parts)}"
+        )
+
+    # -- liquidation recordings ------------------------------------------------------------------------
+    def _liquidations(self, path: Path, liq_symbols: str) -> str:
+        frame = pt.read_liquidations(path)
+        clean, skipped = pt.sanitize_liquidations(frame)
+        junk = int((frame["junk_prefix"] != "").sum())
+        if liq_symbols.strip().lower() != "all":
+            wanted = {s.strip() for s in liq_symbols.split(",") if s.strip()} or set(DEFAULT_LIQ_SYMBOLS)
+            if not liq_symbols.strip():
+                wanted |= set(
+                    Instrument.objects.filter(exchange__code="binanceusdm").values_list("symbol", flat=True)
+                )
+            keep = clean["symbol"].isin(wanted).to_numpy()
+            if (~keep).any():
+                skipped = _merge(skipped, {"symbol_not_selected": int((~keep).sum())})
+            selected = clean[keep]
+        else:
+            selected = clean
+        # the recording's coverage is told by every symbol's events, imported or not
+        segments = recording_segments(clean["ts_ms"].to_numpy())
+        stored, parts, liq_set = 0, [], 0
+        for sym, rows in selected.groupby("symbol", sort=True):
+            inst = instrument_ensure(exchange_code="binanceusdm", symbol=sym)
+            n = liquidations_store(instrument=inst, events=rows, source=path.name)
+            stored += n
+            liq_set += candles_liquidations_apply(instrument=inst, segments=segments)
+            parts.append(f"{sym} {n}/{len(rows)}")
+        covered = sum((b // 60_000 - a // 60_000 + 1) for a, b in segments)
+        return (
+            f"{path.name} [liquidations] -> binanceusdm: read {len(frame)}, stored {stored}, {_reasons(skipped)}"
+            f"{f'; junk prefix cut from {junk} row(s)' if junk else ''}; per symbol stored/clean: "
+            f"{', '.join(parts) or 'none'}; recording covers {covered} min in {len(segments)} segment(s), "
+            f"candle liq volumes set on {liq_set}"
+        )
