@@ -15,13 +15,15 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from apps.market.bar_builder import BarBuilder, Liquidation, Trade
+from apps.engine.exits import bar_exit
+from apps.market.bar_builder import DEFAULT_GRACE_MS, MINUTE_MS, BarBuilder, Liquidation, Trade
 from apps.market.models import FeedStatus, Instrument
 from apps.market.prices import positions_version, price_set
 from apps.market.sanitize import Sanitiser
 from apps.market.services import candle_store, feed_status_update
+from apps.trading.models import ExitReason
 from apps.trading.selectors import open_positions
-from apps.trading.services import positions_check_price
+from apps.trading.services import position_close, positions_check_price
 
 log = logging.getLogger(__name__)
 TICK_PUSH_SECONDS = 0.25  # browsers get a few prices a second, not every trade
@@ -50,7 +52,14 @@ class FeedPipeline:
     ) -> None:
         self.instrument = instrument
         self.on_bar = on_bar
-        self.builder = BarBuilder(whale_notional=float(instrument.whale_notional), has_liquidations=has_liquidations)
+        from django.conf import settings
+
+        self.builder = BarBuilder(
+            whale_notional=float(instrument.whale_notional),
+            whale_median_multiple=float(instrument.whale_median_multiple),
+            has_liquidations=has_liquidations,
+            grace_ms=int(getattr(settings, "HFT_BAR_GRACE_MS", DEFAULT_GRACE_MS)),
+        )
         self.sanitiser = sanitiser or Sanitiser()
         self.wall_clock = wall_clock
         self.positions: list = []
@@ -84,6 +93,43 @@ class FeedPipeline:
                 )
                 if closed:
                     self.positions = [p for p in self.positions if p not in closed]
+
+    def consume_bars(self, bars: Iterable[dict], *, now_ms: int, evaluate: bool = True) -> None:
+        """Closed 1m bars from a source that has no trades (a kline replay): sanitise each, store it through
+        the same candle_store + on_bar path, and check the open positions' stops/targets against its range.
+
+        Intrabar order is unknown, so the backtest's rule applies (apps.engine.exits.bar_exit: a gap
+        through the stop exits at the open, a range holding both stop and target exits at the stop), only
+        for positions opened at or before the bar's open. `now_ms` is the caller's clock (data time).
+        """
+        for bar in bars:
+            reason = self.sanitiser.check_candle(bar, now_ms)
+            if reason:
+                log.debug("%s: bar rejected (%s): %r", self.instrument.symbol, reason, bar)
+                continue
+            self._store([bar], evaluate)
+            close_ms = int(bar["open_time"].timestamp() * 1000) + MINUTE_MS
+            self.last_price, self.last_ts = float(bar["close"]), close_ms - 1
+            if evaluate and self.positions:
+                self._check_bar_exits(bar)
+
+    def _check_bar_exits(self, bar: dict) -> None:
+        at_open = bar["open_time"]
+        at_close = ms_to_dt(int(at_open.timestamp() * 1000) + MINUTE_MS - 1)
+        still_open = []
+        for p in self.positions:
+            if p.opened_at > at_open:  # entered inside or after this bar: its range is not all after the entry
+                still_open.append(p)
+                continue
+            sign = 1 if p.side == "long" else -1
+            hit = bar_exit(sign, float(p.stop), float(p.target), float(bar["open"]), float(bar["high"]),
+                           float(bar["low"]))
+            if hit is None and p.time_stop_at is not None and at_close >= p.time_stop_at:
+                hit = (float(bar["close"]), ExitReason.TIME)
+            done = position_close(position_id=p.pk, price=hit[0], at=at_close, reason=hit[1]) if hit else None
+            if done is None:
+                still_open.append(p)
+        self.positions = still_open
 
     def flush(self, now_ms: int, *, evaluate: bool = True) -> None:
         """Close the bar in progress once `now_ms` has passed its minute (a quiet market still closes bars)."""
