@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard import views
+from apps.dashboard import views, views_history
 
 app_name = "dashboard"
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("trades.csv", views.trades_csv, name="trades-csv"),
     path("targets/", views.targets_page, name="targets"),
     path("audit/", views.audit_page, name="audit"),
+    path("history/", views_history.history_page, name="history"),
     path("state.json", views.state_json, name="state"),
     path("vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
     # Daphne alone (DEBUG off) serves no static files; see views.static_asset.

@@ -88,3 +88,12 @@ def supervise_feeds() -> list[int]:
             run_feed.delay(fs.instrument_id)
             started.append(fs.instrument_id)
     return started
+
+
+@shared_task(acks_late=False, soft_time_limit=3600, time_limit=3660)
+def download_history_task(download_id: int) -> str:
+    """Run one HistoryDownload (queued by the dashboard). Safe twice: a running or done row is left alone;
+    a time limit or a network outage fails the row, and starting it again resumes from the stored candles."""
+    from apps.market.history_services import history_download_run
+
+    return history_download_run(download_id=download_id).state

@@ -428,6 +428,8 @@
     "ghost.status": (ev) => applyGhost(ev, true),
     "feed.status": onFeedStatus,
     "positions.snapshot": onPositionsSnapshot,
+    // the history page (history.js) draws these; re-dispatched so desk.js stays page-agnostic
+    "history.progress": (ev) => document.dispatchEvent(new CustomEvent("desk:history", { detail: ev })),
     error: (ev) => toast(`${ev.message || "error"}${ev.code ? " [" + ev.code + "]" : ""}`, "error"),
   };
 
