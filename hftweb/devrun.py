@@ -74,10 +74,28 @@ def pump(name: str, stream) -> None:
         say(f"{name:>6} | ".encode() + line)
 
 
+def choose_feed(url: str = "https://api.binance.com/api/v3/ping", timeout: float = 3.0) -> tuple[str, str]:
+    """HFT_FEED for this run and why: as set, else "live" (public Binance BTC/USDT, paper trading) when the
+    exchange answers within `timeout` seconds, else "sim" (the offline simulator)."""
+    if os.environ.get("HFT_FEED"):
+        return os.environ["HFT_FEED"], "HFT_FEED is set"
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed https URL
+            resp.read(64)
+        return "live", f"{url} answered"
+    except Exception as exc:  # noqa: BLE001 - any failure means: not reachable from here
+        return "sim", f"{url} not reachable ({type(exc).__name__}); set HFT_FEED=live to force"
+
+
 def main() -> None:
     check_not_running()
     if "--check" in sys.argv:
         return
+    feed, why = choose_feed()
+    os.environ["HFT_FEED"] = feed  # setup_desk, the worker and web all read it
+    say(f"devrun: feed {feed} ({why})\n".encode())
     RUN.mkdir(exist_ok=True)
     secret = RUN / "secret_key"
     if not os.environ.get("SECRET_KEY") and not secret.exists():

@@ -144,6 +144,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
 # Trading desk
+# "sim", "live" (ccxt public data, paper trading) or "replay:<path>[@speed]". Unset, `make run` (devrun)
+# probes api.binance.com for 3 s and sets "live" when it answers, else "sim"; elsewhere the default is "sim".
 HFT_FEED = os.environ.get("HFT_FEED", "sim")
 HFT_SIM_SEED = int(os.environ.get("HFT_SIM_SEED", "7"))
 HFT_SIM_SPEED = float(os.environ.get("HFT_SIM_SPEED", "60"))
