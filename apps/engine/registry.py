@@ -43,6 +43,7 @@ GHOSTS: dict[str, GhostSpec] = {
         config_cls=cvd.CvdConfig,
         evaluate=cvd.evaluate,
         warmup_minutes=cvd.CvdConfig().warmup_minutes,
+        summary=cvd.state_summary,
     ),
     "trend_filter": GhostSpec(
         kind="trend_filter",

@@ -19,6 +19,7 @@ from apps.ghosts.selectors import enabled_ghosts_for
 from apps.ghosts.services import ghost_record_evaluation
 from apps.market.prices import positions_changed, price_get
 from apps.market.selectors import candle_window, candles_as_bar_records
+from apps.signals.manager import TREND_KIND, bar_decide, trend_config_for
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_record, signal_set_fate
 from apps.trading.services import signal_execute_paper
@@ -29,12 +30,16 @@ MAX_PRICE_AGE_MS = 5 * 60_000
 
 
 def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
-    """Returns the signals created for this bar (none on a repeat: signals are unique per ghost and bar)."""
+    """Run every enabled ghost on the bar, store each draft as a signal, let the manager pick at most one,
+    and paper-fill it. Returns the signals created (none on a repeat: unique per ghost and bar)."""
     ghosts = list(enabled_ghosts_for(instrument_id=instrument_id))
     if not ghosts:
         return []
-    window = max(warmup_minutes_for(g.kind, g.params) for g in ghosts if g.kind in GHOSTS) + 1
-    candles = candle_window(instrument_id=instrument_id, until=bar_time, minutes=window)
+    trend_cfg = trend_config_for(instrument_id)
+    warmups = [warmup_minutes_for(g.kind, g.params) for g in ghosts if g.kind in GHOSTS]
+    if trend_cfg is not None:
+        warmups.append(warmup_minutes_for(TREND_KIND, trend_cfg))
+    candles = candle_window(instrument_id=instrument_id, until=bar_time, minutes=max(warmups) + 1)
     if not candles or candles[-1].open_time != bar_time:
         log.warning("bar %s of instrument %s not stored; nothing to evaluate", bar_time, instrument_id)
         return []
@@ -53,11 +58,15 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
         row = result.drafts.iloc[-1]
         if int(row["side"]) == 0:
             continue
-        draft = Draft.from_row(bars.index[-1], row)
-        signal, created = signal_record(ghost=ghost, bar_time=bar_time, draft=draft)
+        signal, created = signal_record(ghost=ghost, bar_time=bar_time, draft=Draft.from_row(bars.index[-1], row))
         if created:
             created_signals.append(signal)
-            signal_execute_at_market(signal_id=signal.pk, instrument_id=instrument_id)
+    last = price_get(instrument_id)
+    bar_close_s = bar_time.timestamp() + 60
+    now_s = max(last[1] / 1000, bar_close_s) if last else bar_close_s
+    signal, decision = bar_decide(instrument_id=instrument_id, bar_time=bar_time, bars=bars, now_s=now_s)
+    if signal is not None:
+        signal_execute_at_market(signal_id=signal.pk, instrument_id=instrument_id, quantity=decision.quantity)
     return created_signals
 
 
@@ -73,7 +82,7 @@ def _summary(kind: str, bars, cfg) -> dict[str, str] | None:
         return None
 
 
-def signal_execute_at_market(*, signal_id: int, instrument_id: int) -> None:
+def signal_execute_at_market(*, signal_id: int, instrument_id: int, quantity: float | None = None) -> None:
     """Paper market order at the feed's latest price, which is after the signal bar's close."""
     last = price_get(instrument_id)
     signal = Signal.objects.get(pk=signal_id)
@@ -86,7 +95,10 @@ def signal_execute_at_market(*, signal_id: int, instrument_id: int) -> None:
         return
     price, ts_ms = last
     position = signal_execute_paper(
-        signal_id=signal_id, price=Decimal(repr(price)), at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+        signal_id=signal_id,
+        price=Decimal(repr(price)),
+        at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC),
+        quantity=quantity,
     )
     if position is not None:
         positions_changed(instrument_id)  # committed by now: the feed reloads its stop/target cache

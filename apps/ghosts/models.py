@@ -29,6 +29,7 @@ class Ghost(models.Model):
     status_reason = models.TextField(blank=True)
     last_error = models.TextField(blank=True)  # traceback of the last failed evaluation, for operators
     last_evaluated_bar = models.DateTimeField(null=True, blank=True)
+    auto_disable = models.JSONField(default=dict, blank=True)  # apps.engine.performance.AutoDisableRules params
     state = models.JSONField(default=dict, blank=True)  # the engine's state summary after the last evaluation
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,6 +1,10 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
+import pandas as pd
+from django.conf import settings
+
+from apps.engine.performance import Performance, performance
 from apps.ghosts.models import Ghost
 from apps.revenue.models import RevenueTarget
 
@@ -61,3 +65,51 @@ def portfolio_progress() -> Progress:
     period = t.period if t else "day"
     pnl = pnl_since(period_start(desk_now().date(), period)).total
     return Progress(amount=t.amount if t else None, period=period, pnl=pnl)
+
+
+
+def _closed_pnls(ghost_id: int) -> list[tuple]:
+    """(closed_at, net P&L) of the ghost's closed positions in closing order, from the ledger."""
+    from apps.trading.models import Position
+
+    rows = (
+        Position.objects.filter(ghost_id=ghost_id, status=Position.Status.CLOSED)
+        .order_by("closed_at", "id")
+        .values_list("closed_at", "gross_pnl", "fees")
+    )
+    return [(t, float(g - f)) for t, g, f in rows]
+
+
+def ghost_pnl_curve(ghost_id: int) -> list[float]:
+    """Cumulative net P&L after each closed trade, starting at 0."""
+    curve = [0.0]
+    for _, pnl in _closed_pnls(ghost_id):
+        curve.append(curve[-1] + pnl)
+    return curve
+
+
+def ghost_performance(ghost_id: int, *, freq: str = "1D") -> Performance:
+    """The engine's Performance of one ghost from its closed positions (the ledger), plus its target period.
+
+    Equity curve = start capital + cumulative net P&L at each close (data time); returns are sampled per
+    `freq` by the engine, never per trade.
+    """
+    from apps.trading.selectors import ghost_period_pnl
+
+    closed = _closed_pnls(ghost_id)
+    pnls = [p for _, p in closed]
+    capital = float(settings.HFT_START_CAPITAL)
+    if closed:
+        times = pd.DatetimeIndex([closed[0][0]] + [t for t, _ in closed])
+        levels = [capital] + [capital + c for c in ghost_pnl_curve(ghost_id)[1:]]
+    else:
+        times, levels = pd.DatetimeIndex([], tz="UTC"), []
+    target = targets_by_ghost().get(ghost_id)
+    period_pnl = ghost_period_pnl().get(ghost_id)
+    return performance(
+        pnls,
+        pd.Series(levels, index=times, dtype="float64"),
+        freq=freq,
+        period_pnl=float(period_pnl.total) if period_pnl else 0.0,
+        target_amount=float(target.amount) if target else None,
+    )

@@ -1,10 +1,19 @@
 from decimal import Decimal, InvalidOperation
 
+from django.conf import settings
 from django.db import transaction
 
 from apps.audit.services import audit_record
+from apps.common.realtime import send_on_commit
+from apps.engine.performance import AutoDisableRules, rules_breached
+from apps.engine.risk import ghost_drawdown_breached
+from apps.ghosts.events import GHOSTS_GROUP
 from apps.ghosts.models import Ghost
+from apps.ghosts.services import ghost_set_enabled
 from apps.revenue.models import Period, RevenueTarget
+from apps.revenue.selectors import ghost_performance, ghost_pnl_curve, targets_by_ghost
+from apps.trading.risk_selectors import risk_limits
+from apps.trading.selectors import ghost_period_pnl
 
 # Above this a target is a typo, not an ambition: ten million quote units per period.
 MAX_TARGET = Decimal("10000000")
@@ -48,3 +57,35 @@ def revenue_target_set(*, ghost_id: int | None, amount, period: str, actor) -> R
                  before=before, after={"amount": str(value), "period": period,
                                        "ghost": ghost.name if ghost else "portfolio"})
     return target
+
+
+
+def ghost_review(*, ghost_id: int) -> list[str]:
+    """Apply the ghost's auto-disable rules and the desk's per-ghost drawdown stop; disable it when one fires.
+
+    Called after each of its closed trades and by the periodic risk watch. The rule and the numbers go into
+    the audit log and the ghost's status reason, an alert event reaches every browser, and the ghost stays
+    off until an operator re-enables it with a reason.
+    """
+    ghost = Ghost.objects.get(pk=ghost_id)
+    if not ghost.enabled:
+        return []
+    perf = ghost_performance(ghost_id)
+    target = targets_by_ghost().get(ghost_id)
+    period = ghost_period_pnl().get(ghost_id)
+    reasons = rules_breached(
+        perf,
+        AutoDisableRules.from_params(ghost.auto_disable),
+        period_pnl=float(period.total) if period else 0.0,
+        target_amount=float(target.amount) if target else None,
+    )
+    drawdown = ghost_drawdown_breached(ghost_pnl_curve(ghost_id), float(settings.HFT_START_CAPITAL), risk_limits())
+    if drawdown:
+        reasons.append(drawdown)
+    if reasons:
+        text = ("auto-disabled: " + "; ".join(reasons))[:500]
+        with transaction.atomic():
+            ghost_set_enabled(ghost_id=ghost_id, enabled=False, actor=None, reason=text)
+            send_on_commit(GHOSTS_GROUP, {"type": "alert", "level": "error", "ghost_id": ghost_id,
+                                          "message": f"{ghost.name} {text}"})
+    return reasons

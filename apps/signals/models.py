@@ -19,6 +19,7 @@ class Fate(models.TextChoices):
     POSITION_OPEN = "position_open"  # the ghost already holds a position; recorded, not reversed
     GHOST_DISABLED = "ghost_disabled"
     STALE = "stale"
+    CONFLICT = "conflict"  # two strong drafts disagreed on side within the manager's margin: none traded
 
 
 class Signal(models.Model):

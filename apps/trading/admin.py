@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from apps.trading.models import Fill, Order, Position
+from apps.trading.models import Fill, KillSwitch, Order, Position, RiskSettings
 
 
 @admin.register(Position)
@@ -20,3 +20,5 @@ class PositionAdmin(admin.ModelAdmin):
 
 admin.site.register(Order)
 admin.site.register(Fill)
+admin.site.register(RiskSettings)
+admin.site.register(KillSwitch)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -116,3 +117,31 @@ class Fill(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order.client_order_id} {self.quantity} @ {self.price}"
+
+
+class RiskSettings(models.Model):
+    """The desk's risk limits (one row, pk=1). `params` is validated by apps.engine.risk.RiskLimits."""
+
+    params = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="risk_settings_singleton")]
+
+    def __str__(self) -> str:
+        return "risk limits"
+
+
+class KillSwitch(models.Model):
+    """Blocks every new entry while tripped (one row, pk=1). Only an operator resets it: never at midnight."""
+
+    tripped = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="kill_switch_singleton")]
+
+    def __str__(self) -> str:
+        return f"kill switch {'TRIPPED' if self.tripped else 'armed'}"

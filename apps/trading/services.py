@@ -3,6 +3,7 @@
 The ledger (Fill rows) is the truth: equity and P&L are derived from it by selectors, never stored.
 """
 
+import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -19,7 +20,9 @@ from apps.signals.services import signal_set_fate
 from apps.trading import selectors
 from apps.trading.events import PORTFOLIO_GROUP, trade_payload
 from apps.trading.models import ExitReason, Fill, Order, Position
+from apps.trading.risk_selectors import risk_limits
 
+log = logging.getLogger(__name__)
 QTY_STEP = Decimal("0.00000001")  # 1e-8 base units: below any exchange's lot step
 PRICE_STEP = Decimal("0.00000001")
 MONEY_STEP = Decimal("0.00000001")
@@ -50,11 +53,14 @@ def _filled_order(position: Position, purpose: str, *, buy: bool, price: Decimal
 
 
 @transaction.atomic
-def signal_execute_paper(*, signal_id: int, price: Decimal, at: datetime) -> Position | None:
+def signal_execute_paper(
+    *, signal_id: int, price: Decimal, at: datetime, quantity: float | None = None
+) -> Position | None:
     """Open a paper position for a pending signal at `price` (the first price after the signal's bar closed).
 
-    Safe to run twice: only a PENDING signal proceeds; the position is one-to-one with the signal and
-    the client order id is derived from the signal id.
+    `quantity` is the signal manager's risk-checked size; without it the size follows the desk's risk
+    limits at the current equity. Safe to run twice: only a PENDING signal proceeds; the position is
+    one-to-one with the signal and the client order id is derived from the signal id.
     """
     signal = (
         Signal.objects.select_for_update().select_related("ghost", "instrument__exchange").get(pk=signal_id)
@@ -77,7 +83,12 @@ def signal_execute_paper(*, signal_id: int, price: Decimal, at: datetime) -> Pos
     ratio = fill_px / float(signal.entry)
     stop, target = float(signal.stop) * ratio, float(signal.target) * ratio
     equity = float(selectors.equity())
-    qty = _d(position_size(equity, fill_px, stop, size_mult=float(signal.size_multiplier)), QTY_STEP)
+    if quantity is None:
+        limits = risk_limits()
+        quantity = position_size(equity, fill_px, stop, risk_pct=limits.risk_per_trade_pct / 100,
+                                 max_notional_pct=limits.max_notional_pct / 100,
+                                 size_mult=float(signal.size_multiplier))
+    qty = _d(quantity, QTY_STEP)
     if qty <= 0:
         signal_set_fate(signal=signal, fate=Fate.BLOCKED_RISK, detail=f"size is zero at equity {equity:.2f}")
         return None
@@ -138,7 +149,19 @@ def position_close(*, position_id: int, price: float, at: datetime, reason: str)
         after={"reason": reason, "price": str(fill.price), "net_pnl": str(position.net_pnl)},
     )
     _push_fill(position, fill, "exit")
+    ghost_id = position.ghost_id
+    transaction.on_commit(lambda: _review_after_close(ghost_id))
     return position
+
+
+def _review_after_close(ghost_id: int) -> None:
+    """Auto-disable rules are judged after each closed trade; a failure there must never stop the feed."""
+    from apps.revenue.services import ghost_review
+
+    try:
+        ghost_review(ghost_id=ghost_id)
+    except Exception:
+        log.exception("review of ghost %s after a close failed", ghost_id)
 
 
 def positions_check_price(

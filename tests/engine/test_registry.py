@@ -25,8 +25,9 @@ def test_spike_fader_is_registered() -> None:
 def test_config_from_params() -> None:
     assert config_from_params("spike_fader", {"spike_threshold_pct": 2.0}).spike_threshold_pct == 2.0
     assert config_from_params("spike_fader", None) == SpikeFaderConfig()
-    with pytest.raises(ConfigError, match="unknown ghost kind 'martingale'; known kinds: spike_fader"):
+    with pytest.raises(ConfigError, match="unknown ghost kind 'martingale'; known kinds: ") as err:
         config_from_params("martingale", {})
+    assert all(kind in str(err.value) for kind in GHOSTS)
     with pytest.raises(ConfigError, match="unknown spike_fader parameter"):
         config_from_params("spike_fader", {"foo": 1})
 
@@ -54,3 +55,9 @@ def test_drafts_frame_shape() -> None:
     d = evaluate(spike_window(), SpikeFaderConfig())
     assert tuple(d.columns) == DRAFT_COLUMNS
     assert d["side"].dtype == np.int8 and d["confidence"].dtype == np.float64
+
+
+def test_the_five_ghosts_are_registered_with_a_state_summary() -> None:
+    assert set(GHOSTS) == {"trend_filter", "cvd_detector", "liquidation_hunter", "spike_fader", "whale_follower"}
+    for spec in GHOSTS.values():
+        assert spec.title and spec.warmup_minutes == warmup_minutes_for(spec.kind)
