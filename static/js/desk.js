@@ -112,6 +112,13 @@
       if (ev.last_price !== null && ev.last_price !== undefined) $(".feed-price", card).textContent = price(ev.last_price);
       const err = $(".feed-error", card);
       if (err) { err.textContent = ev.last_error || ""; err.hidden = !ev.last_error; }
+      const rej = $(".feed-rejected", card);
+      if (rej && ev.rejected) {
+        const parts = Object.entries(ev.rejected).filter(([, n]) => n > 0)
+          .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([k, n]) => `${k} ${n.toLocaleString("en-US")}`);
+        $(".num", rej).textContent = parts.join(" · ");
+        rej.hidden = parts.length === 0;
+      }
       const retry = $(".feed-retry", card);
       if (retry) {
         const t = $("time", retry);

@@ -210,3 +210,24 @@ def test_replay_of_a_file_with_bad_rows_counts_them_per_reason(tmp_path) -> None
     got = _bars(inst)
     assert got.trade_count.sum() == 3000 and got.high.max() <= raw.price.max() and got.low.min() >= raw.price.min()
     assert Decimal(str(got.high.max())) > 0
+
+
+def test_source_badges() -> None:
+    from apps.dashboard.templatetags.desk import rejected_summary, source_label
+
+    assert source_label("sim") == "SIM"
+    assert source_label("replay:klines/x/BTCUSDT-1m-2020-01-01.zip@max") == "REPLAY BTCUSDT-1m-2020-01-01.zip @max"
+    assert source_label("replay:a/t.zip,b/l.csv@60") == "REPLAY t.zip, l.csv @60"
+    assert source_label("replay:db:binance:BTC/USDT") == "REPLAY db:binance:BTC/USDT"
+    assert source_label("live", "Binance") == "LIVE Binance" and source_label("live") == "LIVE"
+    assert rejected_summary({"future": 1, "price_band": 3, "x": 0}) == "price_band 3 · future 1"
+    assert rejected_summary({}) == ""
+
+
+@pytest.mark.django_db
+def test_overview_marks_the_replay_and_shows_rejections_per_reason(op_client, desk) -> None:
+    make_feed(instrument=desk["instrument"], source="replay:trades/BTCUSD_PERP-aggTrades-2026-05-08.zip@120",
+              rejected={"price_band": 2, "non_finite": 5})
+    html = op_client.get("/").content.decode()
+    assert ">REPLAY BTCUSD_PERP-aggTrades-2026-05-08.zip @120<" in html
+    assert "rejected: <span class=\"num\">non_finite 5 · price_band 2</span>" in html

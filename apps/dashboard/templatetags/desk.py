@@ -104,16 +104,30 @@ def css_width(value: Number) -> str:
 
 
 @register.filter
-def source_label(source: str | None) -> str:
-    """FeedStatus.source -> the badge text: "sim" -> SIM, "replay:<path>" -> REPLAY, "live" -> LIVE."""
-    s = (source or "").lower()
-    if s.startswith("replay"):
-        return "REPLAY"
-    if s.startswith("sim"):
+def source_label(source: str | None, exchange: str | None = None) -> str:
+    """FeedStatus.source -> the badge text: "sim" -> SIM, "replay:<path>[@speed]" -> REPLAY <file> @speed,
+    "live" -> LIVE <exchange> (the exchange name is the filter's argument)."""
+    s = (source or "").strip()
+    low = s.lower()
+    if low.startswith("replay"):
+        body = s.partition(":")[2]
+        body, at, speed = body.rpartition("@") if "@" in body else (body, "", "")
+        names = ", ".join(t.strip() if t.strip().startswith("db:") else t.strip().rsplit("/", 1)[-1]
+                          for t in body.split(",") if t.strip())
+        speed = "max" if speed.strip().lower() in ("0", "max") else speed.strip()
+        return " ".join(x for x in ("REPLAY", names, f"@{speed}" if at else "") if x)
+    if low.startswith("sim"):
         return "SIM"
-    if s.startswith("live") or s.startswith("ccxt"):
-        return "LIVE"
+    if low.startswith("live") or low.startswith("ccxt"):
+        return f"LIVE {exchange}" if exchange else "LIVE"
     return s.upper() or "—"
+
+
+@register.filter
+def rejected_summary(counts: dict | None) -> str:
+    """FeedStatus.rejected -> "price_band 3 · future 1" (largest first); "" when nothing was rejected."""
+    items = sorted((counts or {}).items(), key=lambda kv: (-int(kv[1]), kv[0]))
+    return " · ".join(f"{k} {int(v):,}" for k, v in items if int(v))
 
 
 @register.filter
