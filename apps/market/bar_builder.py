@@ -123,6 +123,8 @@ class RollingMedian:
 
 
 def _positive(x: Any) -> bool:
+    if type(x) is float:  # the hot path
+        return 0.0 < x < math.inf
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 

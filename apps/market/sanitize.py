@@ -51,6 +51,8 @@ MINUTE_MS = 60_000
 
 def _real(v: Any) -> float | None:
     """float(v) for a finite real number (numpy scalars included), else None."""
+    if type(v) is float:  # the hot path (every trade, twice): skip the ABC checks below
+        return v if math.isfinite(v) else None
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         return None
     x = float(v)
@@ -67,6 +69,8 @@ def _value_reason(*values: Any) -> str | None:
 
 
 def _ts_ok(ts: Any) -> bool:
+    if type(ts) is int:  # the hot path
+        return ts > 0
     return isinstance(ts, numbers.Integral) and not isinstance(ts, bool) and ts > 0
 
 
