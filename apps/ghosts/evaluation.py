@@ -13,13 +13,13 @@ from django.db import transaction
 
 from apps.engine.bars import bars_from_records
 from apps.engine.guard import run_guarded
-from apps.engine.registry import GHOSTS, config_from_params, warmup_minutes_for
+from apps.engine.registry import GHOSTS, config_from_params
 from apps.engine.types import Draft
-from apps.ghosts.selectors import enabled_ghosts_for
+from apps.ghosts.selectors import enabled_ghosts_for, warmup_minutes_needed
 from apps.ghosts.services import ghost_record_evaluation
 from apps.market.prices import positions_changed, price_get
 from apps.market.selectors import candle_window, candles_as_bar_records
-from apps.signals.manager import TREND_KIND, bar_decide, trend_config_for
+from apps.signals.manager import bar_decide
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_record, signal_set_fate
 from apps.trading.services import signal_execute_paper
@@ -35,11 +35,8 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
     ghosts = list(enabled_ghosts_for(instrument_id=instrument_id))
     if not ghosts:
         return []
-    trend_cfg = trend_config_for(instrument_id)
-    warmups = [warmup_minutes_for(g.kind, g.params) for g in ghosts if g.kind in GHOSTS]
-    if trend_cfg is not None:
-        warmups.append(warmup_minutes_for(TREND_KIND, trend_cfg))
-    candles = candle_window(instrument_id=instrument_id, until=bar_time, minutes=max(warmups) + 1)
+    window = warmup_minutes_needed(instrument_id=instrument_id) + 1
+    candles = candle_window(instrument_id=instrument_id, until=bar_time, minutes=window)
     if not candles or candles[-1].open_time != bar_time:
         log.warning("bar %s of instrument %s not stored; nothing to evaluate", bar_time, instrument_id)
         return []

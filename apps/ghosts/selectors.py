@@ -17,6 +17,20 @@ def enabled_ghosts_for(*, instrument_id: int) -> QuerySet[Ghost]:
     return Ghost.objects.filter(instrument_id=instrument_id, enabled=True).order_by("id")
 
 
+def warmup_minutes_needed(*, instrument_id: int) -> int:
+    """Minutes of history the live window needs: the longest warm-up of the instrument's enabled ghosts
+    and of its trend gate (which judges every draft even while the trend ghost itself is off)."""
+    from apps.engine.registry import GHOSTS, warmup_minutes_for
+    from apps.signals.manager import TREND_KIND, trend_config_for
+
+    warmups = [warmup_minutes_for(g.kind, g.params) for g in enabled_ghosts_for(instrument_id=instrument_id)
+               if g.kind in GHOSTS]
+    trend_cfg = trend_config_for(instrument_id)
+    if trend_cfg is not None:
+        warmups.append(warmup_minutes_for(TREND_KIND, trend_cfg))
+    return max(warmups, default=0)
+
+
 @dataclass(frozen=True)
 class GhostRow:
     ghost: Ghost

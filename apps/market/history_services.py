@@ -230,3 +230,21 @@ def progress_line(p: history.Progress, *, width: int = 30, started: float | None
     return (f"[{'#' * filled}{'.' * (width - filled)}] {p.fraction * 100:5.1f}%  {p.done}/{p.expected}  "
             f"fetched {p.fetched} stored {p.stored}{retries}{rate}")
 
+
+
+def history_warmup(*, instrument: Instrument, minutes: int, clock: history.Clock = history.wall_clock_ms,
+                   exchange: ccxt.Exchange | None = None) -> HistoryDownload | None:
+    """Before a live feed streams: download the closed 1m candles of the last `minutes` the desk's ghosts
+    need to be warm (the trend gate's 1h averages need ~8.5 days), so trading can start at once instead of
+    days later. Already stored candles are skipped; a failure is visible on the History page and the feed
+    starts anyway (its gate then waits for enough live bars)."""
+    if minutes <= 0:
+        return None
+    since = history.from_ms((clock() // 60_000 - minutes) * 60_000)
+    try:
+        row = history_download_create(exchange_code=instrument.exchange.code, symbol=instrument.symbol,
+                                      timeframe="1m", since=since, clock=clock)
+    except DownloadRequestError as exc:
+        log.warning("warm-up download for %s refused: %s", instrument, exc)
+        return None
+    return history_download_run(download_id=row.pk, exchange=exchange, clock=clock)

@@ -94,6 +94,28 @@ class FeedPipeline:
                 if closed:
                     self.positions = [p for p in self.positions if p not in closed]
 
+    def backfill(self, trades: Iterable[Trade], liqs: Iterable[Liquidation] = (), *, now_ms: int) -> int:
+        """History before the live loop starts: the same sanitiser and builder, the bars stored in one bulk
+        insert (no browser push, no ghosts: nobody trades the past). Returns the bars newly stored."""
+        import pandas as pd
+
+        from apps.market.services import candles_from_trades_store
+
+        for liq in liqs:
+            if not self.sanitiser.check_liquidation(liq, now_ms):
+                self.builder.add_liquidation(liq)
+        bars: list[dict] = []
+        for t in trades:
+            if not self.sanitiser.check_trade(t, now_ms):
+                bars += self.builder.add_trade(t)
+                self.last_price, self.last_ts = t.price, t.ts_ms
+        bars += self.builder.flush(now_ms)
+        if not bars:
+            return 0
+        stored = candles_from_trades_store(instrument=self.instrument, bars=pd.DataFrame(bars))
+        self.bars_stored += stored
+        return stored
+
     def consume_bars(self, bars: Iterable[dict], *, now_ms: int, evaluate: bool = True) -> None:
         """Closed 1m bars from a source that has no trades (a kline replay): sanitise each, store it through
         the same candle_store + on_bar path, and check the open positions' stops/targets against its range.

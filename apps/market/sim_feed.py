@@ -1,7 +1,8 @@
 """The simulated feed (HFT_FEED=sim): the seeded MarketSimulator's trades through the common pipeline.
 
-The offline default for demos. On a fresh database it first writes `BACKFILL_MINUTES` of history (stored,
-not evaluated) so the chart and the ghosts' windows are warm, then runs `speed` data seconds per wall second.
+The offline default for demos. On a fresh database it first writes the history the desk's ghosts need to
+be warm (their longest warm-up, at least `BACKFILL_MINUTES`; the trend gate's 1h averages need ~8.5 days),
+stored in bulk and not evaluated, then runs `speed` data seconds per wall second.
 """
 
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from apps.ghosts.selectors import warmup_minutes_needed
 from apps.market.models import FeedStatus, Instrument
 from apps.market.pipeline import FeedPipeline
 from apps.market.selectors import last_candle
@@ -38,11 +40,11 @@ class SimFeed:
         last = last_candle(instrument_id=self.instrument.pk)
         now_ms = int(time.time() * 1000) // 60_000 * 60_000
         backfill = last is None
-        start_ms = (
-            now_ms - BACKFILL_MINUTES * 60_000
-            if backfill
-            else max(now_ms, int(last.open_time.timestamp() * 1000) + 60_000)
-        )
+        minutes = max(BACKFILL_MINUTES, warmup_minutes_needed(instrument_id=self.instrument.pk) + 30)
+        if backfill:
+            start_ms = now_ms - minutes * 60_000
+        else:
+            start_ms = max(now_ms, int(last.open_time.timestamp() * 1000) + 60_000)
         start_price = float(last.close) if last else 100_000.0
         # Seed with the start minute too: a restart continues with a fresh but reproducible path.
         sim = MarketSimulator(
@@ -53,7 +55,7 @@ class SimFeed:
         )
         if backfill:
             trades, liqs = sim.advance(now_ms - 1)
-            self.pipeline.consume(trades, liqs, evaluate=False, now_ms=now_ms - 1)
+            self.pipeline.backfill(trades, liqs, now_ms=now_ms - 1)
         return sim, sim.now_ms
 
     def run(self) -> None:

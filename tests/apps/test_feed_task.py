@@ -65,3 +65,23 @@ def test_sanitiser_rejections_skip_the_builder_and_are_published(desk):
     assert feed.builder.snapshot()["trades"] == 1 and feed.last_price == 100.0
     assert feed.builder.rejected == {} and feed.builder.duplicates == 0
     assert feed.counts() == {"non_finite": 1, "duplicate_id": 1, "price_band": 1}
+
+
+def test_a_fresh_sim_desk_backfills_what_the_trend_gate_needs(desk):
+    """With a trend filter on the instrument the gate needs ~8.5 days of bars: the sim writes them in bulk
+    at its first start, so the desk can trade at once (the trend state is ready on the last bar)."""
+    from apps.engine.bars import bars_from_records
+    from apps.engine.trend import TrendConfig, trend_state
+    from apps.ghosts.selectors import warmup_minutes_needed
+    from apps.ghosts.services import ghost_create
+    from apps.market.selectors import candle_window, candles_as_bar_records
+
+    ghost_create(name="trend-btc", kind="trend_filter", instrument=desk["instrument"], enabled=False)
+    need = warmup_minutes_needed(instrument_id=desk["instrument"].pk)
+    assert need == TrendConfig().warmup_minutes
+    assert run_feed(desk["instrument"].pk, max_seconds=0.5, speed=60) == "stopped"
+    last = Candle.objects.filter(instrument=desk["instrument"]).latest("open_time")
+    candles = candle_window(instrument_id=desk["instrument"].pk, until=last.open_time, minutes=need + 1)
+    assert len(candles) >= need
+    state = trend_state(bars_from_records(candles_as_bar_records(candles)))
+    assert bool(state["ready"].iloc[-1])

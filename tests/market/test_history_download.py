@@ -259,3 +259,19 @@ def test_command_refuses_bad_requests_and_stores_nothing(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("download_history", *flat, stdout=StringIO())
     assert not HistoryDownload.objects.exists() and not Instrument.objects.exists()
+
+
+def test_live_warmup_downloads_the_history_the_ghosts_need(binance):
+    """A live feed's start: the last N minutes of closed candles come from the exchange (real 2020 rows)."""
+    from apps.market.history_services import history_warmup
+
+    ex = Exchange.objects.create(code="binance", name="Binance")
+    inst = Instrument.objects.create(exchange=ex, symbol="BTC/USDT", base="BTC", quote="USDT")
+    now_ms = DAY1_MS + 1500 * MIN_MS + 30_000  # 25 h into the served data, mid-minute
+    row = history_warmup(instrument=inst, minutes=1200, clock=lambda: now_ms, exchange=ex_for(binance))
+    assert row.state == HistoryDownload.State.DONE and row.stored == 1200
+    times = list(Candle.objects.filter(instrument=inst).order_by("open_time").values_list("open_time", flat=True))
+    assert times[0] == DAY1 + timedelta(minutes=300) and times[-1] == DAY1 + timedelta(minutes=1499)
+    # a restart finds them stored and asks for nothing
+    again = history_warmup(instrument=inst, minutes=1200, clock=lambda: now_ms, exchange=ex_for(binance))
+    assert again.stored == 0 and Candle.objects.filter(instrument=inst).count() == 1200
