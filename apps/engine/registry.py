@@ -36,6 +36,7 @@ GHOSTS: dict[str, GhostSpec] = {
         config_cls=spike_fader.SpikeFaderConfig,
         evaluate=spike_fader.evaluate,
         warmup_minutes=spike_fader.SpikeFaderConfig().warmup_minutes,
+        summary=spike_fader.state_summary,
     ),
     "cvd_detector": GhostSpec(
         kind="cvd_detector",

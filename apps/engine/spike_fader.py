@@ -30,6 +30,8 @@ import pandas as pd
 from apps.engine.bars import validate_bars
 from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays
 
+_PER_MINUTE = {"s": 60, "ms": 60_000, "us": 60_000_000, "ns": 60_000_000_000}
+
 _WEEK_S = 7 * 24 * 3600
 # Chain allowance for the live window (minutes): a candidate is blocked by the cooldown only if the
 # previous candidate FIRED, so the live window must reach back to the start of the current run of
@@ -134,8 +136,23 @@ def spike_moves(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.Series:
 
 def _ref_close(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> np.ndarray:
     """Close of the bar that opened exactly window_minutes before each bar (NaN when absent)."""
-    ref = bars["close"].reindex(bars.index - pd.Timedelta(minutes=cfg.window_minutes))
-    return ref.to_numpy(dtype=np.float64)
+    # An exact lookup by time on the minute grid (validated bars are whole, strictly increasing minutes):
+    # the same values as reindexing by `open_time - window`, without a hash index over all bars.
+    idx = bars.index
+    close = bars["close"].to_numpy()
+    ref = np.full(len(close), np.nan)
+    if len(close) == 0:
+        return ref
+    minutes = idx.asi8 // _PER_MINUTE[idx.unit]
+    pos = minutes - minutes[0]
+    grid = np.full(int(pos[-1]) + 1, -1, dtype=np.int64)
+    grid[pos] = np.arange(len(close))
+    back = pos - cfg.window_minutes
+    ok = back >= 0
+    src = np.where(ok, grid[np.maximum(back, 0)], -1)
+    hit = src >= 0
+    ref[hit] = close[src[hit]]
+    return ref
 
 
 def _minute_grid(index: pd.DatetimeIndex, pad: int) -> tuple[np.ndarray, int]:
@@ -145,7 +162,7 @@ def _minute_grid(index: pd.DatetimeIndex, pad: int) -> tuple[np.ndarray, int]:
     has, and each bar's window sum is accumulated in the same order however long the series is (so a
     live window and the full history give bit-identical numbers).
     """
-    minutes = index.as_unit("s").asi8 // 60
+    minutes = index.asi8 // _PER_MINUTE[index.unit]
     pos = (minutes - minutes[0] + pad).astype(np.int64)
     return pos, int(pos[-1]) + 1
 
@@ -232,7 +249,7 @@ def evaluate(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.DataFrame:
     ratio_ok = vol_known & enough & np.isfinite(ratio) & (ratio >= cfg.min_volume_ratio)
 
     ref = ref_all[cand]
-    ts = bars.index.as_unit("s").asi8
+    ts = bars.index.asi8 // (_PER_MINUTE[bars.index.unit] // 60)  # epoch seconds (whole minutes)
     reasons = out["reason"]
     side = out["side"]
     fired: list[int] = []
@@ -288,3 +305,19 @@ def evaluate(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.DataFrame:
         out["max_hold_s"][rows] = float(cfg.max_hold_seconds)
         out["priority"][rows] = cfg.priority
     return drafts_frame(bars.index, **out)
+
+
+def state_summary(bars: pd.DataFrame, cfg: SpikeFaderConfig | None = None) -> dict[str, str]:
+    """Display strings for the ghosts page: the move over the window now, and the last spike it faded."""
+    cfg = cfg or SpikeFaderConfig()
+    bars = validate_bars(bars)
+    if len(bars) == 0:
+        return {"move": "n/a", "last_spike": "none"}
+    move = float(spike_moves(bars, cfg).iat[-1])
+    move_text = "n/a (no bar a window ago)" if not math.isfinite(move) else (
+        f"{move * 100:+.2f}% in {cfg.window_minutes} min (threshold {cfg.spike_threshold_pct:g}%)")
+    drafts = evaluate(bars, cfg)
+    fired = np.flatnonzero(drafts["side"].to_numpy() != 0)
+    last = "none in this window" if len(fired) == 0 else (
+        f"{'SHORT' if drafts['side'].iat[fired[-1]] < 0 else 'LONG'} at {drafts.index[fired[-1]]:%Y-%m-%d %H:%M} UTC")
+    return {"move": move_text, "last_fade": last}

@@ -60,4 +60,13 @@ def test_drafts_frame_shape() -> None:
 def test_the_five_ghosts_are_registered_with_a_state_summary() -> None:
     assert set(GHOSTS) == {"trend_filter", "cvd_detector", "liquidation_hunter", "spike_fader", "whale_follower"}
     for spec in GHOSTS.values():
-        assert spec.title and spec.warmup_minutes == warmup_minutes_for(spec.kind)
+        assert spec.title and spec.warmup_minutes == warmup_minutes_for(spec.kind) and spec.summary is not None
+
+
+def test_every_ghost_summarises_its_state_on_a_live_window() -> None:
+    bars = spike_window()
+    for spec in GHOSTS.values():
+        summary = spec.summary(bars, spec.config_cls())
+        assert summary and all(isinstance(k, str) and isinstance(v, str) for k, v in summary.items()), spec.kind
+    assert "fade SHORT" not in GHOSTS["spike_fader"].summary(bars, SpikeFaderConfig())["last_fade"]
+    assert GHOSTS["spike_fader"].summary(bars, SpikeFaderConfig())["last_fade"].startswith("SHORT at ")
