@@ -1,0 +1,512 @@
+"""Portfolio backtest of the whole system over 1-minute bars, pure (DESIGN §4 "Backtest", issue 5).
+
+The same functions the live desk calls, in a loop over data time:
+
+1. every ghost in the set is evaluated ONCE over the whole series (its `evaluate` is causal: the draft of
+   bar t uses bars up to the close of t only; tests/engine/test_causality.py checks each ghost);
+2. the trend gate is `trend_state` of the set's trend_filter ghost config, row t (the live service's
+   `apps.signals.manager.trend_gate`, same label text); the gate applies whenever a trend_filter ghost
+   is in the set, enabled or not (live: disabling the trend ghost stops its drafts, not its veto);
+3. bars are then walked in time. Within bar t, in this order:
+   a. an entry decided at the close of bar t-1 fills at the OPEN of t through the exchange's FillModel
+      (adverse slippage + taker fee); stop and target keep their % distance from the ghost's reference
+      entry and are re-anchored on the fill (`exits.rebase_levels`);
+   b. every open position is checked with the rules of `apps.engine.exits`, in the order
+      `simulate_trade` uses: a time stop due at the open of t exits there (a gap through the stop or
+      target at that open still counts as such), otherwise `bar_exit` on t's open/high/low (gap at the
+      open, then the stop before the target when the range holds both);
+   c. after each close the ghost's auto-disable rules (`performance.rules_breached`) and the desk's
+      per-ghost drawdown stop (`risk.ghost_drawdown_breached`) are judged, like `ghost_review` live;
+      a disabled ghost stays off to the end (only an operator re-enables);
+   d. equity at t's close = start capital + realised gross P&L - every fee paid + open positions marked
+      at t's close (`apps.trading.selectors.equity`); when the daily loss reaches its limit the kill
+      switch trips and STAYS tripped to the end of the run (never reset at midnight: only an operator
+      resets it); with `flatten_on_kill` open positions close at t's close as market orders;
+   e. the drafts of bar t (side != 0) become candidates for `manager.arbitrate` - exactly the function
+      `apps.signals.manager.bar_decide` calls - with each ghost's performance score (performance_score of
+      performance(...) of its closed trades so far), the gate and `risk.risk_check` on the simulated
+      ledger; drafts of disabled ghosts get the fate ghost_disabled. The taken draft fills at step (a)
+      of the next bar; a draft taken on the last bar has no next open and is reported as unfilled.
+
+Data-time conventions: a bar belongs to the UTC day of its OPEN time (the day of the daily loss and of
+max_trades_per_day); the decision for bar t happens at its close, t + 60 s (the manager's `now_s`).
+Start-of-day equity is the live selector's (`apps.trading.risk_selectors.risk_state`): equity minus
+today's P&L, where today's P&L is the net P&L of trades closed today plus the open positions' marks
+net of their fees, i.e. start capital + net P&L of the trades closed before the day began.
+
+Money: the ledger mirrors the paper executor (`apps.trading.services`): prices and quantities are
+quantised to 1e-8 as Decimal, fees and gross P&L to 1e-8 of the quote currency, so the final equity is
+EXACTLY start capital + the sum of the trades' net P&L. Marks and the equity curve are float64.
+
+Cost: the ghosts and the trend gate are vectorised; the walk is a Python loop over bars, but a bar with
+no open position, no pending entry and no draft costs one branch (about 0.1 us), and the work per active
+bar is a few microseconds per open position (benchmarks/system.py prints the throughput). Performance
+scores are recomputed only when a ghost closes a trade.
+"""
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from apps.engine.exits import END_OF_DATA, TIME, bar_exit, rebase_levels, tick_exit
+from apps.engine.fills import FillModel, fill_model_for
+from apps.engine.manager import TAKEN, Candidate, Decision, ManagerConfig, TrendGate, arbitrate
+from apps.engine.performance import (
+    AutoDisableRules,
+    Performance,
+    ScoreWeights,
+    performance,
+    performance_score,
+    rules_breached,
+)
+from apps.engine.registry import GHOSTS, get_spec
+from apps.engine.risk import (
+    RiskDecision,
+    RiskLimits,
+    RiskState,
+    daily_loss_breached,
+    daily_loss_text,
+    ghost_drawdown_breached,
+    risk_check,
+)
+from apps.engine.types import Draft, GhostConfig
+
+TREND_KIND = "trend_filter"
+KILL_SWITCH = "kill_switch"  # exit reason of a position flattened when the kill switch trips
+STEP = Decimal("0.00000001")  # the paper executor's 1e-8 step for prices, quantities, fees and P&L
+_MINUTE_NS = 60_000_000_000
+_DAY_NS = 86_400_000_000_000
+
+
+def _d(x: float) -> Decimal:
+    """A float as the paper executor stores it: shortest repr, quantised to 1e-8."""
+    return Decimal(repr(float(x))).quantize(STEP)
+
+
+@dataclasses.dataclass(frozen=True)
+class GhostSetup:
+    """One ghost in the backtest: a unique id (ties in the manager keep the lower id), a display name,
+    its registry kind, its config (a GhostConfig, a params mapping, or None for the defaults), whether it
+    starts enabled, and its auto-disable rules."""
+
+    ghost_id: int
+    name: str
+    kind: str
+    config: GhostConfig | Mapping[str, Any] | None = None
+    enabled: bool = True
+    auto_disable: AutoDisableRules = AutoDisableRules()
+
+    def resolved_config(self) -> GhostConfig:
+        spec = get_spec(self.kind)
+        if isinstance(self.config, spec.config_cls):
+            return self.config
+        return spec.config_cls.from_params(self.config)  # type: ignore[arg-type]
+
+
+def default_ghosts() -> list[GhostSetup]:
+    """Every registered ghost at its defaults, ids 1.. in registry order, names = registry kinds."""
+    return [GhostSetup(ghost_id=i, name=kind, kind=kind) for i, kind in enumerate(GHOSTS, start=1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class BacktestConfig:
+    """start_capital: quote currency (the desk's HFT_START_CAPITAL default, 10 000); exchange: ccxt id
+    whose FillModel prices the fills (`fills.fill_model_for`), unless `fill_model` is given; limits,
+    manager and score weights: the live defaults; perf_freq: sampling period of the performance figures
+    (as `revenue.selectors.ghost_performance`)."""
+
+    start_capital: Decimal = Decimal("10000")
+    exchange: str = "binance"
+    fill_model: FillModel | None = None
+    limits: RiskLimits = RiskLimits()
+    manager: ManagerConfig = ManagerConfig()
+    score_weights: ScoreWeights = ScoreWeights()
+    perf_freq: str = "1D"
+
+    @property
+    def model(self) -> FillModel:
+        return self.fill_model if self.fill_model is not None else fill_model_for(self.exchange)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trade:
+    """One closed round trip. Prices in quote currency, qty in base units, money in quote currency
+    (Decimal, 1e-8 steps as the paper ledger). signal_time is the open time of the draft's bar;
+    entry_time/exit_time are open times of the bars the fills happened in."""
+
+    ghost_id: int
+    ghost: str
+    side: int
+    signal_time: pd.Timestamp
+    entry_time: pd.Timestamp
+    entry_price: Decimal
+    exit_time: pd.Timestamp
+    exit_price: Decimal
+    qty: Decimal
+    stop: float
+    target: float
+    entry_fee: Decimal
+    exit_fee: Decimal
+    gross_pnl: Decimal
+    reason: str
+
+    @property
+    def fees(self) -> Decimal:
+        return self.entry_fee + self.exit_fee
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.gross_pnl - self.entry_fee - self.exit_fee
+
+
+@dataclasses.dataclass(frozen=True)
+class DisableEvent:
+    time: pd.Timestamp  # open time of the bar in which the closing trade exited
+    ghost_id: int
+    ghost: str
+    reasons: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BacktestResult:
+    """Everything a run produced; see `summary()` for the operator's view."""
+
+    ghosts: tuple[GhostSetup, ...]
+    start_capital: Decimal
+    final_equity: Decimal  # ledger after closing what was still open at the last close
+    trades: tuple[Trade, ...]
+    fates: pd.DataFrame  # one row per draft (side != 0): bar_time, ghost_id, ghost, side, fate, detail, score
+    equity: pd.Series  # float equity at each bar's close, indexed by bar open time; last = final_equity
+    performance: dict[str, Performance]
+    disables: tuple[DisableEvent, ...]
+    kill_switch: tuple[pd.Timestamp, str] | None  # (bar open time, reason) when it tripped
+    unfilled: tuple[tuple[pd.Timestamp, int], ...]  # (bar time, ghost id) taken on the last bar
+    signals: pd.DataFrame  # per ghost: longs, shorts, top idle reason
+
+    def trades_frame(self) -> pd.DataFrame:
+        """The trades as floats (one row each) for printing and vectorised checks."""
+        cols = ["ghost_id", "ghost", "side", "signal_time", "entry_time", "entry_price", "exit_time",
+                "exit_price", "qty", "entry_fee", "exit_fee", "fees", "gross_pnl", "net_pnl", "reason"]
+        rows = [(t.ghost_id, t.ghost, t.side, t.signal_time, t.entry_time, float(t.entry_price), t.exit_time,
+                 float(t.exit_price), float(t.qty), float(t.entry_fee), float(t.exit_fee), float(t.fees),
+                 float(t.gross_pnl), float(t.net_pnl), t.reason) for t in self.trades]
+        return pd.DataFrame(rows, columns=cols)
+
+    def fate_counts(self) -> pd.DataFrame:
+        """Drafts per ghost (rows) and fate (columns)."""
+        if len(self.fates) == 0:
+            return pd.DataFrame()
+        return self.fates.groupby(["ghost", "fate"]).size().unstack(fill_value=0)
+
+    def summary(self) -> str:
+        """Multi-line operator text: signals and idle reasons per ghost, fates, trades, P&L, disables."""
+        lines = [f"capital {self.start_capital} -> final equity {self.final_equity:.2f} "
+                 f"(net {self.final_equity - self.start_capital:+.2f}) over {len(self.equity)} bars"]
+        for name, row in self.signals.iterrows():
+            idle = f"; idle: {row['idle_reason']}" if row["longs"] + row["shorts"] == 0 else ""
+            lines.append(f"  {name}: {row['longs']} long + {row['shorts']} short drafts{idle}")
+        fc = self.fate_counts()
+        if len(fc):
+            lines.append("fates:\n" + fc.to_string())
+        tf = self.trades_frame()
+        lines.append(f"trades {len(tf)}, fees {tf['fees'].sum():.2f}, net {tf['net_pnl'].sum():+.2f}")
+        for name, p in self.performance.items():
+            if p.trades:
+                lines.append(f"  {name}: {p.trades} trades, win rate {p.win_rate:.0%}, PF {p.profit_factor:.2f}, "
+                             f"net {p.net_pnl:+.2f}, max DD {p.max_drawdown:.2%}")
+        for e in self.disables:
+            lines.append(f"auto-disabled {e.ghost} at {e.time}: {'; '.join(e.reasons)}")
+        if self.kill_switch:
+            lines.append(f"kill switch tripped at {self.kill_switch[0]}: {self.kill_switch[1]}")
+        if self.unfilled:
+            lines.append(f"taken on the last bar, no next open to fill: {list(self.unfilled)}")
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class _Open:
+    """An open position (mutable only in the walk)."""
+
+    setup: GhostSetup
+    side: int
+    signal_time: pd.Timestamp
+    entry_i: int
+    entry_ns: int
+    entry_price: Decimal
+    entry_f: float
+    qty: Decimal
+    qty_f: float
+    stop: float
+    target: float
+    max_hold_s: float
+    entry_fee: Decimal
+
+
+def _gate_label(direction: int, regime: int, ready: bool) -> str:
+    """The label text of `apps.signals.manager.trend_gate` for one trend_state row."""
+    from apps.engine.trend import DIRECTION_NAMES, REGIME_NAMES
+
+    return f"{DIRECTION_NAMES[direction]} / {REGIME_NAMES[regime]}" if ready else "trend filter warming up"
+
+
+def _ghost_performance(closed: list[tuple[pd.Timestamp, float]], capital: float, freq: str) -> Performance:
+    """`revenue.selectors.ghost_performance` on the simulated ledger (no revenue target in a backtest):
+    equity = capital, then capital + cumulative net P&L at each close (data time)."""
+    pnls = [p for _, p in closed]
+    if closed:
+        times = pd.DatetimeIndex([closed[0][0]] + [t for t, _ in closed])
+        levels = [capital] + list(capital + np.cumsum(pnls))
+    else:
+        times, levels = pd.DatetimeIndex([], tz="UTC"), []
+    return performance(pnls, pd.Series(levels, index=times, dtype="float64"), freq=freq)
+
+
+def _signals_table(ghosts: Sequence[GhostSetup], drafts: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    rows = []
+    for g in ghosts:
+        d = drafts[g.ghost_id]
+        side = d["side"].to_numpy()
+        idle = d["reason"][side == 0]
+        idle = idle[idle != ""]
+        top = idle.value_counts().index[0] if len(idle) else ""
+        rows.append({"ghost": g.name, "longs": int((side > 0).sum()), "shorts": int((side < 0).sum()),
+                     "idle_reason": str(top)})
+    return pd.DataFrame(rows, columns=["ghost", "longs", "shorts", "idle_reason"]).set_index("ghost")
+
+
+def evaluate_ghosts(bars: pd.DataFrame, ghosts: Sequence[GhostSetup]) -> dict[int, pd.DataFrame]:
+    """Each ghost's drafts frame over the whole series (one causal, vectorised call per ghost)."""
+    return {g.ghost_id: get_spec(g.kind).evaluate(bars, g.resolved_config()) for g in ghosts}
+
+
+def run_backtest(
+    bars: pd.DataFrame,
+    ghosts: Sequence[GhostSetup] | None = None,
+    cfg: BacktestConfig = BacktestConfig(),
+    *,
+    drafts: Mapping[int, pd.DataFrame] | None = None,
+) -> BacktestResult:
+    """Run the whole system over `bars` (the engine's bars contract: UTC open times, 1-minute, float64).
+
+    `ghosts` defaults to every registered ghost at its defaults. `drafts` (ghost id -> drafts frame on
+    `bars.index`) skips the evaluation, for callers that already evaluated or for hand-built cases.
+    """
+    ghosts = tuple(default_ghosts() if ghosts is None else ghosts)
+    ids = [g.ghost_id for g in ghosts]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"ghost ids must be unique, got {ids}")
+    n = len(bars)
+    if n == 0:
+        raise ValueError("no bars to backtest")
+    if drafts is None:
+        drafts = evaluate_ghosts(bars, ghosts)
+    for g in ghosts:
+        if g.ghost_id not in drafts or len(drafts[g.ghost_id]) != n:
+            raise ValueError(f"drafts of ghost {g.ghost_id} ({g.name}) missing or not aligned with the bars")
+
+    model, limits, mcfg = cfg.model, cfg.limits, cfg.manager
+    capital = cfg.start_capital
+    capital_f = float(capital)
+    idx = bars.index
+    t_ns = pd.DatetimeIndex(idx).as_unit("ns").asi8  # pandas 3 may hold us/s resolution
+    day = t_ns // _DAY_NS
+    opens = bars["open"].to_numpy(np.float64)
+    highs = bars["high"].to_numpy(np.float64)
+    lows = bars["low"].to_numpy(np.float64)
+    closes = bars["close"].to_numpy(np.float64)
+
+    trend_setup = next((g for g in ghosts if g.kind == TREND_KIND), None)
+    gate_state: pd.DataFrame | None = None
+    if trend_setup is not None:
+        from apps.engine.trend import trend_state
+
+        gate_state = trend_state(bars, trend_setup.resolved_config())
+        g_long, g_short = gate_state["allow_long"].to_numpy(bool), gate_state["allow_short"].to_numpy(bool)
+        g_ml = gate_state["size_mult_long"].to_numpy(np.float64)
+        g_ms = gate_state["size_mult_short"].to_numpy(np.float64)
+        g_dir, g_reg = gate_state["direction"].to_numpy(np.int64), gate_state["regime"].to_numpy(np.int64)
+        g_ready = gate_state["ready"].to_numpy(bool)
+    no_gate = TrendGate(label="no trend filter in the ghost set")
+
+    # Candidate drafts per bar position, ghosts in id order (arbitrate keeps the candidates' order).
+    by_bar: dict[int, list[tuple[GhostSetup, Draft]]] = {}
+    for g in sorted(ghosts, key=lambda s: s.ghost_id):
+        d = drafts[g.ghost_id]
+        side = d["side"].to_numpy()
+        pos = np.flatnonzero(side != 0)
+        if len(pos) == 0:
+            continue
+        cols = {c: d[c].to_numpy()[pos] for c in ("side", "confidence", "priority", "entry", "stop", "target",
+                                                   "size_mult", "max_hold_s", "reason")}
+        for k, p in enumerate(pos):
+            by_bar.setdefault(int(p), []).append((g, Draft(
+                side=int(cols["side"][k]), confidence=float(cols["confidence"][k]),
+                priority=int(cols["priority"][k]), entry=float(cols["entry"][k]), stop=float(cols["stop"][k]),
+                target=float(cols["target"][k]), size_mult=float(cols["size_mult"][k]),
+                max_hold_s=float(cols["max_hold_s"][k]), reason=str(cols["reason"][k]), bar_time=idx[p])))
+
+    enabled = {g.ghost_id: g.enabled for g in ghosts}
+    closed_by_ghost: dict[int, list[tuple[pd.Timestamp, float]]] = {g.ghost_id: [] for g in ghosts}
+    scores: dict[int, float] = {g.ghost_id: 0.5 for g in ghosts}  # neutral until a record exists
+    opened: list[_Open] = []
+    pending: tuple[GhostSetup, Draft, Decision] | None = None
+    trades: list[Trade] = []
+    fate_rows: list[tuple] = []
+    disables: list[DisableEvent] = []
+    kill: tuple[pd.Timestamp, str] | None = None
+    unfilled: list[tuple[pd.Timestamp, int]] = []
+
+    cash = capital  # start + realised gross - fees paid (Decimal, the ledger)
+    realised_net = Decimal(0)  # sum of closed trades' net P&L
+    day_start_equity = capital_f
+    cur_day = None
+    entries_today = 0
+    equity = np.empty(n, dtype=np.float64)
+    cash_f = capital_f
+
+    def close(p: _Open, i: int, ref: float, reason: str) -> None:
+        nonlocal cash, cash_f, realised_net
+        exit_px = model.exit_fill(p.side, ref, reason)
+        exit_price = _d(exit_px)
+        fee = _d(model.fee(exit_px * p.qty_f))
+        gross = ((exit_price - p.entry_price) * p.qty * p.side).quantize(STEP)
+        t = Trade(ghost_id=p.setup.ghost_id, ghost=p.setup.name, side=p.side, signal_time=p.signal_time,
+                  entry_time=idx[p.entry_i], entry_price=p.entry_price, exit_time=idx[i], exit_price=exit_price,
+                  qty=p.qty, stop=p.stop, target=p.target, entry_fee=p.entry_fee, exit_fee=fee, gross_pnl=gross,
+                  reason=reason)
+        trades.append(t)
+        cash += gross - fee
+        cash_f = float(cash)
+        realised_net += t.net_pnl
+        closed_by_ghost[p.setup.ghost_id].append((idx[i], float(t.net_pnl)))
+
+    def review(g: GhostSetup, i: int) -> None:
+        """`revenue.services.ghost_review` after a close: auto-disable rules + per-ghost drawdown stop."""
+        closed = closed_by_ghost[g.ghost_id]
+        perf = _ghost_performance(closed, capital_f, cfg.perf_freq)
+        scores[g.ghost_id] = performance_score(perf, cfg.score_weights)
+        if not enabled[g.ghost_id]:
+            return
+        reasons = rules_breached(perf, g.auto_disable)
+        curve = [0.0, *np.cumsum([p for _, p in closed]).tolist()]
+        dd = ghost_drawdown_breached(curve, capital_f, limits)
+        if dd:
+            reasons.append(dd)
+        if reasons:
+            enabled[g.ghost_id] = False
+            disables.append(DisableEvent(time=idx[i], ghost_id=g.ghost_id, ghost=g.name, reasons=tuple(reasons)))
+
+    for i in range(n):
+        if day[i] != cur_day:
+            cur_day = day[i]
+            entries_today = 0
+            day_start_equity = float(capital + realised_net)  # the live selector's start-of-day equity
+        cands = by_bar.get(i)
+        if pending is None and not opened and cands is None:
+            equity[i] = cash_f
+            continue
+
+        # a. the entry decided at the previous close fills at this open
+        if pending is not None:
+            g, dr, dec = pending
+            pending = None
+            fill_px = model.entry_fill(dr.side, float(opens[i]))
+            stop_f, target_f = rebase_levels(dr.entry, dr.stop, dr.target, fill_px)
+            qty = _d(dec.quantity)
+            if qty > 0:
+                fee = _d(model.fee(fill_px * float(qty)))
+                price = _d(fill_px)
+                cash -= fee
+                cash_f = float(cash)
+                entries_today += 1
+                opened.append(_Open(setup=g, side=dr.side, signal_time=dr.bar_time, entry_i=i, entry_ns=int(t_ns[i]),
+                                    entry_price=price, entry_f=float(price), qty=qty, qty_f=float(qty), stop=stop_f,
+                                    target=target_f, max_hold_s=dr.max_hold_s, entry_fee=fee))
+
+        # b. exits, in the order of exits.simulate_trade; c. review each ghost that closed
+        if opened:
+            still: list[_Open] = []
+            closed_now: list[GhostSetup] = []
+            for p in opened:
+                hit = None
+                if i > p.entry_i and math.isfinite(p.max_hold_s) and \
+                        (int(t_ns[i]) - p.entry_ns) / 1e9 >= p.max_hold_s:  # == exits.due in data time
+                    hit = tick_exit(p.side, p.stop, p.target, float(opens[i])) or (float(opens[i]), TIME)
+                else:
+                    hit = bar_exit(p.side, p.stop, p.target, float(opens[i]), float(highs[i]), float(lows[i]))
+                if hit is None:
+                    still.append(p)
+                else:
+                    close(p, i, hit[0], hit[1])
+                    closed_now.append(p.setup)
+            opened = still
+            for g in closed_now:
+                review(g, i)
+
+        # d. mark to the close; the daily loss trips the kill switch, which stays tripped
+        marks = sum(p.side * p.qty_f * (float(closes[i]) - p.entry_f) for p in opened)
+        eq = cash_f + marks
+        by_ghost: dict[int, int] = {}
+        for p in opened:
+            by_ghost[p.setup.ghost_id] = by_ghost.get(p.setup.ghost_id, 0) + 1
+        state = RiskState(equity=eq, day_start_equity=day_start_equity, open_positions=len(opened),
+                          open_by_ghost=by_ghost, trades_today=entries_today, kill_switch=kill is not None)
+        if kill is None and daily_loss_breached(state, limits):
+            kill = (idx[i], daily_loss_text(state, limits))
+            state = dataclasses.replace(state, kill_switch=True)
+            if limits.flatten_on_kill and opened:
+                for p in opened:
+                    close(p, i, float(closes[i]), KILL_SWITCH)
+                flat = [p.setup for p in opened]
+                opened = []
+                for g in flat:
+                    review(g, i)
+                eq = cash_f
+                state = dataclasses.replace(state, equity=eq, open_positions=0, open_by_ghost={})
+        equity[i] = eq
+
+        # e. the manager decides on this bar's drafts
+        if cands is None:
+            continue
+        candidates = [Candidate(ghost_id=g.ghost_id, ghost_name=g.name, draft=dr, enabled=enabled[g.ghost_id],
+                                performance_score=scores[g.ghost_id] if enabled[g.ghost_id] else 0.5)
+                      for g, dr in cands]
+
+        def risk(c: Candidate, size_mult: float, _state: RiskState = state) -> RiskDecision:
+            return risk_check(ghost_id=c.ghost_id, entry=c.draft.entry, stop=c.draft.stop, size_mult=size_mult,
+                              state=_state, limits=limits)
+
+        if gate_state is None:
+            gate = no_gate
+        else:
+            gate = TrendGate(allow_long=bool(g_long[i]), allow_short=bool(g_short[i]), size_mult_long=float(g_ml[i]),
+                             size_mult_short=float(g_ms[i]),
+                             label=_gate_label(int(g_dir[i]), int(g_reg[i]), bool(g_ready[i])))
+        decisions = arbitrate(candidates, now_s=(int(t_ns[i]) + _MINUTE_NS) / 1e9, trend=gate, risk=risk, cfg=mcfg)
+        for (g, dr), dec in zip(cands, decisions, strict=True):
+            fate_rows.append((idx[i], g.ghost_id, g.name, dr.side, dec.fate, dec.detail, dec.score))
+            if dec.fate == TAKEN:
+                if i + 1 < n:
+                    pending = (g, dr, dec)
+                else:
+                    unfilled.append((idx[i], g.ghost_id))
+
+    # a trade still open at the end of the data closes at the last close, marked as such
+    for p in opened:
+        close(p, n - 1, float(closes[-1]), END_OF_DATA)
+    equity[n - 1] = cash_f
+
+    perf = {g.name: _ghost_performance(closed_by_ghost[g.ghost_id], capital_f, cfg.perf_freq) for g in ghosts}
+    fates = pd.DataFrame(fate_rows, columns=["bar_time", "ghost_id", "ghost", "side", "fate", "detail", "score"])
+    return BacktestResult(
+        ghosts=ghosts, start_capital=capital, final_equity=cash, trades=tuple(trades), fates=fates,
+        equity=pd.Series(equity, index=idx, name="equity"), performance=perf, disables=tuple(disables),
+        kill_switch=kill, unfilled=tuple(unfilled), signals=_signals_table(ghosts, drafts),
+    )
+
+
