@@ -154,6 +154,12 @@ HFT_REPLAY_SPEED = float(os.environ.get("HFT_REPLAY_SPEED", "60"))  # data secon
 HFT_BAR_GRACE_MS = int(os.environ.get("HFT_BAR_GRACE_MS", "2000"))  # late trades within this amend their bar
 MARKET_DATA_DIR = os.environ.get("MARKET_DATA_DIR", "")  # where replay:<relative path> looks first
 HFT_LIVE_TRADING = env_bool("HFT_LIVE_TRADING")
+# Live orders go to the exchange's sandbox/testnet (ccxt set_sandbox_mode) unless HFT_LIVE_SANDBOX=0.
+# Keys: HFT_<EXCHANGE>_API_KEY / HFT_<EXCHANGE>_SECRET, read only from the environment (apps/trading/live.py).
+HFT_LIVE_SANDBOX = env_bool("HFT_LIVE_SANDBOX", True)
+# Extra ccxt constructor config for live clients, merged after sandbox mode (tests point `urls` at a local
+# fake exchange). Not read from the environment; keys placed here are ignored.
+HFT_LIVE_CCXT_CONFIG: dict = {}
 HFT_START_CAPITAL = Decimal(os.environ.get("HFT_START_CAPITAL", "10000"))
 HFT_QUOTE_CURRENCY = os.environ.get("HFT_QUOTE_CURRENCY", "USDT")
 

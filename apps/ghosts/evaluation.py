@@ -22,7 +22,7 @@ from apps.market.selectors import candle_window, candles_as_bar_records
 from apps.signals.manager import bar_decide
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_record, signal_set_fate
-from apps.trading.services import signal_execute_paper
+from apps.trading.execution import signal_execute
 
 log = logging.getLogger(__name__)
 # A price older than this (in data time) is not a fill price for a market order on the next bar.
@@ -80,7 +80,8 @@ def _summary(kind: str, bars, cfg) -> dict[str, str] | None:
 
 
 def signal_execute_at_market(*, signal_id: int, instrument_id: int, quantity: float | None = None) -> None:
-    """Paper market order at the feed's latest price, which is after the signal bar's close."""
+    """Market order at the feed's latest price, which is after the signal bar's close: paper by default,
+    live through ccxt when HFT_LIVE_TRADING=1 (apps.trading.execution picks)."""
     last = price_get(instrument_id)
     signal = Signal.objects.get(pk=signal_id)
     bar_close_ms = int(signal.bar_time.timestamp() * 1000) + 60_000
@@ -91,7 +92,7 @@ def signal_execute_at_market(*, signal_id: int, instrument_id: int, quantity: fl
                 signal_set_fate(signal=locked, fate=Fate.STALE, detail="no fresh price after the bar closed")
         return
     price, ts_ms = last
-    position = signal_execute_paper(
+    position = signal_execute(
         signal_id=signal_id,
         price=Decimal(repr(price)),
         at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC),

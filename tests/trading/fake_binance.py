@@ -1,0 +1,284 @@
+"""A local stand-in for Binance spot's signed REST API, for ccxt's real `binance` class.
+
+Built from Binance's documented spot API (https://developers.binance.com/docs/binance-spot-api-docs/rest-api):
+request parameters, the FULL new-order response with `fills` (price, qty, commission, commissionAsset,
+tradeId), the query-order shape of GET /api/v3/order, /openOrders and /allOrders, GET /api/v3/account, and
+the error bodies `{"code": -2010, "msg": "Duplicate order sent."}`, `{"code": -2013, "msg": "Order does
+not exist."}`, `{"code": -2014, "msg": "API-key format invalid."}`, `{"code": -1022, "msg": "Signature for
+this request is not valid."}` (all HTTP 400).
+
+Signed requests are checked: the X-MBX-APIKEY header must carry the test key, `timestamp` and `signature`
+must be present, and the signature must be the HMAC-SHA256 of the query with the test secret (that is
+what ccxt computes; checking it proves the secret reached the request and nothing else did).
+
+Deliberate simplifications (a fake, not an exchange):
+- MARKET orders fill at once at `price` (split into two fills at `price` and `price + tick` when the
+  quantity allows, so the average and the per-fill commissions are really aggregated by ccxt);
+  LIMIT orders rest (status NEW) until the test changes them.
+- Commission is `commission_rate` of each fill, in the asset received (base on a BUY, quote on a SELL),
+  which is Binance's rule without BNB fee discounts.
+- A client order id that was ever used is rejected as a duplicate (the brief's contract). Real Binance
+  enforces uniqueness of `newClientOrderId` among OPEN orders only; the live executor therefore looks the
+  order up by client id before placing it and does not rely on the rejection alone.
+- `hide_orders` makes GET /api/v3/order answer -2013 for those client ids once: the window in which two
+  racing tasks both miss the order before one of them places it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlparse
+
+API_KEY = "test-api-key-0123456789"
+API_SECRET = "test-secret-abcdefghijklmnop"
+
+SPOT_EXCHANGE_INFO = {
+    "timezone": "UTC",
+    "serverTime": 1767225600000,
+    "symbols": [
+        {
+            "symbol": "BTCUSDT",
+            "status": "TRADING",
+            "baseAsset": "BTC",
+            "baseAssetPrecision": 8,
+            "quoteAsset": "USDT",
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": True,
+            "permissionSets": [["SPOT", "MARGIN"]],
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000",
+                 "tickSize": "0.01000000"},
+                {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000",
+                 "stepSize": "0.00001000"},
+                {"filterType": "NOTIONAL", "minNotional": "5.00000000", "maxNotional": "9000000.00000000"},
+            ],
+        }
+    ],
+}
+ASSETS = {"BTCUSDT": ("BTC", "USDT")}
+
+
+def _s(x: Decimal) -> str:
+    return f"{x:.8f}"
+
+
+class FakeBinanceSpot:
+    """with FakeBinanceSpot(price=Decimal("95000")) as fake: config {"urls": {"api": fake.urls()}}."""
+
+    def __init__(self, *, price: Decimal = Decimal("95000.00"), commission_rate: Decimal = Decimal("0.001")):
+        self.price = price
+        self.commission_rate = commission_rate
+        self.balances: dict[str, Decimal] = {"BTC": Decimal(0), "USDT": Decimal("100000")}
+        self.orders: list[dict] = []  # query-order shape, in placement order
+        self.used_client_ids: set[str] = set()
+        self.hide_orders: set[str] = set()
+        self.requests: list[tuple[str, str, dict]] = []  # (method, path, params without signature)
+        self._next_order_id = 1000
+        self._next_trade_id = 5000
+        self.trades: list[dict] = []  # GET /api/v3/myTrades rows
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self, method: str) -> None:
+                url = urlparse(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                query = url.query if method == "GET" or method == "DELETE" else body
+                try:
+                    status, payload = fake.route(method, url.path, query, self.headers)
+                except Exception as exc:  # a bug in the fake must be visible, not a hung client
+                    status, payload = 500, {"code": -1000, "msg": f"fake error: {exc!r}"}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_DELETE(self):
+                self._handle("DELETE")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+
+    # ------------------------------------------------------------------ plumbing
+
+    def urls(self) -> dict:
+        base = f"http://127.0.0.1:{self.server.server_address[1]}/api/v3"
+        return {"public": base, "private": base}
+
+    def __enter__(self) -> FakeBinanceSpot:
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def posted_orders(self) -> list[dict]:
+        return [p for m, path, p in self.requests if m == "POST" and path == "/api/v3/order"]
+
+    # ------------------------------------------------------------------ routing
+
+    def route(self, method: str, path: str, query: str, headers) -> tuple[int, object]:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        params = dict(pairs)
+        self.requests.append((method, path, {k: v for k, v in params.items() if k != "signature"}))
+        if (method, path) == ("GET", "/api/v3/exchangeInfo"):
+            return 200, SPOT_EXCHANGE_INFO
+        if (method, path) == ("GET", "/api/v3/time"):
+            return 200, {"serverTime": int(time.time() * 1000)}
+        error = self._check_signed(query, params, headers)
+        if error:
+            return 400, error
+        with self._lock:
+            if (method, path) == ("POST", "/api/v3/order"):
+                return self._new_order(params)
+            if (method, path) == ("GET", "/api/v3/order"):
+                return self._query_order(params)
+            if (method, path) == ("GET", "/api/v3/openOrders"):
+                sym = params.get("symbol")
+                return 200, [o for o in self.orders if o["status"] == "NEW" and sym in (None, o["symbol"])]
+            if (method, path) == ("GET", "/api/v3/allOrders"):
+                start = int(params.get("startTime", 0))
+                return 200, [o for o in self.orders if o["symbol"] == params.get("symbol") and o["time"] >= start]
+            if (method, path) == ("GET", "/api/v3/myTrades"):
+                oid = params.get("orderId")
+                return 200, [t for t in self.trades
+                             if t["symbol"] == params.get("symbol") and oid in (None, str(t["orderId"]))]
+            if (method, path) == ("GET", "/api/v3/account"):
+                return 200, self._account()
+        return 404, {"code": -1000, "msg": f"not faked: {method} {path}"}
+
+    def _check_signed(self, query: str, params: dict, headers) -> dict | None:
+        if headers.get("X-MBX-APIKEY") != API_KEY:
+            return {"code": -2014, "msg": "API-key format invalid."}
+        if "timestamp" not in params:
+            return {"code": -1102, "msg": "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."}
+        if "signature" not in params:
+            return {"code": -1102, "msg": "Mandatory parameter 'signature' was not sent, was empty/null, or malformed."}
+        signed_part = query[: query.rindex("&signature=")]
+        expected = hmac.new(API_SECRET.encode(), signed_part.encode(), hashlib.sha256).hexdigest()
+        if params["signature"] != expected:
+            return {"code": -1022, "msg": "Signature for this request is not valid."}
+        return None
+
+    # ------------------------------------------------------------------ endpoints
+
+    def _new_order(self, p: dict) -> tuple[int, object]:
+        symbol = p.get("symbol")
+        if symbol not in ASSETS:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        cid = p.get("newClientOrderId") or f"fake-{self._next_order_id}"
+        if cid in self.used_client_ids:
+            return 400, {"code": -2010, "msg": "Duplicate order sent."}
+        qty = Decimal(p["quantity"])
+        now = int(time.time() * 1000)
+        order = {
+            "symbol": symbol, "orderId": self._next_order_id, "orderListId": -1, "clientOrderId": cid,
+            "price": _s(Decimal(p.get("price", "0"))), "origQty": _s(qty), "executedQty": _s(Decimal(0)),
+            "cummulativeQuoteQty": _s(Decimal(0)), "status": "NEW", "timeInForce": p.get("timeInForce", "GTC"),
+            "type": p["type"], "side": p["side"], "stopPrice": "0.00000000", "icebergQty": "0.00000000",
+            "time": now, "updateTime": now, "isWorking": True, "workingTime": now,
+            "origQuoteOrderQty": "0.00000000", "selfTradePreventionMode": "EXPIRE_MAKER",
+        }
+        self._next_order_id += 1
+        self.used_client_ids.add(cid)
+        fills = self._fill(order, qty) if p["type"] == "MARKET" else []
+        self.orders.append(order)
+        resp_type = p.get("newOrderRespType", "FULL")
+        resp = {k: order[k] for k in ("symbol", "orderId", "orderListId", "clientOrderId")} | {"transactTime": now}
+        if resp_type in ("RESULT", "FULL"):
+            resp |= {k: order[k] for k in ("price", "origQty", "executedQty", "cummulativeQuoteQty", "status",
+                                           "timeInForce", "type", "side", "workingTime",
+                                           "origQuoteOrderQty", "selfTradePreventionMode")}
+        if resp_type == "FULL":
+            resp["fills"] = fills
+        return 200, resp
+
+    def _fill(self, order: dict, qty: Decimal) -> list[dict]:
+        base, quote = ASSETS[order["symbol"]]
+        tick = Decimal("0.01")
+        half = (qty / 2).quantize(Decimal("0.00001"))
+        parts = [(self.price, half), (self.price + tick, qty - half)] if half > 0 else [(self.price, qty)]
+        fills, cost = [], Decimal(0)
+        for px, q in parts:
+            notional = px * q
+            buy = order["side"] == "BUY"
+            commission = (q if buy else notional) * self.commission_rate
+            asset = base if buy else quote
+            self.balances[base] += q - commission if buy else -q
+            self.balances[quote] += -notional if buy else notional - commission
+            cost += notional
+            fills.append({"price": _s(px), "qty": _s(q), "commission": _s(commission), "commissionAsset": asset,
+                          "tradeId": self._next_trade_id})
+            self.trades.append({
+                "symbol": order["symbol"], "id": self._next_trade_id, "orderId": order["orderId"], "orderListId": -1,
+                "price": _s(px), "qty": _s(q), "quoteQty": _s(notional), "commission": _s(commission),
+                "commissionAsset": asset, "time": order["time"], "isBuyer": buy, "isMaker": False,
+                "isBestMatch": True,
+            })
+            self._next_trade_id += 1
+        order.update(status="FILLED", executedQty=_s(qty), cummulativeQuoteQty=_s(cost), isWorking=False)
+        return fills
+
+    def _query_order(self, p: dict) -> tuple[int, object]:
+        cid, oid = p.get("origClientOrderId"), p.get("orderId")
+        if cid in self.hide_orders:
+            self.hide_orders.discard(cid)
+            return 400, {"code": -2013, "msg": "Order does not exist."}
+        for o in self.orders:
+            if o["symbol"] == p.get("symbol") and (o["clientOrderId"] == cid or str(o["orderId"]) == oid):
+                return 200, o
+        return 400, {"code": -2013, "msg": "Order does not exist."}
+
+    def _account(self) -> dict:
+        return {
+            "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
+            "commissionRates": {"maker": "0.00100000", "taker": "0.00100000", "buyer": "0.00000000",
+                                "seller": "0.00000000"},
+            "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
+            "requireSelfTradePrevention": False, "preventSor": False, "updateTime": int(time.time() * 1000),
+            "accountType": "SPOT",
+            "balances": [{"asset": a, "free": _s(v), "locked": "0.00000000"} for a, v in self.balances.items()],
+            "permissions": ["SPOT"], "uid": 354937868,
+        }
+
+    def seed_open_order(self, *, client_id: str, side: str = "BUY", qty: str = "0.01000",
+                        price: str = "90000.00") -> dict:
+        """A resting LIMIT order placed outside this desk's ledger (or by a task whose record was lost)."""
+        with self._lock:
+            now = int(time.time() * 1000)
+            order = {
+                "symbol": "BTCUSDT", "orderId": self._next_order_id, "orderListId": -1, "clientOrderId": client_id,
+                "price": _s(Decimal(price)), "origQty": _s(Decimal(qty)), "executedQty": "0.00000000",
+                "cummulativeQuoteQty": "0.00000000", "status": "NEW", "timeInForce": "GTC", "type": "LIMIT",
+                "side": side, "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": now, "updateTime": now,
+                "isWorking": True, "workingTime": now, "origQuoteOrderQty": "0.00000000",
+                "selfTradePreventionMode": "EXPIRE_MAKER",
+            }
+            self._next_order_id += 1
+            self.used_client_ids.add(client_id)
+            self.orders.append(order)
+            return order
