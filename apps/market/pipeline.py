@@ -21,9 +21,10 @@ from apps.market.models import FeedStatus, Instrument
 from apps.market.prices import positions_version, price_set
 from apps.market.sanitize import Sanitiser
 from apps.market.services import candle_store, feed_status_update
+from apps.trading.execution import position_exit
 from apps.trading.models import ExitReason
 from apps.trading.selectors import open_positions
-from apps.trading.services import position_close, positions_check_price
+from apps.trading.services import positions_check_price
 
 log = logging.getLogger(__name__)
 TICK_PUSH_SECONDS = 0.25  # browsers get a few prices a second, not every trade
@@ -148,7 +149,7 @@ class FeedPipeline:
                            float(bar["low"]))
             if hit is None and p.time_stop_at is not None and at_close >= p.time_stop_at:
                 hit = (float(bar["close"]), ExitReason.TIME)
-            done = position_close(position_id=p.pk, price=hit[0], at=at_close, reason=hit[1]) if hit else None
+            done = position_exit(position_id=p.pk, price=hit[0], at=at_close, reason=hit[1]) if hit else None
             if done is None:
                 still_open.append(p)
         self.positions = still_open
