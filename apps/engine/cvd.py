@@ -542,7 +542,11 @@ def evaluate(bars: pd.DataFrame, cfg: CvdConfig) -> pd.DataFrame:
     over atr_minutes. size_mult = 0.5 + 0.5 * confidence. Idle bars that still say why: CVD unavailable
     (NaN taker split, warm-up, feed gap) and spikes above exhaustion_max_ratio (impulse, no fade).
     """
-    d = _detail(bars, cfg, full=True)
+    return _drafts(_detail(bars, cfg, full=True), cfg)
+
+
+def _drafts(d: _Detail, cfg: CvdConfig) -> pd.DataFrame:
+    """evaluate's drafts from `_detail(bars, cfg, full=True)` (apps.engine.batch shares that detail)."""
     n = len(d.bars)
     out = idle_draft_arrays(n)
     if n == 0:

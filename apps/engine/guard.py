@@ -46,7 +46,16 @@ def run_guarded(fn: GhostFn, bars: pd.DataFrame, cfg: Any) -> GuardResult:
         drafts = fn(work, cfg)
     except Exception:
         return GuardResult(drafts=None, error=traceback.format_exc())
-    if not (work.index.equals(bars.index) and list(work.columns) == list(bars.columns) and work.equals(bars)):
+    return check_output(fn, bars, work, drafts)
+
+
+def check_output(fn: GhostFn, bars: pd.DataFrame, work: pd.DataFrame, drafts: Any,
+                 unchanged: bool = False) -> GuardResult:
+    """run_guarded's checks of a finished call fn(work, cfg): `work` must still equal `bars`, `drafts` must
+    be a drafts frame on bars' index. `unchanged`: the caller has proven work untouched (skips the
+    value-by-value comparison; apps.engine.batch proves it from copy-on-write data addresses)."""
+    if not unchanged and not (work.index.equals(bars.index) and list(work.columns) == list(bars.columns)
+                              and work.equals(bars)):
         return GuardResult(drafts=None, error=f"ghost {_name(fn)} mutated its input bars "
                                               f"({_diff(bars, work)}); ghosts must treat bars as read-only")
     if not isinstance(drafts, pd.DataFrame):

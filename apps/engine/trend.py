@@ -552,10 +552,14 @@ def evaluate(bars: pd.DataFrame, cfg: TrendConfig) -> pd.DataFrame:
     bar's close (reference; the fill is the next bar's open, apps.engine.exits).
     """
     bars = validate_bars(bars)
+    return _drafts(bars, cfg, _compute(bars, cfg) if len(bars) else None)
+
+
+def _drafts(bars: pd.DataFrame, cfg: TrendConfig, st: "_State | None") -> pd.DataFrame:
+    """evaluate's drafts from validated bars and their `_compute(bars, cfg)` (apps.engine.batch shares it)."""
     out = idle_draft_arrays(len(bars))
-    if len(bars) == 0:
+    if len(bars) == 0 or st is None:
         return drafts_frame(bars.index, **out)
-    st = _compute(bars, cfg)
     f = st.frame
     direction = f["direction"].to_numpy()
     first_of_step = np.concatenate(([True], st.step[1:] != st.step[:-1]))

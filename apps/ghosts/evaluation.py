@@ -12,7 +12,7 @@ from decimal import Decimal
 from django.db import transaction
 
 from apps.engine.bars import bars_from_records
-from apps.engine.guard import run_guarded
+from apps.engine.batch import evaluate_all
 from apps.engine.registry import GHOSTS, config_from_params
 from apps.engine.types import Draft
 from apps.ghosts.selectors import enabled_ghosts_for, warmup_minutes_needed
@@ -42,22 +42,35 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
         return []
     bars = bars_from_records(candles_as_bar_records(candles))
     created_signals = []
+    configs = {}
     for ghost in ghosts:
         try:
-            cfg = config_from_params(ghost.kind, ghost.params)
-            result = run_guarded(GHOSTS[ghost.kind].evaluate, bars, cfg)
+            configs[ghost.pk] = config_from_params(ghost.kind, ghost.params)
         except Exception as exc:  # a bad config is a ghost error too, not a task crash
             ghost_record_evaluation(ghost_id=ghost.pk, error="".join(traceback.format_exception(exc)))
-            continue
-        ghost_record_evaluation(ghost_id=ghost.pk, error=result.error, state=_summary(ghost.kind, bars, cfg))
-        if result.error or result.drafts is None or result.drafts.empty:
-            continue
-        row = result.drafts.iloc[-1]
-        if int(row["side"]) == 0:
-            continue
-        signal, created = signal_record(ghost=ghost, bar_time=bar_time, draft=Draft.from_row(bars.index[-1], row))
-        if created:
-            created_signals.append(signal)
+    # One evaluate_all per round (each round holds at most one ghost of a kind): the bars are validated and
+    # the trend/CVD states computed once for all ghosts, each ghost still guarded on its own.
+    rounds: list[dict[str, object]] = []
+    for ghost in ghosts:
+        if ghost.pk in configs:
+            free = next((r for r in rounds if ghost.kind not in r), None)
+            if free is None:
+                rounds.append(free := {})
+            free[ghost.kind] = ghost
+    for round_ in rounds:
+        results = evaluate_all(bars, {kind: configs[g.pk] for kind, g in round_.items()})
+        for kind, ghost in round_.items():
+            result, cfg = results[kind], configs[ghost.pk]
+            ghost_record_evaluation(ghost_id=ghost.pk, error=result.error, state=_summary(kind, bars, cfg))
+            if result.error or result.drafts is None or result.drafts.empty:
+                continue
+            row = result.drafts.iloc[-1]
+            if int(row["side"]) == 0:
+                continue
+            signal, created = signal_record(ghost=ghost, bar_time=bar_time,
+                                            draft=Draft.from_row(bars.index[-1], row))
+            if created:
+                created_signals.append(signal)
     last = price_get(instrument_id)
     bar_close_s = bar_time.timestamp() + 60
     now_s = max(last[1] / 1000, bar_close_s) if last else bar_close_s
