@@ -11,14 +11,13 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from apps.engine.bars import bars_from_records
 from apps.engine.batch import evaluate_all
 from apps.engine.registry import GHOSTS, config_from_params
 from apps.engine.types import Draft
 from apps.ghosts.selectors import enabled_ghosts_for, warmup_minutes_needed
 from apps.ghosts.services import ghost_record_evaluation
 from apps.market.prices import positions_changed, price_get
-from apps.market.selectors import candle_window, candles_as_bar_records
+from apps.market.selectors import candle_bars
 from apps.signals.manager import bar_decide
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_record, signal_set_fate
@@ -36,11 +35,10 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
     if not ghosts:
         return []
     window = warmup_minutes_needed(instrument_id=instrument_id) + 1
-    candles = candle_window(instrument_id=instrument_id, until=bar_time, minutes=window)
-    if not candles or candles[-1].open_time != bar_time:
+    bars = candle_bars(instrument_id=instrument_id, until=bar_time, minutes=window)
+    if bars.empty or bars.index[-1] != bar_time:
         log.warning("bar %s of instrument %s not stored; nothing to evaluate", bar_time, instrument_id)
         return []
-    bars = bars_from_records(candles_as_bar_records(candles))
     created_signals = []
     configs = {}
     for ghost in ghosts:
