@@ -38,10 +38,11 @@ Money: the ledger mirrors the paper executor (`apps.trading.services`): prices a
 quantised to 1e-8 as Decimal, fees and gross P&L to 1e-8 of the quote currency, so the final equity is
 EXACTLY start capital + the sum of the trades' net P&L. Marks and the equity curve are float64.
 
-Cost: the ghosts and the trend gate are vectorised; the walk is a Python loop over bars, but a bar with
-no open position, no pending entry and no draft costs one branch (about 0.1 us), and the work per active
-bar is a few microseconds per open position (benchmarks/system.py prints the throughput). Performance
-scores are recomputed only when a ghost closes a trade.
+Cost: the ghosts and the trend gate are vectorised; the walk is a Python loop (unavoidable: each decision
+depends on the ledger the previous ones made), but it visits only bars with an open position, a pending
+entry or a draft: with nothing open it jumps to the next draft bar (the equity is flat in between).
+Performance figures (a pandas resample each) are recomputed only when a ghost closes a trade.
+benchmarks/system.py prints the throughput.
 """
 
 import dataclasses
@@ -186,7 +187,7 @@ class BacktestResult:
     disables: tuple[DisableEvent, ...]
     kill_switch: tuple[pd.Timestamp, str] | None  # (bar open time, reason) when it tripped
     unfilled: tuple[tuple[pd.Timestamp, int], ...]  # (bar time, ghost id) taken on the last bar
-    signals: pd.DataFrame  # per ghost: longs, shorts, top idle reason
+    signals: pd.DataFrame  # per ghost: longs, shorts, its last idle reason
 
     def trades_frame(self) -> pd.DataFrame:
         """The trades as floats (one row each) for printing and vectorised checks."""
@@ -271,11 +272,13 @@ def _signals_table(ghosts: Sequence[GhostSetup], drafts: Mapping[int, pd.DataFra
     for g in ghosts:
         d = drafts[g.ghost_id]
         side = d["side"].to_numpy()
-        idle = d["reason"][side == 0]
-        idle = idle[idle != ""]
-        top = idle.value_counts().index[0] if len(idle) else ""
+        reason = d["reason"].to_numpy(dtype=object)
+        said = np.flatnonzero((side == 0) & (reason != ""))
+        # the LAST idle reason: a ghost idle for lack of data says so on every bar, and a counted mode over
+        # 130k strings would cost more than the whole walk
+        last = str(reason[said[-1]]) if len(said) else ""
         rows.append({"ghost": g.name, "longs": int((side > 0).sum()), "shorts": int((side < 0).sum()),
-                     "idle_reason": str(top)})
+                     "idle_reason": last})
     return pd.DataFrame(rows, columns=["ghost", "longs", "shorts", "idle_reason"]).set_index("ghost")
 
 
@@ -314,7 +317,7 @@ def run_backtest(
     capital_f = float(capital)
     idx = bars.index
     t_ns = pd.DatetimeIndex(idx).as_unit("ns").asi8  # pandas 3 may hold us/s resolution
-    day = t_ns // _DAY_NS
+    day = (t_ns // _DAY_NS).tolist()  # Python ints: compared once per active bar
     opens = bars["open"].to_numpy(np.float64)
     highs = bars["high"].to_numpy(np.float64)
     lows = bars["low"].to_numpy(np.float64)
@@ -353,6 +356,7 @@ def run_backtest(
     enabled = {g.ghost_id: g.enabled for g in ghosts}
     closed_by_ghost: dict[int, list[tuple[pd.Timestamp, float]]] = {g.ghost_id: [] for g in ghosts}
     scores: dict[int, float] = {g.ghost_id: 0.5 for g in ghosts}  # neutral until a record exists
+    perf_cache: dict[int, Performance] = {}  # each ghost's figures after its latest close
     opened: list[_Open] = []
     pending: tuple[GhostSetup, Draft, Decision] | None = None
     trades: list[Trade] = []
@@ -388,7 +392,7 @@ def run_backtest(
     def review(g: GhostSetup, i: int) -> None:
         """`revenue.services.ghost_review` after a close: auto-disable rules + per-ghost drawdown stop."""
         closed = closed_by_ghost[g.ghost_id]
-        perf = _ghost_performance(closed, capital_f, cfg.perf_freq)
+        perf = perf_cache[g.ghost_id] = _ghost_performance(closed, capital_f, cfg.perf_freq)
         scores[g.ghost_id] = performance_score(perf, cfg.score_weights)
         if not enabled[g.ghost_id]:
             return
@@ -401,15 +405,24 @@ def run_backtest(
             enabled[g.ghost_id] = False
             disables.append(DisableEvent(time=idx[i], ghost_id=g.ghost_id, ghost=g.name, reasons=tuple(reasons)))
 
-    for i in range(n):
+    draft_bars = np.array(sorted(by_bar), dtype=np.int64)
+    i = -1
+    while i + 1 < n:
+        i += 1
+        if pending is None and not opened:
+            # nothing open, nothing to fill: the equity stays flat until the next bar with a draft
+            k = int(np.searchsorted(draft_bars, i))
+            j = int(draft_bars[k]) if k < len(draft_bars) else n
+            if j > i:
+                equity[i:j] = cash_f
+                i = j
+                if i >= n:
+                    break
         if day[i] != cur_day:
             cur_day = day[i]
             entries_today = 0
             day_start_equity = float(capital + realised_net)  # the live selector's start-of-day equity
         cands = by_bar.get(i)
-        if pending is None and not opened and cands is None:
-            equity[i] = cash_f
-            continue
 
         # a. the entry decided at the previous close fills at this open
         if pending is not None:
@@ -501,7 +514,8 @@ def run_backtest(
         close(p, n - 1, float(closes[-1]), END_OF_DATA)
     equity[n - 1] = cash_f
 
-    perf = {g.name: _ghost_performance(closed_by_ghost[g.ghost_id], capital_f, cfg.perf_freq) for g in ghosts}
+    perf = {g.name: perf_cache.get(g.ghost_id) or _ghost_performance(closed_by_ghost[g.ghost_id], capital_f,
+                                                                       cfg.perf_freq) for g in ghosts}
     fates = pd.DataFrame(fate_rows, columns=["bar_time", "ghost_id", "ghost", "side", "fate", "detail", "score"])
     return BacktestResult(
         ghosts=ghosts, start_capital=capital, final_equity=cash, trades=tuple(trades), fates=fates,
