@@ -142,6 +142,15 @@ CELERY_TASK_TIME_LIMIT = 330
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+# A task message taken by a worker that then dies (SIGKILL, OOM, lost host) before acking it stays in Redis's
+# unacked set for `visibility_timeout` seconds; then any worker's sweep (every 10 s with throttle 1) or the next
+# worker start re-queues it. Kombu's default is one hour: a killed bar evaluation (acks_late) would wait that
+# long. It must exceed the longest acks_late task (evaluate_bar: 60 s) and any countdown/ETA, or the message is
+# delivered twice (our tasks are idempotent). The crash-safety test lowers it for its worker subprocesses.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("HFT_BROKER_VISIBILITY_TIMEOUT", "120")),
+    "unacked_restore_throttle": 1,
+}
 
 # Trading desk
 # "sim", "live" (ccxt public data, paper trading) or "replay:<path>[@speed]". Unset, `make run` (devrun)
@@ -194,4 +203,6 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "supervise-feeds": {"task": "apps.market.tasks.supervise_feeds", "schedule": 10.0,
                         "options": {"expires": 9, "queue": "default"}},
+    "risk-watch": {"task": "apps.trading.tasks.risk_watch_task", "schedule": 10.0,
+                   "options": {"expires": 9, "queue": "default"}},
 }

@@ -2,6 +2,7 @@
 with a heartbeat; beat's supervisor restarts a feed whose lock has expired (its worker died)."""
 
 import logging
+import time
 import uuid
 
 from celery import shared_task
@@ -50,11 +51,23 @@ def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float 
         return "already running"
     instrument = Instrument.objects.select_related("exchange", "feed_status").get(pk=instrument_id)
 
+    held = {"at": time.monotonic(), "superseded": False}
+
     def heartbeat() -> bool:
-        if cache.get(key) != token:
-            return False  # someone else took over: stop rather than run twice
-        cache.touch(key, LOCK_TTL)
-        return True
+        holder, now = cache.get(key), time.monotonic()
+        if holder == token:
+            cache.touch(key, LOCK_TTL)
+            held["at"] = now
+            return True
+        if holder is None and now - held["at"] >= LOCK_TTL and cache.add(key, token, LOCK_TTL):
+            # This runner stalled past the TTL (a long DB lock wait, a frozen process) and nobody took over:
+            # carry on. A lock that vanished sooner was deleted on purpose: that is a stop request.
+            log.warning("feed %s: lock expired during a %.0f s stall; re-acquired", instrument_id, now - held["at"])
+            held["at"] = now
+            return True
+        # Someone else runs the feed now (stop rather than run twice), or we were asked to stop.
+        held["superseded"] = holder is not None or now - held["at"] >= LOCK_TTL
+        return False
 
     def on_bar(candle) -> None:
         evaluate_bar.delay(candle.instrument_id, candle.open_time.isoformat())
@@ -66,6 +79,11 @@ def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float 
         )
         feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STARTING)
         runner.run()
+        if held["superseded"]:
+            # The new runner owns the feed status now; writing STOPPED would also make the supervisor give
+            # up on this feed for good.
+            log.warning("feed %s: another runner took over; this one stops", instrument_id)
+            return "superseded"
         feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STOPPED)
         return "stopped"
     except Exception as exc:  # shown on the dashboard; the supervisor retries on its next beat
