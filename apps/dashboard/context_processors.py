@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from apps.accounts.roles import is_operator, role_of
 from apps.market.models import FeedStatus
 from apps.market.selectors import feed_statuses
+from apps.trading.risk_selectors import kill_switch
 from apps.trading.selectors import pnl_snapshot
 
 
@@ -48,5 +49,6 @@ def desk(request: HttpRequest) -> dict[str, Any]:
         desk_role=role_of(user) if not operator else "operator",
         desk_pnl=request_pnl(request),
         header_feed=_header_feed(request),
+        desk_kill_switch=kill_switch(),  # the header's KILL SWITCH TRIPPED banner on every page
     )
     return ctx

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard import views, views_history
+from apps.dashboard import views, views_history, views_risk
 
 app_name = "dashboard"
 
@@ -9,9 +9,14 @@ urlpatterns = [
     path("ghosts/", views.ghosts_page, name="ghosts"),
     path("ghosts/<int:ghost_id>/toggle/", views.ghost_toggle, name="ghost-toggle"),
     path("ghosts/<int:ghost_id>/params/", views.ghost_params, name="ghost-params"),
+    path("ghosts/<int:ghost_id>/auto-disable/", views_risk.ghost_auto_disable, name="ghost-auto-disable"),
+    path("signals/<int:signal_id>/", views_risk.signal_detail, name="signal"),
     path("trades/", views.trades_page, name="trades"),
     path("trades.csv", views.trades_csv, name="trades-csv"),
     path("targets/", views.targets_page, name="targets"),
+    path("risk/", views_risk.risk_page, name="risk"),
+    path("risk/kill-switch/trip/", views_risk.kill_switch_trip_view, name="kill-switch-trip"),
+    path("risk/kill-switch/reset/", views_risk.kill_switch_reset_view, name="kill-switch-reset"),
     path("audit/", views.audit_page, name="audit"),
     path("history/", views_history.history_page, name="history"),
     path("state.json", views.state_json, name="state"),

@@ -38,8 +38,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.audit.selectors import audit_events
 from apps.dashboard.context_processors import request_is_operator, request_pnl
 from apps.dashboard.forms import GhostParamsForm, GhostToggleForm, TargetForm, TradeFilterForm
+from apps.dashboard.views_risk import ghosts_context
 from apps.ghosts.events import ghost_payload
-from apps.ghosts.selectors import ghost_rows, ghosts
+from apps.ghosts.selectors import ghosts
 from apps.ghosts.services import GhostError, ghost_set_enabled, ghost_update_params
 from apps.market.events import bar_payload, feed_payload
 from apps.market.models import Instrument
@@ -49,6 +50,8 @@ from apps.revenue.services import TargetError, revenue_target_set
 from apps.signals.events import signal_payload
 from apps.signals.selectors import recent_signals
 from apps.trading.models import Position
+from apps.trading.risk_selectors import kill_switch
+from apps.trading.risk_services import kill_switch_payload
 from apps.trading.selectors import open_positions, positions_for_chart, trades
 
 PAGE_SIZE = 50  # rows per page on trades and audit: one screen on a laptop, cheap to render
@@ -167,7 +170,7 @@ def _render_ghosts(
         "dashboard/ghosts.html",
         {
             "nav": "ghosts",
-            "rows": ghost_rows(),
+            **ghosts_context(),  # rows + performance figures and auto-disable rules (views_risk)
             "toggle_errors": errors or {},
             "params_errors": params_errors or {},
         },
@@ -447,7 +450,7 @@ CATCH_UP_BARS = 60  # an hour of 1m bars; after a longer outage the chart shows 
 @require_GET
 def state_json(request: HttpRequest) -> JsonResponse:
     """Catch-up after a websocket reconnect: the current state as the same events desk.js already handles."""
-    events: list[dict[str, Any]] = [dict(request_pnl(request))]
+    events: list[dict[str, Any]] = [dict(request_pnl(request)), kill_switch_payload(kill_switch())]
     events += [feed_payload(fs) for fs in feed_statuses()]
     events += [dict(ghost_payload(g, type_="ghost.status", actor="system")) for g in ghosts()]
     # Oldest first, so the newest ends on top of the list when each is prepended.

@@ -137,3 +137,36 @@ def ghost_update_params(*, ghost_id: int, params: dict, actor, reason: str) -> G
     audit_record(actor=actor, action="ghost.params_changed", obj=ghost, reason=reason[:500],
                  before=before, after=after)
     return ghost
+
+
+@transaction.atomic
+def ghost_update_auto_disable(*, ghost_id: int, params: dict, actor, reason: str) -> Ghost:
+    """Replace a ghost's auto-disable rules after the engine's validation (AutoDisableRules); a refused value
+    saves nothing. Stored normalised (every field, `to_params`), so `ghost_review` judges exactly what the
+    operator saw; the audit row holds the effective rules before (defaults filled in) and after."""
+    from apps.engine.performance import AutoDisableRules
+    from apps.engine.types import ConfigError
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise GhostError("a reason is required")
+    if len(reason) > 500:
+        raise GhostError("reason is too long (max 500 characters)")
+    if not isinstance(params, dict):
+        raise GhostError("auto-disable rules must be a JSON object")
+    ghost = Ghost.objects.select_for_update().get(pk=ghost_id)  # DoesNotExist -> 404 in views
+    try:
+        after = AutoDisableRules.from_params(params).to_params()
+    except ConfigError as e:
+        raise GhostError(str(e)) from None
+    try:
+        before = AutoDisableRules.from_params(ghost.auto_disable).to_params()
+    except ConfigError:  # a row written before validation existed: show what was stored
+        before = dict(ghost.auto_disable)
+    if ghost.auto_disable == after:
+        return ghost
+    ghost.auto_disable = after
+    ghost.save(update_fields=["auto_disable", "updated_at"])
+    audit_record(actor=actor, action="ghost.auto_disable_changed", obj=ghost, reason=reason,
+                 before=before, after=after)
+    return ghost

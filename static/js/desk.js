@@ -179,7 +179,10 @@
     conf.title = "confidence: the ghost's own 0..1 score for this draft";
     const fate = el("span", "badge fate sig-fate " + ev.fate, fateLabel(ev.fate));
     if (ev.fate_detail) fate.title = ev.fate_detail;
-    row.append(conf, fate);
+    const why = el("a", "why-link small", "why?");
+    why.href = "/signals/" + encodeURIComponent(ev.id) + "/";
+    why.title = "why did it (not) trade?";
+    row.append(conf, fate, why);
     li.append(row, el("p", "sig-reason", ev.reason));
   }
 
@@ -423,6 +426,49 @@
     if (form && e.target.value.trim()) toggleError(form, "");
   });
 
+  // ---- kill switch (header banner on every page, the risk page's panel) --------------------------------
+  function onKillSwitch(ev, fromSocket) {
+    const tripped = !!ev.tripped;
+    const banner = $("#killswitch-banner");
+    const wasTripped = banner ? !banner.hidden : null;
+    const at = ev.at ? utc(ev.at) : "";
+    const fill = (root) => {
+      if (!root) return;
+      $$(".ks-reason", root).forEach((e) => { e.textContent = ev.reason || ""; });
+      $$(".ks-actor", root).forEach((e) => { e.textContent = ev.by || "system"; });
+      $$(".ks-at", root).forEach((e) => { e.textContent = at; if (ev.at) e.dateTime = ev.at; });
+    };
+    if (banner) { banner.hidden = !tripped; fill(banner); }
+    const card = $("#killswitch");
+    if (card) {
+      card.dataset.tripped = tripped ? "1" : "0";
+      const st = $("#ks-state", card);
+      if (st) { st.textContent = tripped ? "TRIPPED" : "armed"; st.classList.toggle("neg", tripped); st.classList.toggle("pos", !tripped); }
+      $$("[data-ks-show]", card).forEach((e) => { e.hidden = e.dataset.ksShow !== (tripped ? "tripped" : "armed"); });
+      const last = $("#ks-last", card);
+      if (last) { last.hidden = !ev.at; fill(last); }
+    }
+    if (fromSocket && wasTripped !== null && wasTripped !== tripped) {
+      toast(`Kill switch ${tripped ? "TRIPPED" : "reset"} by ${ev.by || "system"}${ev.reason ? ": " + ev.reason : ""}`,
+        tripped ? "error" : "ok", 10000);
+    }
+  }
+
+  // The risk page's "today vs daily loss limit" gauge follows pnl.updated: limit = start-of-day equity x %.
+  function onLossGauge(ev) {
+    const card = $("#daily-loss");
+    if (!card || !finite(num(ev.equity)) || !finite(num(ev.today_pnl))) return;
+    const limit = (num(ev.equity) - num(ev.today_pnl)) * num(card.dataset.lossPct) / 100;
+    if (!finite(limit) || limit <= 0) return;
+    const used = Math.max(0, -num(ev.today_pnl)) / limit * 100;
+    const bar = $("#loss-used-bar", card);
+    if (bar) bar.style.width = Math.min(100, used).toFixed(1) + "%";
+    const pct = $("#loss-used-pct", card);
+    if (pct) pct.textContent = used.toFixed(1) + "%";
+    const amount = $("#loss-limit-amount", card);
+    if (amount) amount.textContent = money(limit);
+  }
+
   // ---- dispatch ---------------------------------------------------------------------------------------
   const handlers = {
     "market.tick": onTick,
@@ -430,10 +476,12 @@
     "signal.created": onSignal,
     "signal.updated": onSignal,
     "trade.filled": onTrade,
-    "pnl.updated": onPnl,
+    "pnl.updated": (ev) => { onPnl(ev); onLossGauge(ev); },
     "ghost.toggled": (ev) => applyGhost(ev, true),
     "ghost.status": (ev) => applyGhost(ev, true),
     "feed.status": onFeedStatus,
+    "killswitch.changed": (ev) => onKillSwitch(ev, true),
+    alert: (ev) => toast(ev.message || "alert", ev.level === "error" ? "error" : "warn", 15000),
     "positions.snapshot": onPositionsSnapshot,
     // the history page (history.js) draws these; re-dispatched so desk.js stays page-agnostic
     "history.progress": (ev) => document.dispatchEvent(new CustomEvent("desk:history", { detail: ev })),
