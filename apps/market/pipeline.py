@@ -68,6 +68,7 @@ class FeedPipeline:
         self.last_price: float | None = None
         self.last_ts = 0
         self.bars_stored = 0
+        self._pending_bar: dict | None = None  # kline replays hold one bar back (see consume_bars)
         self._last_tick = self._last_status = float("-inf")
 
     # -- data in -------------------------------------------------------------------------------------
@@ -86,8 +87,14 @@ class FeedPipeline:
             if reason:
                 log.debug("%s: trade rejected (%s): %r", self.instrument.symbol, reason, t)
                 continue
-            self._store(self.builder.add_trade(t), evaluate)
+            closed = self.builder.add_trade(t)
             self.last_price, self.last_ts = t.price, t.ts_ms
+            if closed:
+                # The trade that closes a bar is the first price after it: the fill price of its signals.
+                price_set(self.instrument.pk, t.price, t.ts_ms)
+                self._store(closed, evaluate)
+                if evaluate:
+                    self.refresh_positions()  # a synchronous evaluation (replay) may have opened one
             if evaluate and self.positions:
                 closed = positions_check_price(
                     instrument_id=self.instrument.pk, price=t.price, at=ms_to_dt(t.ts_ms), open_positions=self.positions
@@ -130,11 +137,30 @@ class FeedPipeline:
             if reason:
                 log.debug("%s: bar rejected (%s): %r", self.instrument.symbol, reason, bar)
                 continue
-            self._store([bar], evaluate)
-            close_ms = int(bar["open_time"].timestamp() * 1000) + MINUTE_MS
-            self.last_price, self.last_ts = float(bar["close"]), close_ms - 1
+            # A bar is stored (and decided) when the next one arrives: the next bar's open is the first price
+            # after it closed, the price its signals fill at, exactly as in the backtest.
+            open_ms = int(bar["open_time"].timestamp() * 1000)
+            self._release_pending_bar(float(bar["open"]), open_ms, evaluate)
+            self._pending_bar = bar
+            self.last_price, self.last_ts = float(bar["close"]), open_ms + MINUTE_MS - 1
             if evaluate and self.positions:
                 self._check_bar_exits(bar)
+
+    def finish_bars(self, *, evaluate: bool = True) -> None:
+        """The data is over: store the held-back last bar (its signals see its own close as the next price)."""
+        bar = self._pending_bar
+        if bar is not None:
+            self._release_pending_bar(float(bar["close"]), int(bar["open_time"].timestamp() * 1000) + MINUTE_MS - 1,
+                                      evaluate)
+
+    def _release_pending_bar(self, next_price: float, next_ms: int, evaluate: bool) -> None:
+        bar, self._pending_bar = self._pending_bar, None
+        if bar is None:
+            return
+        price_set(self.instrument.pk, next_price, next_ms)
+        self._store([bar], evaluate)
+        if evaluate:
+            self.refresh_positions()
 
     def _check_bar_exits(self, bar: dict) -> None:
         at_open = bar["open_time"]

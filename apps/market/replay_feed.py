@@ -318,6 +318,7 @@ class ReplayFeed:
                 time.sleep(LOOP_SLEEP)
         if len(clock):
             p.flush(int(clock[-1]) + MINUTE_MS + p.builder.grace_ms)  # the data is over: close the last bar
+            p.finish_bars()
         p.publish(force=True, state=FeedStatus.State.CONNECTED, bars_stored=p.bars_stored)
         log.info("%s: replay %s finished: %d bars stored, counts %s", self.instrument, self.spec.label,
                  p.bars_stored, p.counts())
