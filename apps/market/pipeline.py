@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from apps.engine.exits import bar_exit
+from apps.engine.exits import bar_exit, tick_exit
 from apps.market.bar_builder import DEFAULT_GRACE_MS, MINUTE_MS, BarBuilder, Liquidation, Trade
 from apps.market.models import FeedStatus, Instrument
 from apps.market.prices import positions_version, price_set
@@ -171,11 +171,16 @@ class FeedPipeline:
                 still_open.append(p)
                 continue
             sign = 1 if p.side == "long" else -1
-            hit = bar_exit(sign, float(p.stop), float(p.target), float(bar["open"]), float(bar["high"]),
-                           float(bar["low"]))
-            if hit is None and p.time_stop_at is not None and at_close >= p.time_stop_at:
-                hit = (float(bar["close"]), ExitReason.TIME)
-            done = position_exit(position_id=p.pk, price=hit[0], at=at_close, reason=hit[1]) if hit else None
+            if p.time_stop_at is not None and at_open >= p.time_stop_at and p.opened_at < at_open:
+                # Due at this bar's open (exits.due): a market exit there, unless the open gapped through a
+                # level first (the backtest's order, apps.engine.backtest step b).
+                price = float(bar["open"])
+                hit, at = tick_exit(sign, float(p.stop), float(p.target), price) or (price, ExitReason.TIME), at_open
+            else:
+                hit = bar_exit(sign, float(p.stop), float(p.target), float(bar["open"]), float(bar["high"]),
+                               float(bar["low"]))
+                at = at_close
+            done = position_exit(position_id=p.pk, price=hit[0], at=at, reason=hit[1]) if hit else None
             if done is None:
                 still_open.append(p)
         self.positions = still_open
