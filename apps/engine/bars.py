@@ -30,6 +30,13 @@ _PROOF = "_engine_validated_bars"
 
 def data_addresses(df: pd.DataFrame) -> tuple[int, ...]:
     """Memory addresses of the contract columns' data: equal for frames sharing (copy-on-write) data."""
+    if tuple(df.columns) == BAR_COLUMNS:
+        try:
+            # the columns' arrays straight from pandas' block manager: the same views df[c].to_numpy() gives,
+            # ~8x cheaper than 12 column lookups (a batch checks this ~7 times per ghost)
+            return tuple(int(a.ctypes.data) for a in df._mgr.column_arrays)
+        except AttributeError:  # pandas internals changed: the public way below
+            pass
     return tuple(int(df[c].to_numpy().ctypes.data) for c in BAR_COLUMNS)
 
 
@@ -104,8 +111,29 @@ def validate_bars(df: pd.DataFrame) -> pd.DataFrame:
             data[j] = np.nan
     out = pd.DataFrame(data.T, index=pd.DatetimeIndex(utc, name="open_time"), columns=list(BAR_COLUMNS),
                        copy=False)
-    _check_values(out)
+    if not _values_ok(data):
+        _check_values(out)  # finds the first offending value and raises with it
     return _mark(out)
+
+
+def _values_ok(data: np.ndarray) -> bool:
+    """True when the (BAR_COLUMNS, bars) block passes every check of _check_values.
+
+    A few whole-block reductions (~5x cheaper than the per-column masks) for the common, clean case; on
+    False, _check_values runs to find and name the first offending value.
+    """
+    if data.shape[1] == 0:
+        return True
+    o, h, lo, c = data[0], data[1], data[2], data[3]
+    ohlc = data[:4]
+    # min > 0 fails for NaN too (comparisons with NaN are False); max < inf rules out +inf
+    if not (ohlc.min() > 0 and ohlc.max() < np.inf):
+        return False
+    if not ((h >= np.maximum(o, c)).all() and (lo <= np.minimum(o, c)).all() and (h >= lo).all()):
+        return False
+    vols = data[4:]
+    # NaN (missing input) is allowed: fmin/fmax skip it; -inf is caught by < 0
+    return not (np.fmin.reduce(vols, axis=None) < 0 or np.fmax.reduce(vols, axis=None) == np.inf)
 
 
 def _check_values(bars: pd.DataFrame) -> None:

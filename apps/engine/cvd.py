@@ -46,9 +46,10 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from pandas.api.internals import create_dataframe_from_blocks
 
 from apps.engine.bars import validate_bars
-from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays
+from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays, idle_drafts
 
 _DAY_MIN = 1440
 _PER_MINUTE = {"s": 60, "ms": 60_000, "us": 60_000_000, "ns": 60_000_000_000}
@@ -58,6 +59,12 @@ STATE_COLUMNS: tuple[str, ...] = (
     "delta", "cvd", "bearish_divergence", "bullish_divergence", "buying_exhaustion", "selling_exhaustion",
     "divergence_strength", "available",
 )
+_STATE_INDEX = pd.Index(list(STATE_COLUMNS))
+# block placements of the idle state (OHLCV-only bars): float64 delta, cvd, strength; bool the rest
+_IDLE_PLACEMENTS = {
+    "float": np.array([STATE_COLUMNS.index(c) for c in ("delta", "cvd", "divergence_strength")]),
+    "bool": np.array([i for i, c in enumerate(STATE_COLUMNS) if c not in ("delta", "cvd", "divergence_strength")]),
+}
 # Extra diagnostic columns after the contract ones (used by evaluate's reasons and the ghosts page).
 EXTRA_COLUMNS: tuple[str, ...] = ("volume_ratio", "buy_share")
 
@@ -354,6 +361,22 @@ def _detail(bars: pd.DataFrame, cfg: CvdConfig, full: bool = False) -> _Detail:
         state = pd.DataFrame({"delta": f, "cvd": f, **{c: b for c in flag_cols}, "divergence_strength": f,
                               "available": b}, index=bars.index)
         return _Detail(state, bars, np.zeros(0, dtype=np.int8), _no_events(flag_cols), _NO_IMPULSES, 0)
+    tb, ts, vol = _taker_split(bars)
+    delta = tb - ts
+    high, low = bars["high"].to_numpy(), bars["low"].to_numpy()
+    unknown = np.isnan(delta)
+    any_unknown = bool(unknown.any())
+    if any_unknown and unknown.all():  # no taker split at all (an OHLCV-only download): idle, cheaply
+        # the blocks pd.DataFrame would consolidate the columns into (float: delta, cvd NaN, strength 0;
+        # bool: all False), built directly: no per-column arrays stacked and copied
+        floats = np.empty((3, n))
+        floats[0] = delta
+        floats[1] = np.nan
+        floats[2] = 0.0
+        state = create_dataframe_from_blocks(
+            [(floats, _IDLE_PLACEMENTS["float"]), (np.zeros((5, n), dtype=bool), _IDLE_PLACEMENTS["bool"])],
+            index=bars.index, columns=_STATE_INDEX)
+        return _Detail(state, bars, np.ones(n, dtype=np.int8), _no_events(flag_cols), _NO_IMPULSES, 0)
     minute = bars.index.asi8 // _PER_MINUTE[bars.index.unit]  # epoch minutes (no unit conversion copy)
     origin = int(minute[0])
     pos = (minute - origin).astype(np.int64)
@@ -373,16 +396,6 @@ def _detail(bars: pd.DataFrame, cfg: CvdConfig, full: bool = False) -> _Detail:
     def row_of(p: np.ndarray) -> np.ndarray:
         return p if dense else np.searchsorted(pos, p)
 
-    tb, ts, vol = _taker_split(bars)
-    delta = tb - ts
-    high, low = bars["high"].to_numpy(), bars["low"].to_numpy()
-    unknown = np.isnan(delta)
-    any_unknown = bool(unknown.any())
-    if any_unknown and unknown.all():  # no taker split at all (an OHLCV-only download): idle, cheaply
-        f = np.zeros(n, dtype=bool)
-        state = pd.DataFrame({"delta": delta, "cvd": np.full(n, np.nan), **{c: f for c in flag_cols},
-                              "divergence_strength": np.zeros(n), "available": f}, index=bars.index)
-        return _Detail(state, bars, np.ones(n, dtype=np.int8), _no_events(flag_cols), _NO_IMPULSES, 0)
 
     # CVD over the window; available = no unknown delta in it and at least min_window_bars present
     W = cfg.cvd_window_minutes
@@ -548,13 +561,20 @@ def evaluate(bars: pd.DataFrame, cfg: CvdConfig) -> pd.DataFrame:
 def _drafts(d: _Detail, cfg: CvdConfig) -> pd.DataFrame:
     """evaluate's drafts from `_detail(bars, cfg, full=True)` (apps.engine.batch shares that detail)."""
     n = len(d.bars)
-    out = idle_draft_arrays(n)
+    w = cfg.cvd_window_minutes
+    texts = {code: "CVD unavailable: " + text.format(w=w, m=cfg.min_window_bars)
+             for code, text in _UNAVAILABLE.items()}
+    if n and (first := int(d.why[0])) in texts and (d.why == first).all():  # e.g. no taker split at all
+        if len(d.impulses[0]) == 0 and ("atr" not in d.events or len(d.events["atr"][0]) == 0):
+            return idle_drafts(d.bars.index, texts[first])  # nothing else to say: shared idle columns
+        out = idle_draft_arrays(n, reason=texts[first])
+    else:
+        out = idle_draft_arrays(n)
+        for code, text in texts.items():
+            out["reason"][d.why == code] = text
     if n == 0:
         return drafts_frame(d.bars.index, **out)
     reasons = out["reason"]
-    w = cfg.cvd_window_minutes
-    for code, text in _UNAVAILABLE.items():
-        reasons[d.why == code] = "CVD unavailable: " + text.format(w=w, m=cfg.min_window_bars)
     E = cfg.extreme_lookback_minutes
     for i, side, ratio, share in zip(*d.impulses, strict=True):  # rare: spikes above the band
         up = side > 0

@@ -81,7 +81,7 @@ import pandas as pd
 from apps.engine import cvd as cvd_mod
 from apps.engine import trend as trend_mod
 from apps.engine.bars import validate_bars
-from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays
+from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays, idle_drafts
 
 MODES = ("fade", "follow")
 _DAY_MIN = 24 * 60
@@ -404,15 +404,14 @@ def evaluate(bars: pd.DataFrame, cfg: LiquidationHunterConfig, *, trend: pd.Data
     """
     bars = validate_bars(bars)
     n = len(bars)
-    out = idle_draft_arrays(n)
     if n == 0:
-        return drafts_frame(bars.index, **out)
-    reasons = out["reason"]
-    liq = bars[["liq_long_volume", "liq_short_volume"]].to_numpy()
-    no_feed = ~np.isfinite(liq).all(axis=1)
-    reasons[no_feed] = NO_FEED_REASON
+        return idle_drafts(bars.index)
+    no_feed = ~(np.isfinite(bars["liq_long_volume"].to_numpy()) & np.isfinite(bars["liq_short_volume"].to_numpy()))
     if no_feed.all():  # an OHLCV-only history: nothing to detect
-        return drafts_frame(bars.index, **out)
+        return idle_drafts(bars.index, NO_FEED_REASON)
+    out = idle_draft_arrays(n)
+    reasons = out["reason"]
+    reasons[no_feed] = NO_FEED_REASON
     d = _detect(bars, cfg)
     if len(d.cand) == 0:
         return drafts_frame(bars.index, **out)

@@ -140,14 +140,22 @@ def _ref_close(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> np.ndarray:
     # the same values as reindexing by `open_time - window`, without a hash index over all bars.
     idx = bars.index
     close = bars["close"].to_numpy()
-    ref = np.full(len(close), np.nan)
-    if len(close) == 0:
+    n = len(close)
+    ref = np.full(n, np.nan)
+    if n == 0:
         return ref
-    minutes = idx.asi8 // _PER_MINUTE[idx.unit]
+    t = idx.asi8
+    per_minute = _PER_MINUTE[idx.unit]
+    w = cfg.window_minutes
+    if (int(t[-1]) - int(t[0])) // per_minute == n - 1:  # no gaps: the rows are the minute grid
+        if w < n:
+            ref[w:] = close[:n - w]
+        return ref
+    minutes = t // per_minute
     pos = minutes - minutes[0]
     grid = np.full(int(pos[-1]) + 1, -1, dtype=np.int64)
-    grid[pos] = np.arange(len(close))
-    back = pos - cfg.window_minutes
+    grid[pos] = np.arange(n)
+    back = pos - w
     ok = back >= 0
     src = np.where(ok, grid[np.maximum(back, 0)], -1)
     hit = src >= 0
@@ -155,42 +163,40 @@ def _ref_close(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> np.ndarray:
     return ref
 
 
-def _minute_grid(index: pd.DatetimeIndex, pad: int) -> tuple[np.ndarray, int]:
-    """Positions of the bars on a gap-free minute grid starting `pad` minutes before the first bar.
+def _lookback(index: pd.DatetimeIndex, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `rows` and k = 0 .. length - 1: the row of the bar that opened k minutes earlier.
 
-    Windows are then fixed slices of the grid, so "15 minutes" is 15 minutes whatever gaps the data
-    has, and each bar's window sum is accumulated in the same order however long the series is (so a
-    live window and the full history give bit-identical numbers).
+    Returns (row, present), both (len(rows), length); row is only meaningful where present. Windows are
+    thus fixed spans of DATA time ("15 minutes" is 15 minutes whatever gaps the data has), found by an
+    exact search at the candidate bars only (a spike is rare: no full-length grid is built).
     """
-    minutes = index.asi8 // _PER_MINUTE[index.unit]
-    pos = (minutes - minutes[0] + pad).astype(np.int64)
-    return pos, int(pos[-1]) + 1
+    t = index.asi8
+    want = t[rows][:, None] - np.arange(length)[None, :] * _PER_MINUTE[index.unit]
+    found = np.minimum(np.searchsorted(t, want), len(t) - 1)
+    return found, t[found] == want
 
 
-def _window_stats(grid: np.ndarray, present: np.ndarray, pos: np.ndarray, start: int,
+def _window_stats(values: np.ndarray, present: np.ndarray, start: int,
                   length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sum, bars present, present bars with NaN) over grid[pos-start-length+1 .. pos-start], per pos."""
-    total = np.zeros(len(pos))
-    count = np.zeros(len(pos))
-    nans = np.zeros(len(pos))
-    for k in range(start, start + length):  # fixed order: bit-identical whatever the series start
-        g = grid[pos - k]
-        p = present[pos - k]
-        total += np.where(p & np.isfinite(g), g, 0.0)
-        count += p
-        nans += p & np.isnan(g)
+    """(sum, bars present, present bars with NaN) over lookback columns start .. start + length - 1.
+
+    `values[:, k]` is the value k minutes before each candidate (NaN where no bar), `present[:, k]` whether
+    that bar exists. The sum is accumulated sequentially from 0.0 with k ascending (a cumsum, not numpy's
+    pairwise sum): bit-identical whatever the series start.
+    """
+    g = values[:, start:start + length]
+    p = present[:, start:start + length]
+    terms = np.zeros((len(g), length + 1))
+    np.copyto(terms[:, 1:], g, where=p & np.isfinite(g))
+    total = np.cumsum(terms, axis=1)[:, -1]
+    count = p.sum(axis=1, dtype=np.float64)
+    nans = (p & np.isnan(g)).sum(axis=1, dtype=np.float64)
     return total, count, nans
 
 
-def _window_extremes(high: np.ndarray, low: np.ndarray, pos: np.ndarray,
-                     length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Max high and min low over the `length` grid minutes ending at pos (missing minutes ignored)."""
-    hi = np.full(len(pos), -np.inf)
-    lo = np.full(len(pos), np.inf)
-    for k in range(length):
-        hi = np.fmax(hi, high[pos - k])
-        lo = np.fmin(lo, low[pos - k])
-    return hi, lo
+def _window_extremes(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max high and min low across the lookback columns (NaN = missing minute, ignored; none -> -inf/inf)."""
+    return np.fmax.reduce(high, axis=1, initial=-np.inf), np.fmin.reduce(low, axis=1, initial=np.inf)
 
 
 def evaluate(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.DataFrame:
@@ -220,7 +226,8 @@ def evaluate(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.DataFrame:
         return drafts_frame(bars.index, **out)
     close = bars["close"].to_numpy()
     ref_all = _ref_close(bars, cfg)
-    move = close / ref_all - 1.0  # == spike_moves(bars, cfg), kept as arrays
+    move = np.divide(close, ref_all)
+    move -= 1.0  # == spike_moves(bars, cfg), kept as arrays
     thr = cfg.spike_threshold_pct / 100.0
     with np.errstate(invalid="ignore"):
         cand = np.flatnonzero(np.abs(move) >= thr)
@@ -228,20 +235,16 @@ def evaluate(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.DataFrame:
         return drafts_frame(bars.index, **out)
 
     w, lb = cfg.window_minutes, cfg.volume_lookback_minutes
-    pos_all, size = _minute_grid(bars.index, pad=w + lb)
-    present = np.zeros(size, dtype=bool)
-    present[pos_all] = True
+    row, present = _lookback(bars.index, cand, w + lb)
 
-    def on_grid(col: str) -> np.ndarray:
-        g = np.full(size, np.nan)
-        g[pos_all] = bars[col].to_numpy()
-        return g
+    def back(col: str) -> np.ndarray:
+        """col k minutes before each candidate, NaN where no bar opened then."""
+        return np.where(present, bars[col].to_numpy()[row], np.nan)
 
-    pos = pos_all[cand]
-    vol = on_grid("volume")
-    w_sum, w_n, w_nan = _window_stats(vol, present, pos, 0, w)          # (t - w, t]
-    l_sum, l_n, l_nan = _window_stats(vol, present, pos, w, lb)         # (t - w - lb, t - w]
-    hi, lo = _window_extremes(on_grid("high"), on_grid("low"), pos, w)
+    vol = back("volume")
+    w_sum, w_n, w_nan = _window_stats(vol, present, 0, w)          # (t - w, t]
+    l_sum, l_n, l_nan = _window_stats(vol, present, w, lb)         # (t - w - lb, t - w]
+    hi, lo = _window_extremes(back("high")[:, :w], back("low")[:, :w])
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = (w_sum / w_n) / (l_sum / l_n)
     vol_known = (w_nan == 0) & (l_nan == 0)
@@ -249,7 +252,7 @@ def evaluate(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.DataFrame:
     ratio_ok = vol_known & enough & np.isfinite(ratio) & (ratio >= cfg.min_volume_ratio)
 
     ref = ref_all[cand]
-    ts = bars.index.asi8 // (_PER_MINUTE[bars.index.unit] // 60)  # epoch seconds (whole minutes)
+    ts = bars.index.asi8[cand] // (_PER_MINUTE[bars.index.unit] // 60)  # epoch seconds (whole minutes)
     reasons = out["reason"]
     side = out["side"]
     fired: list[int] = []
@@ -266,11 +269,11 @@ def evaluate(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.DataFrame:
             reasons[i] = f"{head} but no volume traded in the {lb}-minute lookback -> no trade"
         elif not ratio_ok[j]:
             reasons[i] = f"{head} but volume x{ratio[j]:.2f} < x{cfg.min_volume_ratio:g} -> no trade"
-        elif last_fire_s is not None and ts[i] - last_fire_s < cfg.cooldown_seconds:
-            reasons[i] = (f"{head}, volume x{ratio[j]:.2f}, but in cooldown ({ts[i] - last_fire_s} s since "
+        elif last_fire_s is not None and ts[j] - last_fire_s < cfg.cooldown_seconds:
+            reasons[i] = (f"{head}, volume x{ratio[j]:.2f}, but in cooldown ({ts[j] - last_fire_s} s since "
                           f"the last signal < {cfg.cooldown_seconds:g} s) -> no trade")
         else:
-            last_fire_s = int(ts[i])
+            last_fire_s = int(ts[j])
             fired.append(j)
             s = -1 if m > 0 else 1
             side[i] = s

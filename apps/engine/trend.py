@@ -42,6 +42,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from pandas.api.internals import create_dataframe_from_blocks
 
 from apps.engine.bars import validate_bars
 from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays
@@ -60,6 +61,15 @@ TREND_COLUMNS: tuple[str, ...] = (
     "direction", "regime", "confidence", "allow_long", "allow_short", "size_mult_long", "size_mult_short",
     "atr_pct", "ready",
 )
+
+# trend_state's block layout (what pd.DataFrame consolidates the columns into), built directly
+_TREND_INDEX = pd.Index(list(TREND_COLUMNS))
+_TREND_PLACEMENTS = {
+    "int8": np.array([TREND_COLUMNS.index(c) for c in ("direction", "regime")]),
+    "float": np.array([TREND_COLUMNS.index(c)
+                       for c in ("confidence", "size_mult_long", "size_mult_short", "atr_pct")]),
+    "bool": np.array([TREND_COLUMNS.index(c) for c in ("allow_long", "allow_short", "ready")]),
+}
 
 _WEEK_S = 7 * 24 * 3600
 _MINUTE_NS = 60_000_000_000
@@ -236,36 +246,48 @@ def _window_sum(x: np.ndarray, length: int, offset: int) -> np.ndarray:
     and the tail of the previous one: sum = prefix(block start .. i) + suffix(i - length + 1 .. previous
     block end), each accumulated sequentially in an order fixed by the absolute position. So the sum at i
     depends only on the values inside its window (a plain cumsum difference would carry the rounding of
-    everything before it, and live != backtest in the last bits). O(n), about 10 vector operations.
+    everything before it, and live != backtest in the last bits). O(n) in 4 full-length arrays: every
+    temporary of a 130k-row series costs page faults, so the suffix sums are read through a reversed view
+    instead of being copied back into order.
     """
     n = len(x)
     lead = offset % length + length  # one zero block in front, then the partial first block
     nblk = -(-(lead + n) // length)
     z = np.zeros(nblk * length)
-    z[lead:lead + n] = np.where(np.isnan(x), 0.0, x)
-    blocks = z.reshape(nblk, length)
-    prefix = np.cumsum(blocks, axis=1).ravel()
-    suffix = np.cumsum(blocks[:, ::-1], axis=1)[:, ::-1].ravel()
-    at_block_end = (np.arange(lead, lead + n) % length) == length - 1  # window == own block
-    tail = np.where(at_block_end, 0.0, suffix[lead - length + 1: lead - length + 1 + n])
-    return prefix[lead:lead + n] + tail
+    body = z[lead:lead + n]
+    np.copyto(body, x)
+    body[np.isnan(body)] = 0.0
+    prefix = np.cumsum(z.reshape(nblk, length), axis=1).ravel()
+    # suffix sums in place: the same sequential sums as cumsum over each block reversed, written back
+    # through the reversed view, so z[p] becomes the sum of p's block from p to the block end
+    rev = z[::-1].reshape(nblk, length)
+    np.cumsum(rev, axis=1, out=rev)
+    out = prefix[lead:lead + n]
+    # at a block end the window is the block itself: no tail (prefix + 0.0, as the sum would be)
+    first_end = (length - 1 - lead) % length
+    own = out[first_end::length] + 0.0
+    out += z[lead - length + 1: lead - length + 1 + n]
+    out[first_end::length] = own
+    return out
 
 
 def _window_count(ok: np.ndarray, length: int) -> np.ndarray:
     """sum(ok[i - length + 1 .. i]) of a bool or integer array (integer cumsum: exact)."""
-    cs = np.concatenate(([0], np.cumsum(ok, dtype=np.int64)))
-    i = np.arange(len(ok))
-    return cs[i + 1] - cs[np.maximum(i + 1 - length, 0)]
+    out = np.cumsum(ok, dtype=np.int64)
+    if len(out) > length:
+        out[length:] -= out[:len(out) - length].copy()
+    return out
 
 
 def _window_mean(x: np.ndarray, length: int, offset: int, first_ok: int, min_count: int) -> np.ndarray:
     """Mean of the finite x in each trailing window of `length`; NaN when the window reaches before
     index `first_ok` (values there depend on data before the input) or holds fewer than min_count values."""
     cnt = _window_count(np.isfinite(x), length)
+    m = _window_sum(x, length, offset)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = _window_sum(x, length, offset) / cnt
-    bad = (np.arange(len(x)) - length + 1 < first_ok) | (cnt < min_count)
-    m[bad] = np.nan
+        np.divide(m, cnt, out=m)
+    m[:max(first_ok + length - 1, 0)] = np.nan
+    m[cnt < min_count] = np.nan
     return m
 
 
@@ -292,26 +314,56 @@ class _Timeframe:
     ready: np.ndarray  # bool
 
 
-def _timeframe(minutes_abs: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-               b: int, cfg: TrendConfig) -> _Timeframe:
-    """Resample the 1m bars to UTC buckets of b minutes and compute the timeframe's indicators per bucket.
+def _resample(ids: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+              k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(bucket ids, high, low, close) of the buckets of ids // k that hold data; `ids` sorted, unique.
+
+    high = max of the highs, low = min of the lows, close = the last close: exact whether the elements are
+    1m bars (ids = epoch minutes) or already-built smaller buckets (every 15m and 1h boundary is a 5m
+    boundary), so the 15m and 1h buckets are built from the ~26k 5m buckets instead of the 130k bars.
+    """
+    n = len(ids)
+    if int(ids[-1]) - int(ids[0]) == n - 1:  # no gaps: groups of k consecutive elements (max/min are exact)
+        off = int(ids[0]) % k
+        nb = (off + n + k - 1) // k
+        grid = np.empty((2, nb * k))
+        grid[0, :off] = grid[0, off + n:] = -np.inf
+        grid[1, :off] = grid[1, off + n:] = np.inf
+        grid[0, off:off + n] = high
+        grid[1, off:off + n] = low
+        g_hi, g_lo = grid[0].reshape(nb, k), grid[1].reshape(nb, k)
+        hi, lo = g_hi[:, 0].copy(), g_lo[:, 0].copy()
+        for j in range(1, k):
+            np.maximum(hi, g_hi[:, j], out=hi)
+            np.minimum(lo, g_lo[:, j], out=lo)
+        cl = close[k - 1 - off::k]  # the last element of each complete group
+        if len(cl) < nb:  # the last group is incomplete: its last element is the last one
+            cl = np.concatenate((cl, close[-1:]))
+        return np.arange(int(ids[0]) // k, int(ids[0]) // k + nb), hi, lo, cl
+    bid = ids // k
+    starts = np.flatnonzero(np.concatenate(([True], bid[1:] != bid[:-1])))
+    ends = np.concatenate((starts[1:], [len(bid)])) - 1
+    return bid[starts], np.maximum.reduceat(high, starts), np.minimum.reduceat(low, starts), close[ends]
+
+
+def _timeframe(buckets: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], first_minute: int, b: int,
+               cfg: TrendConfig) -> _Timeframe:
+    """The timeframe's indicators per bucket of b minutes, from `_resample`'s present buckets.
 
     All buckets are built (including the not-yet-complete last one); callers read only completed ones.
     """
-    bid = minutes_abs // b
-    base = int(bid[0])
-    nb = int(bid[-1]) - base + 1
-    starts = np.flatnonzero(np.concatenate(([True], bid[1:] != bid[:-1])))
-    ends = np.concatenate((starts[1:], [len(bid)])) - 1
-    g = bid[starts] - base
+    ids, bhi, blo, bcl = buckets
+    base = int(ids[0])
+    nb = int(ids[-1]) - base + 1
+    g = ids - base
     hi = np.full(nb, np.nan)
     lo = np.full(nb, np.nan)
     cl = np.full(nb, np.nan)
-    hi[g] = np.maximum.reduceat(high, starts)
-    lo[g] = np.minimum.reduceat(low, starts)
-    cl[g] = close[ends]
+    hi[g] = bhi
+    lo[g] = blo
+    cl[g] = bcl
     # A bucket the input starts inside is partial only because of where the input starts: unknown.
-    first_ok = 1 if base * b < minutes_abs[0] else 0
+    first_ok = 1 if base * b < first_minute else 0
     hi[:first_ok] = lo[:first_ok] = cl[:first_ok] = np.nan
 
     prev_close = np.concatenate(([np.nan], cl[:-1]))
@@ -392,7 +444,13 @@ def _compute(bars: pd.DataFrame, cfg: TrendConfig) -> _State:
     mins = idx.as_unit("ns").asi8 // _MINUTE_NS  # absolute epoch minutes of the bar open times
 
     # ---- the timeframes, combined on the 5m step grid (the direction changes only when a 5m bucket ends)
-    tfs = {b: _timeframe(mins, high, low, close, b, cfg) for b in TIMEFRAMES}
+    first = int(mins[0])
+    # each timeframe from the one below it (each divides the next): one pass over the bars, not three
+    buckets = _resample(mins, high, low, close, TIMEFRAMES[0])
+    tfs = {TIMEFRAMES[0]: _timeframe(buckets, first, TIMEFRAMES[0], cfg)}
+    for prev, b in zip(TIMEFRAMES[:-1], TIMEFRAMES[1:], strict=True):
+        buckets = _resample(*buckets, b // prev)
+        tfs[b] = _timeframe(buckets, first, b, cfg)
     t5 = tfs[5]
     k5 = t5.base + np.arange(len(t5.close))  # absolute 5m bucket numbers
     # the latest bucket of timeframe b completed when 5m bucket k5 completes (its end is (k5 + 1) * 5)
@@ -419,11 +477,16 @@ def _compute(bars: pd.DataFrame, cfg: TrendConfig) -> _State:
     dir5[~ready5] = 0
     score5[~ready5] = 0.0
 
-    # ---- per row: the latest completed 5m bucket
-    step = (mins + 1) // 5 - 1
+    # ---- per row: the latest completed 5m bucket. Below, 130k-row temporaries are reused in place where
+    # that gives the same floating-point operations: each fresh one costs page faults (~0.3 ms each here).
+    step = mins + 1
+    step //= 5
+    step -= 1
     # one clipped index into the step arrays padded with "unknown" at both ends (a step before the input)
-    ii = np.clip(step - t5.base + 1, 0, len(k5) + 1)
-    ii_prev = np.maximum(ii - 1, 0)
+    ii = step - (t5.base - 1)
+    np.clip(ii, 0, len(k5) + 1, out=ii)
+    ii_prev = ii - 1
+    np.maximum(ii_prev, 0, out=ii_prev)
     dir5p = np.concatenate(([0], dir5, [0])).astype(np.int8)
     ready5p = np.concatenate(([False], ready5, [False]))
     direction = dir5p[ii]
@@ -431,30 +494,47 @@ def _compute(bars: pd.DataFrame, cfg: TrendConfig) -> _State:
     ready = ready5p[ii]
     direction_prev = dir5p[ii_prev]
     ready_prev = ready5p[ii_prev]
+    del ii, ii_prev  # freed early: a lower peak is fewer fresh pages (page faults) per call
 
     # ---- 1m ATR on the minute grid, and its baseline over completed hours
-    pos = mins - mins[0]
-    size = int(pos[-1]) + 1
-    prev_close = np.full(n, np.nan)
-    contiguous = np.diff(mins) == 1
-    prev_close[1:][contiguous] = close[:-1][contiguous]  # after a gap: high - low (documented)
-    tr1 = _true_range(high, low, prev_close)
+    size = int(mins[-1]) - first + 1
+    tr1 = np.empty(n)
     tr1[0] = np.nan  # needs the close before the input: unknown
+    if n > 1:  # max(high, prev close) - min(low, prev close), as _true_range
+        np.maximum(high[1:], close[:-1], out=tr1[1:])
+        tr1[1:] -= np.minimum(low[1:], close[:-1])
+        if size != n:  # after a gap the previous close is not the minute before: high - low (documented)
+            gap = np.flatnonzero(np.diff(mins) != 1) + 1
+            tr1[gap] = high[gap] - low[gap]
     a = cfg.atr_minutes
-    if size == n:  # no gaps: the rows are the minute grid
-        atr1 = _window_mean(tr1, a, int(mins[0]), 1, math.ceil(cfg.min_coverage * a))
+    if size == n and not np.isnan(tr1[1:]).any():
+        # no gaps and every true range but the first known: each window from row a on holds a values (as
+        # many as _window_mean would count), the rows before reach the unknown first one
+        atr1 = _window_sum(tr1, a, first)
+        atr1 /= a
+        atr1[:a] = np.nan
+    elif size == n:  # no gaps: the rows are the minute grid
+        atr1 = _window_mean(tr1, a, first, 1, math.ceil(cfg.min_coverage * a))
     else:
+        pos = mins - first
         grid = np.full(size, np.nan)
         grid[pos] = tr1
-        atr1 = _window_mean(grid, a, int(mins[0]), 1, math.ceil(cfg.min_coverage * a))[pos]
-    atr_pct = 100.0 * atr1 / close
+        atr1 = _window_mean(grid, a, first, 1, math.ceil(cfg.min_coverage * a))[pos]
 
-    h_abs = mins // 60
-    h_base = int(h_abs[0])
-    nh = int(h_abs[-1]) - h_base + 1
+    # the frame's float columns are written straight into its block
+    floats = np.empty((4, n))
+    conf, size_long, size_short, atr_pct = floats
+    np.multiply(atr1, 100.0, out=atr_pct)
+    np.divide(atr_pct, close, out=atr_pct)  # 100 * atr1 / close
+
+    h_rel = mins // 60
+    h_base = int(h_rel[0])
+    h_rel -= h_base
+    nh = int(h_rel[-1]) + 1
     finite = np.isfinite(tr1)
-    h_sum = np.bincount(h_abs - h_base, weights=np.where(finite, tr1, 0.0), minlength=nh)  # sequential: exact
-    h_cnt = np.bincount(h_abs - h_base, weights=finite, minlength=nh).astype(np.int64)
+    h_sum = np.bincount(h_rel, weights=np.where(finite, tr1, 0.0), minlength=nh)  # sequential: exact
+    h_cnt = np.bincount(h_rel[finite], minlength=nh).astype(np.int64)
+    del tr1, finite, h_rel
     # hour 0 is unknown when the input starts inside it or at its first minute (that bar's TR is unknown)
     h_first_ok = 1
     hb = cfg.baseline_hours
@@ -463,39 +543,67 @@ def _compute(bars: pd.DataFrame, cfg: TrendConfig) -> _State:
     with np.errstate(invalid="ignore", divide="ignore"):
         base_mean = base_sum / base_cnt
     base_mean[(np.arange(nh) - hb + 1 < h_first_ok) | (base_cnt < 0.5 * hb * 60)] = np.nan
-    baseline = _gather(base_mean, (mins + 1) // 60 - 1 - h_base, np.nan)
+    # the latest completed hour of each row, as _gather(base_mean, (mins + 1) // 60 - 1 - h_base, NaN)
+    h_done = mins + 1
+    h_done //= 60
+    h_done -= h_base
+    np.clip(h_done, 0, nh + 1, out=h_done)
+    baseline = np.concatenate(([np.nan], base_mean, [np.nan]))[h_done]
+    del h_done
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(baseline > 0, atr1 / baseline, np.where(atr1 > 0, np.inf, 1.0))
-    ratio[~(np.isfinite(atr1) & np.isfinite(baseline))] = np.nan
+        ratio = atr1 / baseline
+    no_base = ~(baseline > 0)  # 0 or unknown: infinitely volatile if anything moves, else calm
+    if no_base.any():
+        ratio[no_base] = np.where(atr1[no_base] > 0, np.inf, 1.0)
+    known = np.isfinite(atr1) & np.isfinite(baseline)
+    ratio[~known] = np.nan
+    del atr1, baseline
 
-    ready &= np.isfinite(atr1) & np.isfinite(baseline)
-    direction[~ready] = 0
-    score[~ready] = 0.0
+    ready &= known
+    not_ready = ~ready
+    direction[not_ready] = 0
+    score[not_ready] = 0.0
     with np.errstate(invalid="ignore"):
         volatile = ready & ((ratio >= cfg.volatile_ratio) | (atr_pct >= cfg.volatile_atr_pct))
         extreme = ready & ((ratio >= cfg.extreme_ratio) | (atr_pct >= cfg.extreme_atr_pct))
     regime = np.sign(direction).astype(np.int8)
     regime[volatile] = REGIME_VOLATILE
 
-    calm = np.clip((cfg.extreme_ratio - np.fmax(ratio, 1.0)) / (cfg.extreme_ratio - 1.0), 0.0, 1.0)
-    calm[~ready | extreme] = 0.0
-    conf = np.where(direction != 0, np.minimum(np.abs(score), 1.0),
-                    np.clip(1.0 - np.abs(score) / cfg.weak_score, 0.0, 1.0)) * calm
-    conf[~ready] = 0.0
+    # calm = clip((extreme_ratio - fmax(ratio, 1)) / (extreme_ratio - 1), 0, 1), 0 when not ready or extreme
+    calm = np.fmax(ratio, 1.0)
+    np.subtract(cfg.extreme_ratio, calm, out=calm)
+    np.divide(calm, cfg.extreme_ratio - 1.0, out=calm)
+    np.clip(calm, 0.0, 1.0, out=calm)
+    calm[not_ready | extreme] = 0.0
+    # conf = (min(|score|, 1) for a direction, else clip(1 - |score| / weak_score, 0, 1)) * calm
+    abs_score = np.abs(score)
+    np.divide(abs_score, cfg.weak_score, out=conf)
+    np.subtract(1.0, conf, out=conf)
+    np.clip(conf, 0.0, 1.0, out=conf)
+    np.minimum(abs_score, 1.0, out=abs_score)
+    np.copyto(conf, abs_score, where=direction != 0)
+    conf *= calm
+    conf[not_ready] = 0.0
+    del calm, abs_score
 
     allow_long = ready & ~extreme & (direction >= 0)
     allow_short = ready & ~extreme & (direction <= 0)
     size_by_dir = np.array([cfg.neutral_size, cfg.weak_size, cfg.strong_size])
-    vol_factor = np.where(volatile, cfg.volatile_size_factor, 1.0)
-    scale = (0.5 + 0.5 * conf) * vol_factor
-    size_long = np.where(allow_long, size_by_dir[np.clip(direction, 0, 2)] * scale, 0.0)
-    size_short = np.where(allow_short, size_by_dir[np.clip(-direction, 0, 2)] * scale, 0.0)
+    # scale = (0.5 + 0.5 * conf) * (volatile_size_factor if volatile else 1.0)
+    scale = np.multiply(conf, 0.5)
+    scale += 0.5
+    scale[volatile] *= cfg.volatile_size_factor
+    np.multiply(size_by_dir[np.clip(direction, 0, 2)], scale, out=size_long)
+    size_long[~allow_long] = 0.0
+    np.multiply(size_by_dir[np.clip(-direction, 0, 2)], scale, out=size_short)
+    size_short[~allow_short] = 0.0
 
-    frame = pd.DataFrame({
-        "direction": direction.astype(np.int8), "regime": regime, "confidence": conf,
-        "allow_long": allow_long, "allow_short": allow_short,
-        "size_mult_long": size_long, "size_mult_short": size_short, "atr_pct": atr_pct, "ready": ready,
-    }, index=idx, copy=False)  # fresh arrays, in TREND_COLUMNS order: no copy needed (5x faster)
+    # one block per dtype (int8, float64, bool), the float one written in place above: no stacking copies
+    frame = create_dataframe_from_blocks([
+        (np.stack((direction, regime)), _TREND_PLACEMENTS["int8"]),
+        (floats, _TREND_PLACEMENTS["float"]),
+        (np.stack((allow_long, allow_short, ready)), _TREND_PLACEMENTS["bool"]),
+    ], index=idx, columns=_TREND_INDEX)
     return _State(frame, score, ratio, tfs, mins, step, direction_prev, ready_prev)
 
 

@@ -57,7 +57,7 @@ import pandas as pd
 from apps.engine.bars import validate_bars
 from apps.engine.cvd import CvdConfig, cvd_state
 from apps.engine.trend import DIRECTION_NAMES, TrendConfig, trend_state
-from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays
+from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays, idle_drafts
 
 _WEEK_MIN = 7 * 24 * 60
 _PRINT_RULES = ("both", "notional", "multiple", "either")
@@ -523,14 +523,13 @@ def evaluate(bars: pd.DataFrame, cfg: WhaleFollowerConfig, *, trend: pd.DataFram
     """
     bars = validate_bars(bars)
     n = len(bars)
-    out = idle_draft_arrays(n)
     if n == 0:
-        return drafts_frame(bars.index, **out)
-    reasons = out["reason"]
+        return idle_drafts(bars.index)
     known = np.isfinite(bars["whale_buy_volume"].to_numpy()) & np.isfinite(bars["whale_sell_volume"].to_numpy())
     if not known.any():  # kline-only history: nothing to measure (the cheap path of most backtests)
-        reasons[:] = NO_TRADE_SIZES
-        return drafts_frame(bars.index, **out)
+        return idle_drafts(bars.index, NO_TRADE_SIZES)
+    out = idle_draft_arrays(n)
+    reasons = out["reason"]
     s = _burst_stats(bars, cfg)
     reasons[~s.known] = NO_TRADE_SIZES
     pot = np.flatnonzero(s.potential)
