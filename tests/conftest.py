@@ -144,10 +144,11 @@ def daphne_url(services_use_test_redis, django_db_setup):
     stop_proc(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_workers(services_use_test_redis, django_db_setup):
     """A real prefork Celery worker process on all queues, as `make run` starts it (feeds are long tasks,
-    so an in-thread solo worker could not run a feed and a ghost evaluation at once)."""
+    so an in-thread solo worker could not run a feed and a ghost evaluation at once). Per module: the fault
+    tests start workers of their own and refuse to share the broker with a leftover one."""
     proc = subprocess.Popen(
         [
             sys.executable,
