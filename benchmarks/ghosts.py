@@ -13,6 +13,12 @@ Two inputs:
   liquidation volumes, for timing the busy paths only. They are not market data and say nothing about
   what the ghosts would find.
 
+Memory: on this VM a page fault costs ~2.5 us (0.6 ms per fresh MB), so every fresh 130k-row float array
+costs more to fault in than to compute; glibc returns freed heap to the OS between calls, so each call
+faults its memory in again. The figures are for the environment as given (printed); with
+MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_MMAP_THRESHOLD_=33554432 in a worker's environment the freed heap
+is kept and reused (all five on the real file ~12 % less CPU, measured 2026-11-26).
+
 Usage: .venv/bin/python benchmarks/ghosts.py [runs]
 """
 
@@ -94,6 +100,8 @@ def run(title: str, bars: pd.DataFrame, runs: int) -> float:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    tuning = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    print(f"allocator: {tuning or 'glibc defaults (no MALLOC_* environment)'}")
     real = load()
     rate = run("REAL 90-day BTC/USDT 1m (OHLCV only: CVD, whale, liquidation ghosts idle)", real, runs)
     run("SAME BARS + SYNTHETIC taker/whale/liquidation columns (random, timing only, NOT market data)",
