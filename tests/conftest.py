@@ -181,6 +181,19 @@ def celery_workers(services_use_test_redis, django_db_setup):
 
 
 @pytest.fixture
+def no_internet(monkeypatch):
+    """Any name lookup other than the local host fails loudly: no test may reach a real exchange."""
+    real = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise OSError(f"offline test tried to reach {host}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+
+
+@pytest.fixture
 def make_user(db):
     """make_user("alice", "operator" | "viewer") -> user whose password is username + PASSWORD_SUFFIX."""
     from apps.accounts.services import user_ensure

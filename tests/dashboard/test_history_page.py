@@ -3,7 +3,6 @@ a local server with the real Binance klines) and pushes its progress to the desk
 is refused; bad input says what is wrong and creates nothing."""
 
 import asyncio
-import socket
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -22,15 +21,8 @@ FORM = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1m", "since":
 
 
 @pytest.fixture(autouse=True)
-def no_internet(monkeypatch):
-    real = socket.getaddrinfo
-
-    def local_only(host, *args, **kwargs):
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise OSError(f"offline test tried to reach {host}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+def _offline(no_internet):
+    """Every test here must stay on 127.0.0.1 (tests/conftest.py `no_internet`)."""
 
 
 def drain(layer, channel: str, timeout: float = 2.0) -> list[dict]:

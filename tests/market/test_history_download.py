@@ -4,7 +4,6 @@ Binance: the data.binance.vision BTCUSDT 1m rows of 2020-01-01..03 served as /ap
 fake_exchange.py); Kraken: ccxt's recorded fetchOHLCV response, as is. Nothing leaves 127.0.0.1.
 """
 
-import socket
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
@@ -27,16 +26,8 @@ DAY1_MS = history.to_ms(DAY1)
 
 
 @pytest.fixture(autouse=True)
-def no_internet(monkeypatch):
-    """Any name lookup other than the local host fails loudly: no test may reach a real exchange."""
-    real = socket.getaddrinfo
-
-    def local_only(host, *args, **kwargs):
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise OSError(f"offline test tried to reach {host}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+def _offline(no_internet):
+    """Every test here must stay on 127.0.0.1 (tests/conftest.py `no_internet`)."""
 
 
 @pytest.fixture(scope="module")

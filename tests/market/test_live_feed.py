@@ -52,15 +52,8 @@ MIN = 60_000
 
 
 @pytest.fixture(autouse=True)
-def no_internet(monkeypatch):
-    real = socket.getaddrinfo
-
-    def local_only(host, *args, **kwargs):
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise OSError(f"offline test tried to reach {host}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+def _offline(no_internet):
+    """Every test here must stay on 127.0.0.1 (tests/conftest.py `no_internet`)."""
 
 
 # ------------------------------------------------------------------ real data, as strings (wire text)
