@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "apps.signals",
     "apps.trading",
     "apps.revenue",
+    "apps.alerts",
     "apps.dashboard",
 ]
 
@@ -171,6 +172,16 @@ HFT_LIVE_SANDBOX = env_bool("HFT_LIVE_SANDBOX", True)
 HFT_LIVE_CCXT_CONFIG: dict = {}
 HFT_START_CAPITAL = Decimal(os.environ.get("HFT_START_CAPITAL", "10000"))
 HFT_QUOTE_CURRENCY = os.environ.get("HFT_QUOTE_CURRENCY", "USDT")
+
+# Alerts (apps/alerts, README "Alerts"). Channel secrets come from the environment at send time
+# (HFT_ALERT_TELEGRAM_TOKEN + HFT_ALERT_TELEGRAM_CHAT_ID, HFT_ALERT_DISCORD_WEBHOOK, HFT_ALERT_WEBHOOK_URL) and
+# are deliberately not settings: Django's debug page masks *TOKEN* settings but not *_WEBHOOK / *_URL.
+HFT_ALERT_TELEGRAM_API = os.environ.get("HFT_ALERT_TELEGRAM_API", "https://api.telegram.org")
+HFT_ALERT_TIMEOUT = float(os.environ.get("HFT_ALERT_TIMEOUT", "5"))  # seconds per HTTP attempt
+HFT_ALERT_MAX_RETRIES = int(os.environ.get("HFT_ALERT_MAX_RETRIES", "3"))  # retries after the first attempt
+HFT_ALERT_RETRY_BACKOFF = float(os.environ.get("HFT_ALERT_RETRY_BACKOFF", "2"))  # s; doubles per retry
+HFT_ALERT_RETRY_BACKOFF_MAX = float(os.environ.get("HFT_ALERT_RETRY_BACKOFF_MAX", "60"))  # s
+HFT_ALERT_FEED_COOLDOWN = int(os.environ.get("HFT_ALERT_FEED_COOLDOWN", "300"))  # s between feed-down alerts per feed
 
 # Login rate limiting (per username+IP, in the cache): attempts per window.
 HFT_LOGIN_MAX_ATTEMPTS = int(os.environ.get("HFT_LOGIN_MAX_ATTEMPTS", "5"))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard import views, views_history, views_risk
+from apps.dashboard import views, views_alerts, views_history, views_risk
 
 app_name = "dashboard"
 
@@ -19,6 +19,10 @@ urlpatterns = [
     path("risk/kill-switch/reset/", views_risk.kill_switch_reset_view, name="kill-switch-reset"),
     path("audit/", views.audit_page, name="audit"),
     path("history/", views_history.history_page, name="history"),
+    path("alerts/", views_alerts.alerts_page, name="alerts"),
+    path("alerts/<int:channel_id>/edit/", views_alerts.alert_channel_edit, name="alert-channel-edit"),
+    path("alerts/<int:channel_id>/toggle/", views_alerts.alert_channel_toggle, name="alert-channel-toggle"),
+    path("alerts/test/", views_alerts.alert_test, name="alert-test"),
     path("state.json", views.state_json, name="state"),
     path("vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
     # Daphne alone (DEBUG off) serves no static files; see views.static_asset.

@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.db.models.constants import OnConflict
 
+from apps.alerts.services import alert_feed_state
 from apps.common.realtime import send_on_commit
 from apps.market.events import FEEDS_GROUP, bar_payload, feed_payload
 from apps.market.models import CANDLE_BAR_FIELDS, Candle, FeedStatus
@@ -67,6 +68,7 @@ def feed_status_update(*, instrument_id: int, push: bool = True, **fields) -> Fe
     """Update the dashboard's view of one feed (state, last price/trade time, error, retry)."""
     fs = FeedStatus.objects.select_for_update().select_related("instrument").get(instrument_id=instrument_id)
     changed = [k for k, v in fields.items() if getattr(fs, k) != v]
+    alert_feed_state(feed=fs, fields=fields)  # before the update: it alerts on the up -> down transition only
     for k in changed:
         setattr(fs, k, fields[k])
     if changed:

@@ -3,6 +3,7 @@ from decimal import Decimal, InvalidOperation
 from django.conf import settings
 from django.db import transaction
 
+from apps.alerts.services import alert_emit
 from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
 from apps.engine.performance import AutoDisableRules, rules_breached
@@ -88,4 +89,6 @@ def ghost_review(*, ghost_id: int) -> list[str]:
             ghost_set_enabled(ghost_id=ghost_id, enabled=False, actor=None, reason=text)
             send_on_commit(GHOSTS_GROUP, {"type": "alert", "level": "error", "ghost_id": ghost_id,
                                           "message": f"{ghost.name} {text}"})
+            alert_emit(kind="auto_disable", title=f"{ghost.name} auto-disabled", body=text,
+                       data={"ghost_id": ghost_id, "ghost": ghost.name, "reasons": reasons})
     return reasons

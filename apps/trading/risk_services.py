@@ -6,6 +6,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from apps.alerts.services import alert_kill_switch
 from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
 from apps.engine.risk import RiskLimits, daily_loss_breached, daily_loss_text
@@ -70,6 +71,7 @@ def kill_switch_trip(*, actor, reason: str, flatten: bool | None = None, at: dat
     ks.save()
     audit_record(actor=actor, action="killswitch.tripped", obj=ks, reason=reason, after={"tripped": True})
     send_on_commit(PORTFOLIO_GROUP, kill_switch_payload(ks))
+    alert_kill_switch(ks=ks)  # after commit; never raises
     if flatten if flatten is not None else risk_limits().flatten_on_kill:
         transaction.on_commit(lambda: positions_flatten(reason=f"kill switch: {reason}"))
     return ks
@@ -86,6 +88,7 @@ def kill_switch_reset(*, actor, reason: str) -> KillSwitch:
     ks.save()
     audit_record(actor=actor, action="killswitch.reset", obj=ks, reason=reason, after={"tripped": False})
     send_on_commit(PORTFOLIO_GROUP, kill_switch_payload(ks))
+    alert_kill_switch(ks=ks)  # after commit; never raises
     return ks
 
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from apps.alerts.services import alert_fill
 from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
 from apps.engine.exits import tick_exit
@@ -39,6 +40,7 @@ def _sign(side: str) -> int:
 def _push_fill(position: Position, fill: Fill, purpose: str) -> None:
     send_on_commit(PORTFOLIO_GROUP, trade_payload(position, fill, purpose))
     transaction.on_commit(selectors.pnl_push)
+    alert_fill(position=position, fill=fill, purpose=purpose)  # after commit; never raises
 
 
 def _filled_order(position: Position, purpose: str, *, buy: bool, price: Decimal, fee: Decimal,

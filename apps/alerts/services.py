@@ -1,0 +1,422 @@
+"""Writes for alerts: channel configuration, emitting events, and one delivery attempt.
+
+Trading never waits for, nor fails because of, an alert (issue 5):
+- `alert_emit` only registers an after-commit callback; that callback (rows + Celery enqueue) and
+  everything before it are wrapped so any exception is logged and swallowed. A rolled-back trade
+  raises no alert.
+- The HTTP call happens in the `deliver_alert` task on the `default` queue, with a short timeout,
+  outside any database transaction (SQLite's IMMEDIATE transactions would otherwise hold the write
+  lock for up to the timeout and stall fills).
+- Transient failures (connection refused/reset, timeout, HTTP 408/425/429/5xx) retry with exponential
+  backoff `HFT_ALERT_RETRY_BACKOFF × 2^n` seconds (capped by `HFT_ALERT_RETRY_BACKOFF_MAX`, longer when
+  the endpoint's Retry-After says so) up to `HFT_ALERT_MAX_RETRIES` retries; other 4xx (bad token, chat
+  not found) fail at once: repeating them cannot succeed. Every attempt is recorded on the AlertDelivery.
+Delivery is at least once: a worker killed between the POST and the row update sends the alert again.
+"""
+
+import json
+import logging
+import re
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from decimal import Decimal
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from apps.alerts.models import SUBSCRIBABLE, AlertChannel, AlertDelivery, AlertEvent
+from apps.alerts.selectors import Target, delivery_target, delivery_targets, telegram_api_base
+from apps.audit.services import audit_record
+
+log = logging.getLogger(__name__)
+
+# Telegram bot tokens are "<bot id>:<35 url-safe chars>"; chat ids are numbers (negative for groups) or @channel.
+TELEGRAM_TOKEN_RE = re.compile(r"^\d{3,15}:[A-Za-z0-9_-]{20,64}$")
+CHAT_ID_RE = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+TELEGRAM_TEXT_MAX = 4096  # Telegram's sendMessage limit, characters
+DISCORD_CONTENT_MAX = 2000  # Discord's message content limit, characters
+# Broker publish: a couple of quick tries, then give up and mark the delivery failed (never block the caller).
+_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+class AlertConfigError(ValueError):
+    """A channel configuration the service refuses; the message is safe to show (it never echoes a secret)."""
+
+
+class AlertTransientError(Exception):
+    """The endpoint may accept the alert later; `retry_in` is the backoff in seconds before the next attempt."""
+
+    def __init__(self, message: str, retry_in: float):
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+def _check_url(url: str, what: str) -> str:
+    url = (url or "").strip()
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise AlertConfigError(f"{what} is not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not host or any(c.isspace() for c in url):
+        raise AlertConfigError(f"{what} must be a full URL starting with https://")
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        # the URL carries the token: plain http would send it in clear (loopback allowed for local relays/tests)
+        raise AlertConfigError(f"{what} must use https:// (plain http only to this machine)")
+    if len(url) > 2000:
+        raise AlertConfigError(f"{what} is too long (2000 characters at most)")
+    return url
+
+
+def _check_secret(kind: str, secret: str) -> str:
+    if kind == AlertChannel.Kind.TELEGRAM:
+        secret = (secret or "").strip()
+        if not TELEGRAM_TOKEN_RE.match(secret):
+            raise AlertConfigError("bot token must look like 123456789:AA… (from @BotFather)")
+        return secret
+    what = "Discord webhook URL" if kind == AlertChannel.Kind.DISCORD else "webhook URL"
+    return _check_url(secret, what)
+
+
+def _check_common(*, kind: str, name: str, events, chat_id: str) -> tuple[str, list[str], str]:
+    if kind not in AlertChannel.Kind.values:
+        raise AlertConfigError("kind must be one of " + ", ".join(AlertChannel.Kind.values))
+    name = (name or "").strip()
+    if not name or len(name) > 64:
+        raise AlertConfigError("name: 1 to 64 characters")
+    if not isinstance(events, list | tuple) or any(e not in SUBSCRIBABLE for e in events):
+        raise AlertConfigError("events must be chosen from " + ", ".join(SUBSCRIBABLE))
+    events = [e for e in SUBSCRIBABLE if e in events]  # canonical order, no duplicates
+    if not events:
+        raise AlertConfigError("choose at least one event (a test alert is always allowed)")
+    chat_id = (chat_id or "").strip()
+    if kind == AlertChannel.Kind.TELEGRAM:
+        if not CHAT_ID_RE.match(chat_id):
+            raise AlertConfigError("chat id must be a number (negative for groups) or @channelname")
+    else:
+        chat_id = ""
+    return name, events, chat_id
+
+
+def _public(ch: AlertChannel) -> dict:
+    """What the audit log may keep: everything but the secret."""
+    return {"name": ch.name, "kind": ch.kind, "enabled": ch.enabled, "events": list(ch.events),
+            "chat_id": ch.chat_id, "secret": "set" if ch.secret else "not set"}
+
+
+@transaction.atomic
+def alert_channel_create(*, actor, kind: str, name: str, events: list[str], secret: str, chat_id: str = "",
+                         enabled: bool = True) -> AlertChannel:
+    """Add a channel; refuses (AlertConfigError) a bad kind, name, event, chat id, token or URL."""
+    name, events, chat_id = _check_common(kind=kind, name=name, events=events, chat_id=chat_id)
+    secret = _check_secret(kind, secret)
+    if AlertChannel.objects.filter(name=name).exists():
+        raise AlertConfigError(f"a channel named {name!r} exists already")
+    ch = AlertChannel.objects.create(kind=kind, name=name, events=events, chat_id=chat_id, secret=secret,
+                                     enabled=enabled,
+                                     created_by=actor if getattr(actor, "is_authenticated", False) else None)
+    audit_record(actor=actor, action="alert_channel.create", obj=ch, after=_public(ch))
+    return ch
+
+
+@transaction.atomic
+def alert_channel_update(*, actor, channel_id: int, name: str, events: list[str], chat_id: str = "",
+                         enabled: bool, secret: str | None = None) -> AlertChannel:
+    """Edit a channel. `secret` empty or None keeps the stored one (the form never shows it, so it cannot
+    send it back); a value replaces it. The kind is fixed: another kind needs another secret, i.e. a new channel."""
+    ch = AlertChannel.objects.select_for_update().get(pk=channel_id)
+    name, events, chat_id = _check_common(kind=ch.kind, name=name, events=events, chat_id=chat_id)
+    new_secret = _check_secret(ch.kind, secret) if secret else None
+    if AlertChannel.objects.filter(name=name).exclude(pk=ch.pk).exists():
+        raise AlertConfigError(f"a channel named {name!r} exists already")
+    before = _public(ch)
+    ch.name, ch.events, ch.chat_id, ch.enabled = name, events, chat_id, bool(enabled)
+    fields = ["name", "events", "chat_id", "enabled", "updated_at"]
+    if new_secret is not None:
+        ch.secret = new_secret
+        fields.append("secret")
+    ch.save(update_fields=fields)
+    after = _public(ch)
+    after["secret"] = "replaced" if new_secret is not None else "kept"
+    audit_record(actor=actor, action="alert_channel.update", obj=ch, before=before, after=after)
+    return ch
+
+
+@transaction.atomic
+def alert_channel_set_enabled(*, actor, channel_id: int, enabled: bool) -> AlertChannel:
+    ch = AlertChannel.objects.select_for_update().get(pk=channel_id)
+    if ch.enabled != enabled:
+        ch.enabled = enabled
+        ch.save(update_fields=["enabled", "updated_at"])
+        audit_record(actor=actor, action="alert_channel.enable" if enabled else "alert_channel.disable", obj=ch,
+                     before={"enabled": not enabled}, after={"enabled": enabled})
+    return ch
+
+
+@transaction.atomic
+def alert_test_send(*, actor, channel_key: str) -> AlertDelivery:
+    """Queue a test alert to one channel (also a disabled one: check it before switching it on)."""
+    target = delivery_target(channel_key)
+    if target is None:
+        raise AlertConfigError("no such channel")
+    who = actor.get_username() if getattr(actor, "is_authenticated", False) else "system"
+    payload = _payload(kind=AlertEvent.TEST, title="Test alert", body=f"sent by {who} from the Alerts page",
+                       data={"by": who})
+    d = _delivery_create(target, payload)
+    audit_record(actor=actor, action="alert.test", obj=d, after={"channel": target.label})
+    transaction.on_commit(partial(_enqueue, d.pk), robust=True)
+    return d
+
+
+# --- emitting ----------------------------------------------------------------------------------------
+
+
+def _payload(*, kind: str, title: str, body: str, data: dict | None) -> dict[str, Any]:
+    # Decimal/datetime -> JSON-safe now, so a bad value fails here (caught) and not inside the worker.
+    clean = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
+    return {"kind": str(kind), "title": str(title)[:200], "body": str(body)[:4000], "data": clean,
+            "event_at": timezone.now()}
+
+
+def alert_emit(*, kind: str, title: str, body: str = "", data: dict | None = None) -> None:
+    """Raise an alert to every enabled channel subscribed to `kind`, after the current transaction commits.
+
+    Never raises: any error (bad data, database, broker) is logged and the caller carries on. Outside a
+    transaction the callback runs at once (Django's on_commit semantics).
+    """
+    try:
+        if kind not in SUBSCRIBABLE:
+            raise ValueError(f"unknown alert kind {kind!r}")
+        transaction.on_commit(partial(_dispatch, _payload(kind=kind, title=title, body=body, data=data)),
+                              robust=True)
+    except Exception:
+        log.exception("alert %s %r not emitted", kind, title)
+
+
+def _delivery_create(target: Target, payload: dict) -> AlertDelivery:
+    return AlertDelivery.objects.create(
+        channel_id=target.channel_id, channel_key=target.key, channel_label=target.label[:100],
+        channel_kind=target.kind, event=payload["kind"], title=payload["title"], body=payload["body"],
+        data=payload["data"], event_at=payload["event_at"],
+    )
+
+
+def _dispatch(payload: dict) -> list[int]:
+    """After commit: one delivery row and one task per subscribed channel. Returns the delivery ids."""
+    ids: list[int] = []
+    try:
+        for target in delivery_targets(payload["kind"]):
+            d = _delivery_create(target, payload)
+            ids.append(d.pk)
+            _enqueue(d.pk)
+    except Exception:
+        log.exception("alert %s %r: dispatch failed", payload.get("kind"), payload.get("title"))
+    return ids
+
+
+def _enqueue(delivery_id: int) -> None:
+    from apps.alerts.tasks import deliver_alert
+
+    try:
+        deliver_alert.apply_async((delivery_id,), retry=True, retry_policy=_PUBLISH_RETRY)
+    except Exception as exc:  # broker down: the row says so, the caller is not held up
+        log.warning("alert delivery %s not queued: %s", delivery_id, exc)
+        AlertDelivery.objects.filter(pk=delivery_id).update(
+            status=AlertDelivery.Status.FAILED, error=f"could not queue: {type(exc).__name__}: {exc}"[:500],
+            updated_at=timezone.now())
+
+
+# --- event helpers (one guarded line at each call site) ---------------------------------------------
+
+
+def _plain(x) -> str:
+    """A Decimal as people write it: 100.05, not 100.0500000000 nor 1.0005E+2."""
+    d = Decimal(str(x)).normalize()
+    return f"{d:f}"
+
+
+def alert_fill(*, position, fill, purpose: str) -> None:
+    """A paper/live fill: entry or exit, with the net P&L on exit (quote currency)."""
+    try:
+        quote = position.instrument.quote
+        body = (f"{position.ghost.name}: {_plain(fill.quantity)} @ {_plain(fill.price)} {quote}, "
+                f"fee {_plain(fill.fee)} {quote}")
+        data = {"position_id": position.pk, "ghost": position.ghost.name, "instrument": str(position.instrument),
+                "mode": position.mode, "side": position.side, "purpose": purpose, "price": fill.price,
+                "quantity": fill.quantity, "fee": fill.fee, "filled_at": fill.filled_at}
+        if purpose == "exit" and position.gross_pnl is not None:
+            net = position.net_pnl
+            body += f"; exit: {position.exit_reason}, net P&L {'+' if net >= 0 else ''}{_plain(net)} {quote}"
+            data.update(exit_reason=position.exit_reason, net_pnl=position.net_pnl)
+        alert_emit(kind=AlertEvent.FILL, title=f"{position.instrument.symbol} {position.side} {purpose} filled",
+                   body=body, data=data)
+    except Exception:
+        log.exception("fill alert for position %s not emitted", getattr(position, "pk", None))
+
+
+def alert_kill_switch(*, ks) -> None:
+    """The kill switch changed (tripped by the risk watch or an operator, or reset by an operator)."""
+    try:
+        by = ks.changed_by.get_username() if ks.changed_by_id else "system"
+        state = "tripped" if ks.tripped else "reset"
+        alert_emit(kind=AlertEvent.KILL_SWITCH, title=f"Kill switch {state}", body=f"{ks.reason} (by {by})",
+                   data={"tripped": ks.tripped, "reason": ks.reason, "by": by, "at": ks.changed_at})
+    except Exception:
+        log.exception("kill switch alert not emitted")
+
+
+def alert_feed_state(*, feed, fields: dict) -> None:
+    """Call BEFORE `feed` takes the new `fields`: alerts only on the transition from up (connected or
+    lagging) to down (error or reconnecting), and at most once per `HFT_ALERT_FEED_COOLDOWN` seconds per
+    feed so a flapping connection does not flood the channel."""
+    from apps.market.models import FeedStatus
+
+    try:
+        new = fields.get("state")
+        up, down = (FeedStatus.State.CONNECTED, FeedStatus.State.LAGGING), (
+            FeedStatus.State.ERROR, FeedStatus.State.RECONNECTING)
+        if new not in down or feed.state not in up:
+            return
+        cooldown = int(settings.HFT_ALERT_FEED_COOLDOWN)
+        if cooldown > 0 and not cache.add(f"alert:feed-down:{feed.instrument_id}", 1, cooldown):
+            return
+        error = fields.get("last_error") or feed.last_error or ""
+        retry = fields.get("next_retry_at")
+        body = f"{feed.state} -> {new}" + (f": {error[:500]}" if error else "") + (
+            f"; next retry {retry:%H:%M:%S} UTC" if retry else "")
+        alert_emit(kind=AlertEvent.FEED_DOWN, title=f"Feed {feed.instrument} {new}", body=body,
+                   data={"instrument_id": feed.instrument_id, "instrument": str(feed.instrument), "source": feed.source,
+                         "from": feed.state, "to": new, "error": error[:500], "next_retry_at": retry})
+    except Exception:
+        log.exception("feed alert not emitted")
+
+
+# --- delivery ----------------------------------------------------------------------------------------
+
+
+def _text(d: AlertDelivery) -> str:
+    mode = "LIVE" if settings.HFT_LIVE_TRADING else "PAPER"
+    return f"[hftweb {mode}] {d.title}" + (f"\n{d.body}" if d.body else "")
+
+
+def alert_request(target: Target, d: AlertDelivery) -> tuple[str, dict]:
+    """(URL, JSON body) for one delivery: Telegram sendMessage, Discord webhook, or the generic webhook."""
+    if target.kind == AlertChannel.Kind.TELEGRAM:
+        return f"{telegram_api_base()}/bot{target.secret}/sendMessage", {
+            "chat_id": target.chat_id, "text": _text(d)[:TELEGRAM_TEXT_MAX], "disable_web_page_preview": True}
+    if target.kind == AlertChannel.Kind.DISCORD:
+        # allowed_mentions: an alert text containing "@everyone" must not ping the server
+        return target.secret, {"content": _text(d)[:DISCORD_CONTENT_MAX], "allowed_mentions": {"parse": []}}
+    return target.secret, {"kind": d.event, "title": d.title, "body": d.body, "data": d.data,
+                           "ts": d.event_at.isoformat()}
+
+
+def _post_json(url: str, payload: dict, timeout: float) -> tuple[int, str, float | None]:
+    """POST JSON; returns (status, first 2 kB of the answer, Retry-After seconds). Network errors raise."""
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "User-Agent": "hftweb-alerts/1"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read(2000).decode("utf-8", "replace"), None
+    except urllib.error.HTTPError as e:
+        text = e.read(2000).decode("utf-8", "replace") if e.fp else ""
+        try:
+            retry_after = float(e.headers.get("Retry-After", "")) if e.headers else None
+        except ValueError:
+            retry_after = None
+        return e.code, text, retry_after
+
+
+def _redact(text: str, secret: str) -> str:
+    if secret:
+        text = text.replace(secret, "***")
+        try:
+            path = urlsplit(secret).path
+        except ValueError:
+            path = ""
+        if len(path) > 1:
+            text = text.replace(path, "/***")
+    return text
+
+
+def retry_delay(retries: int) -> float:
+    """Seconds before retry number `retries + 1`: base × 2^retries, capped."""
+    return min(float(settings.HFT_ALERT_RETRY_BACKOFF_MAX), float(settings.HFT_ALERT_RETRY_BACKOFF) * 2 ** retries)
+
+
+def _record(d: AlertDelivery, *, status: str, entry: dict, http_status: int | None, error: str,
+            next_retry_at=None) -> None:
+    d.status, d.attempts, d.http_status, d.error = status, entry["n"], http_status, error[:2000]
+    d.next_retry_at = next_retry_at
+    d.attempts_log = [*(d.attempts_log or []), entry]
+    fields = ["status", "attempts", "http_status", "error", "next_retry_at", "attempts_log", "updated_at"]
+    if status == AlertDelivery.Status.SENT:
+        d.sent_at = timezone.now()
+        fields.append("sent_at")
+    d.save(update_fields=fields)
+
+
+def alert_delivery_attempt(*, delivery_id: int, retries: int, max_retries: int) -> str:
+    """One attempt to deliver one alert; returns its final status or raises AlertTransientError to retry.
+
+    `retries` is how many retries came before this attempt (Celery's request.retries). A delivery already
+    sent or failed is left alone, so a duplicate task is a no-op. No transaction is held over the HTTP call.
+    """
+    d = AlertDelivery.objects.filter(pk=delivery_id).first()
+    if d is None:
+        return "missing"
+    if d.status in (AlertDelivery.Status.SENT, AlertDelivery.Status.FAILED):
+        return d.status
+    now = timezone.now()
+    entry: dict[str, Any] = {"n": d.attempts + 1, "at": now.isoformat(), "http_status": None, "error": ""}
+    target = delivery_target(d.channel_key)
+    refused = ("the channel was removed" if target is None else "the channel has no secret" if not target.secret
+               else "the channel is disabled" if not target.enabled and d.event != AlertEvent.TEST else "")
+    if refused:
+        entry["error"] = refused
+        _record(d, status=AlertDelivery.Status.FAILED, entry=entry, http_status=None, error=refused)
+        return d.status
+    url, body = alert_request(target, d)
+    status = None
+    try:
+        status, text, retry_after = _post_json(url, body, float(settings.HFT_ALERT_TIMEOUT))
+    except Exception as exc:  # refused, reset, DNS, TLS, timeout: the endpoint may come back
+        error, transient, retry_after = _redact(f"{type(exc).__name__}: {exc}", target.secret), True, None
+    else:
+        if 200 <= status < 300:
+            _record(d, status=AlertDelivery.Status.SENT, entry={**entry, "http_status": status}, http_status=status,
+                    error="")
+            return d.status
+        error = _redact(f"HTTP {status}: {text[:300]}", target.secret).strip()
+        transient = status in (408, 425, 429) or status >= 500
+    entry.update(http_status=status, error=error[:500])
+    if transient and retries < max_retries:
+        retry_in = retry_delay(retries)
+        if retry_after:  # the endpoint's own rate limit (Discord/Telegram 429) wins, within the cap
+            retry_in = max(retry_in, min(retry_after, float(settings.HFT_ALERT_RETRY_BACKOFF_MAX)))
+        entry["retry_in"] = retry_in
+        _record(d, status=AlertDelivery.Status.RETRYING, entry=entry, http_status=status, error=error,
+                next_retry_at=now + timedelta(seconds=retry_in))
+        log.warning("alert %s to %s: attempt %s failed (%s), retry in %.1f s", d.pk, d.channel_label,
+                    entry["n"], error, retry_in)
+        raise AlertTransientError(error, retry_in)
+    _record(d, status=AlertDelivery.Status.FAILED, entry=entry, http_status=status, error=error)
+    log.warning("alert %s to %s failed after %s attempt(s): %s", d.pk, d.channel_label, entry["n"], error)
+    return d.status
+
+
+def alert_delivery_fail(*, delivery_id: int, error: str) -> None:
+    """Mark a delivery failed for a reason outside the HTTP exchange (e.g. the retry could not be scheduled)."""
+    AlertDelivery.objects.filter(pk=delivery_id).exclude(status=AlertDelivery.Status.SENT).update(
+        status=AlertDelivery.Status.FAILED, error=error[:2000], next_retry_at=None, updated_at=timezone.now())
