@@ -94,7 +94,7 @@ def kill_switch_reset(*, actor, reason: str) -> KillSwitch:
 
 def positions_flatten(*, reason: str) -> list[Position]:
     """Close every open position at its instrument's last price (a market exit, slippage and fees apply)."""
-    from apps.trading.services import position_close
+    from apps.trading.execution import position_exit
 
     prices = last_prices()
     closed = []
@@ -102,7 +102,7 @@ def positions_flatten(*, reason: str) -> list[Position]:
         price = prices.get(p.instrument_id)
         if price is None:
             continue  # no price, no honest exit: stays open, visible on the dashboard
-        done = position_close(position_id=p.pk, price=price, at=timezone.now(), reason="manual")
+        done = position_exit(position_id=p.pk, price=price, at=timezone.now(), reason="manual")
         if done is not None:
             closed.append(done)
     return closed

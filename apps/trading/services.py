@@ -172,7 +172,10 @@ def positions_check_price(
     """Apply stop, target and time stop of every open position on this instrument to one price update.
 
     The feed passes its cached list to avoid a query per trade; each close re-locks and re-checks.
+    Exits go through the execution door, so a live position is closed on the exchange, never on paper.
     """
+    from apps.trading.execution import position_exit  # execution builds on this module
+
     positions = (
         open_positions
         if open_positions is not None
@@ -184,7 +187,7 @@ def positions_check_price(
         if hit is None and p.time_stop_at is not None and at >= p.time_stop_at:
             hit = (price, ExitReason.TIME)
         if hit is not None:
-            done = position_close(position_id=p.pk, price=hit[0], at=at, reason=hit[1])
+            done = position_exit(position_id=p.pk, price=hit[0], at=at, reason=hit[1])
             if done is not None:
                 closed.append(done)
     return closed
