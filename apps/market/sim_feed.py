@@ -18,6 +18,7 @@ from apps.market.sim import MarketSimulator
 
 LOOP_SLEEP = 0.05
 BACKFILL_MINUTES = 240
+BACKFILL_CHUNK_MS = 24 * 3600 * 1000
 
 
 class SimFeed:
@@ -54,8 +55,14 @@ class SimFeed:
             spikes_per_day=settings.HFT_SIM_SPIKES_PER_DAY,
         )
         if backfill:
-            trades, liqs = sim.advance(now_ms - 1)
-            self.pipeline.backfill(trades, liqs, now_ms=now_ms - 1)
+            # A day of data at a time (~2 s), beating the heart between chunks: the whole warm-up takes longer
+            # than the lock's TTL, and a lapsed lock would make the supervisor start a second runner.
+            for chunk_end in range(start_ms + BACKFILL_CHUNK_MS, now_ms + BACKFILL_CHUNK_MS, BACKFILL_CHUNK_MS):
+                until = min(chunk_end, now_ms) - 1
+                trades, liqs = sim.advance(until)
+                self.pipeline.backfill(trades, liqs, now_ms=until)
+                if not self.heartbeat():
+                    break
         return sim, sim.now_ms
 
     def run(self) -> None:
