@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from apps.market.parsers_trades import apply_checks
+
 COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "taker_buy_volume", "trade_count"]
 VISION_COLUMNS = [
     "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
@@ -180,19 +182,7 @@ def sanitize(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
             ("high_below_low", h < lo),
             ("open_close_outside_range", (o < lo) | (o > h) | (c < lo) | (c > h)),
         ]
-    skipped: dict[str, int] = {}
-    bad = np.zeros(len(df), dtype=bool)
-    for reason, mask in checks:
-        new = mask & ~bad
-        if new.any():
-            skipped[reason] = int(new.sum())
-            bad |= new
-    df = df[~bad]
-    dup = df["open_time"].duplicated(keep="first").to_numpy()
-    if dup.any():
-        skipped["duplicate_in_file"] = int(dup.sum())
-        df = df[~dup]
-    return df.reset_index(drop=True), skipped
+    return apply_checks(df, checks, ["open_time"])
 
 
 # -- trades -> 1-minute bars (the live aggregation, replayed over a file) ---------------------------------

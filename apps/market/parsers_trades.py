@@ -268,7 +268,10 @@ def detect_trade_format(path: Path) -> str | None:
 
 
 # -- sanitising -------------------------------------------------------------------------------------------
-def _apply_checks(df: pd.DataFrame, checks: list[tuple[str, np.ndarray]], dup_cols: list[str] | None):
+def apply_checks(df: pd.DataFrame, checks: list[tuple[str, np.ndarray]],
+                 dup_cols: list[str] | None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop the rows any check flags, each counted once under its FIRST failing check (checks in order),
+    then repeats of `dup_cols` (kept: the first) as "duplicate_in_file". Shared by every file sanitiser."""
     skipped: dict[str, int] = {}
     bad = np.zeros(len(df), dtype=bool)
     for reason, mask in checks:
@@ -300,7 +303,7 @@ def sanitize_trades(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
             ("non_positive", (p <= 0) | (a <= 0)),
             ("bad_side", ~df["side"].isin(["buy", "sell"]).to_numpy()),
         ]
-    clean, skipped = _apply_checks(df, checks, None)
+    clean, skipped = apply_checks(df, checks, None)
     ids = clean["id"].astype(str)
     # ids are per market: a multi-symbol recording repeats an id only when it wrote the same trade twice
     key = clean[["market_id", "id"]].astype(str) if "market_id" in clean else ids
@@ -325,7 +328,7 @@ def sanitize_liquidations(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, 
             ("non_finite", ~np.isfinite(p) | ~np.isfinite(a)),
             ("non_positive", (p <= 0) | (a <= 0)),
         ]
-    return _apply_checks(df, checks, ["symbol", "ts_ms", "side", "price", "amount"])
+    return apply_checks(df, checks, ["symbol", "ts_ms", "side", "price", "amount"])
 
 
 def trades_from_frame(frame: pd.DataFrame):
