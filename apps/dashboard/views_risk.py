@@ -10,12 +10,9 @@ and nothing is saved.
 import dataclasses
 import math
 import typing
-from collections import defaultdict
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any
 
-import pandas as pd
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
@@ -30,7 +27,6 @@ from apps.engine.performance import (
     AutoDisableRules,
     Performance,
     ScoreWeights,
-    performance,
     performance_score,
 )
 from apps.engine.risk import RiskLimits
@@ -38,12 +34,11 @@ from apps.engine.types import ConfigError
 from apps.ghosts.models import Ghost
 from apps.ghosts.selectors import GhostRow, ghost_rows
 from apps.ghosts.services import GhostError, ghost_update_auto_disable
-from apps.revenue.selectors import targets_by_ghost
+from apps.revenue.selectors import performance_by_ghost
 from apps.signals.models import Fate, Signal
 from apps.trading.models import Position
 from apps.trading.risk_selectors import kill_switch, risk_limits, risk_state
 from apps.trading.risk_services import RiskError, kill_switch_reset, kill_switch_trip, risk_limits_set
-from apps.trading.selectors import ghost_period_pnl
 
 # --- form fields with their units ----------------------------------------------------------------------
 
@@ -302,37 +297,6 @@ def signal_detail(request: HttpRequest, signal_id: int) -> HttpResponse:
 SCORE_WEIGHTS = ScoreWeights()  # the weights the signal manager scores with (its default)
 FREQ = "1D"  # what ghost_performance and the manager use: daily returns, 365 per year
 PERIOD_WORD = {"1h": "hourly", "1D": "daily", "1W": "weekly"}
-
-
-def performance_by_ghost(ghost_ids: list[int]) -> dict[int, Performance]:
-    """`apps.revenue.selectors.ghost_performance` for many ghosts in a fixed number of queries.
-
-    Same inputs, same order, same arithmetic (tests compare the two field by field): net P&L per closed
-    position in closing order; equity = start capital + running sum, from the first close. One query for
-    every ghost's closed positions instead of two per ghost, so the ghosts page does not grow with ghosts.
-    """
-    closed: dict[int, list[tuple[Any, float]]] = defaultdict(list)
-    rows = (Position.objects.filter(ghost_id__in=ghost_ids, status=Position.Status.CLOSED)
-            .order_by("ghost_id", "closed_at", "id").values_list("ghost_id", "closed_at", "gross_pnl", "fees"))
-    for gid, t, g, f in rows:
-        closed[gid].append((t, float(g - f)))
-    targets = targets_by_ghost()
-    period = ghost_period_pnl()
-    capital = float(settings.HFT_START_CAPITAL)
-    out = {}
-    for gid in ghost_ids:
-        trades = closed.get(gid, [])
-        pnls = [p for _, p in trades]
-        if trades:
-            times = pd.DatetimeIndex([trades[0][0]] + [t for t, _ in trades])
-            levels = [capital] + [capital + c for c in accumulate(pnls)]
-        else:
-            times, levels = pd.DatetimeIndex([], tz="UTC"), []
-        target = targets.get(gid)
-        out[gid] = performance(pnls, pd.Series(levels, index=times, dtype="float64"), freq=FREQ,
-                               period_pnl=float(period[gid].total) if gid in period else 0.0,
-                               target_amount=float(target.amount) if target else None)
-    return out
 
 
 @dataclass(frozen=True)

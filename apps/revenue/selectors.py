@@ -1,5 +1,6 @@
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import accumulate
 
 import pandas as pd
 from django.conf import settings
@@ -68,48 +69,59 @@ def portfolio_progress() -> Progress:
 
 
 
-def _closed_pnls(ghost_id: int) -> list[tuple]:
-    """(closed_at, net P&L) of the ghost's closed positions in closing order, from the ledger."""
+def _closed_pnls(ghost_ids: list[int]) -> dict[int, list[tuple]]:
+    """Per ghost: (closed_at, net P&L) of its closed positions in closing order, from the ledger (one query)."""
     from apps.trading.models import Position
 
+    out: dict[int, list[tuple]] = {gid: [] for gid in ghost_ids}
     rows = (
-        Position.objects.filter(ghost_id=ghost_id, status=Position.Status.CLOSED)
-        .order_by("closed_at", "id")
-        .values_list("closed_at", "gross_pnl", "fees")
+        Position.objects.filter(ghost_id__in=ghost_ids, status=Position.Status.CLOSED)
+        .order_by("ghost_id", "closed_at", "id")
+        .values_list("ghost_id", "closed_at", "gross_pnl", "fees")
     )
-    return [(t, float(g - f)) for t, g, f in rows]
+    for gid, t, g, f in rows:
+        out[gid].append((t, float(g - f)))
+    return out
 
 
 def ghost_pnl_curve(ghost_id: int) -> list[float]:
     """Cumulative net P&L after each closed trade, starting at 0."""
-    curve = [0.0]
-    for _, pnl in _closed_pnls(ghost_id):
-        curve.append(curve[-1] + pnl)
-    return curve
+    return [0.0, *accumulate(p for _, p in _closed_pnls([ghost_id])[ghost_id])]
 
 
-def ghost_performance(ghost_id: int, *, freq: str = "1D") -> Performance:
-    """The engine's Performance of one ghost from its closed positions (the ledger), plus its target period.
+def performance_by_ghost(ghost_ids: list[int], *, freq: str = "1D") -> dict[int, Performance]:
+    """The engine's Performance of each ghost from its closed positions (the ledger) and its target period,
+    in a fixed number of queries whatever the ghost count (the ghosts page shows them all).
 
     Equity curve = start capital + cumulative net P&L at each close (data time); returns are sampled per
     `freq` by the engine, never per trade.
     """
     from apps.trading.selectors import ghost_period_pnl
 
-    closed = _closed_pnls(ghost_id)
-    pnls = [p for _, p in closed]
+    closed = _closed_pnls(ghost_ids)
+    targets = targets_by_ghost()
+    period = ghost_period_pnl()
     capital = float(settings.HFT_START_CAPITAL)
-    if closed:
-        times = pd.DatetimeIndex([closed[0][0]] + [t for t, _ in closed])
-        levels = [capital] + [capital + c for c in ghost_pnl_curve(ghost_id)[1:]]
-    else:
-        times, levels = pd.DatetimeIndex([], tz="UTC"), []
-    target = targets_by_ghost().get(ghost_id)
-    period_pnl = ghost_period_pnl().get(ghost_id)
-    return performance(
-        pnls,
-        pd.Series(levels, index=times, dtype="float64"),
-        freq=freq,
-        period_pnl=float(period_pnl.total) if period_pnl else 0.0,
-        target_amount=float(target.amount) if target else None,
-    )
+    out = {}
+    for gid in ghost_ids:
+        trades = closed[gid]
+        pnls = [p for _, p in trades]
+        if trades:
+            times = pd.DatetimeIndex([trades[0][0]] + [t for t, _ in trades])
+            levels = [capital] + [capital + c for c in accumulate(pnls)]
+        else:
+            times, levels = pd.DatetimeIndex([], tz="UTC"), []
+        target = targets.get(gid)
+        out[gid] = performance(
+            pnls,
+            pd.Series(levels, index=times, dtype="float64"),
+            freq=freq,
+            period_pnl=float(period[gid].total) if gid in period else 0.0,
+            target_amount=float(target.amount) if target else None,
+        )
+    return out
+
+
+def ghost_performance(ghost_id: int, *, freq: str = "1D") -> Performance:
+    """`performance_by_ghost` for one ghost."""
+    return performance_by_ghost([ghost_id], freq=freq)[ghost_id]

@@ -18,10 +18,9 @@ from django.conf import settings
 from django.test import Client
 
 from apps.audit.models import AuditEvent
-from apps.dashboard.views_risk import performance_by_ghost
 from apps.engine.performance import AutoDisableRules, Performance
 from apps.ghosts.models import Ghost
-from apps.revenue.selectors import ghost_performance
+from apps.revenue.selectors import ghost_performance, performance_by_ghost
 from apps.revenue.services import ghost_review, revenue_target_set
 from tests.factories import make_ghost, make_position
 
