@@ -105,7 +105,7 @@ class FeedStatus(models.Model):
         ERROR = "error"
 
     instrument = models.OneToOneField(Instrument, on_delete=models.CASCADE, related_name="feed_status")
-    source = models.CharField(max_length=64)  # "sim", "replay:<path>", "live"
+    source = models.CharField(max_length=255)  # "sim", "live", "replay:<path>[,<path>...][@speed]"
     state = models.CharField(max_length=16, choices=State.choices, default=State.STARTING)
     last_price = price_field(null=True, blank=True)
     last_trade_at = models.DateTimeField(null=True, blank=True)  # data time of the last trade
