@@ -9,6 +9,7 @@ import traceback
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from django.core.cache import cache
 from django.db import transaction
 
 from apps.engine.batch import evaluate_all
@@ -26,6 +27,7 @@ from apps.trading.execution import signal_execute
 log = logging.getLogger(__name__)
 # A price older than this (in data time) is not a fill price for a market order on the next bar.
 MAX_PRICE_AGE_MS = 5 * 60_000
+SUMMARY_EVERY_S = 10
 
 
 def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
@@ -59,7 +61,7 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
         results = evaluate_all(bars, {kind: configs[g.pk] for kind, g in round_.items()})
         for kind, ghost in round_.items():
             result, cfg = results[kind], configs[ghost.pk]
-            ghost_record_evaluation(ghost_id=ghost.pk, error=result.error, state=_summary(kind, bars, cfg))
+            ghost_record_evaluation(ghost_id=ghost.pk, error=result.error, state=_summary(kind, bars, cfg, ghost.pk))
             if result.error or result.drafts is None or result.drafts.empty:
                 continue
             row = result.drafts.iloc[-1]
@@ -78,10 +80,16 @@ def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
     return created_signals
 
 
-def _summary(kind: str, bars, cfg) -> dict[str, str] | None:
-    """The ghost's state for the ghosts page; a failing summary is logged, never a failed evaluation."""
+def summary_key(ghost_id: int) -> str:
+    return f"ghost-summary:{ghost_id}"
+
+
+def _summary(kind: str, bars, cfg, ghost_id: int) -> dict[str, str] | None:
+    """The ghost's state for the ghosts page, at most every SUMMARY_EVERY_S per ghost (a summary costs about
+    as much as the evaluation; live that is every bar, a fast sim or replay need not pay it on each).
+    A failing summary is logged, never a failed evaluation; None keeps the last state."""
     summary = GHOSTS[kind].summary
-    if summary is None:
+    if summary is None or not cache.add(summary_key(ghost_id), 1, SUMMARY_EVERY_S):
         return None
     try:
         return {str(k): str(v) for k, v in summary(bars, cfg).items()}

@@ -5,8 +5,9 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from django.core.cache import cache
 
-from apps.ghosts.evaluation import bar_evaluate
+from apps.ghosts.evaluation import bar_evaluate, summary_key
 from apps.market.models import Candle
 from apps.market.prices import price_set
 from apps.signals.models import Fate, Signal
@@ -127,6 +128,8 @@ def test_the_ghosts_state_summary_is_stored_and_a_failing_summary_does_not_degra
         raise KeyError("no such column")
 
     monkeypatch.setitem(registry.GHOSTS, "spike_fader", spec.__class__(**{**spec.__dict__, "summary": broken_summary}))
-    bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)
+    bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)  # within SUMMARY_EVERY_S: not summarised
+    cache.delete(summary_key(ghost.pk))
+    bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)  # summarised, and it raises
     after = Ghost.objects.get(pk=ghost.pk)
     assert after.status == GhostStatus.ACTIVE and after.state == ghost.state  # kept, not wiped
