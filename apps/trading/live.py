@@ -53,16 +53,15 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.audit.services import audit_record
-from apps.common.realtime import send_on_commit
 from apps.engine.fills import fill_model_for
 from apps.engine.sizing import position_size
 from apps.market.models import Exchange, Instrument
 from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
 from apps.trading import selectors
-from apps.trading.events import PORTFOLIO_GROUP, trade_payload
 from apps.trading.models import Fill, Mode, Order, Position
 from apps.trading.risk_selectors import risk_limits
+from apps.trading.services import _review_after_close, fill_push
 
 log = logging.getLogger(__name__)
 STEP = Decimal("0.00000001")  # the ledger's 1e-8 precision (price, quantity and money fields)
@@ -394,8 +393,7 @@ def entry_record(*, signal_id: int, order: dict, how: str, ex, market: dict) -> 
             "fee_source": fee_source, "exchange_order_id": str(order["id"]),
             "client_order_id": order.get("clientOrderId"), "obtained": how,
         })
-        send_on_commit(PORTFOLIO_GROUP, trade_payload(position, fill, "entry"))
-        transaction.on_commit(selectors.pnl_push)
+        fill_push(position, fill, "entry")
     log.info("live entry recorded: signal %s, %s %s @ %s, fee %s (%s, %s)", signal_id, order["side"], filled, avg,
              fee, fee_source, how)
     return position
@@ -439,7 +437,6 @@ def exit_record(*, position_id: int, order: dict, how: str, ex, market: dict, re
                 trigger_price: float | None = None, db_order: Order | None = None) -> Position | None:
     """Record a filled exchange exit order and close the position, in one transaction. `db_order`: a ledger
     exit order still marked new (reconcile) is completed instead of a new row being written."""
-    from apps.trading.services import _review_after_close
 
     avg, filled, fee, fee_source, at = _fill_figures(ex, order, market)
     with transaction.atomic():
@@ -469,8 +466,7 @@ def exit_record(*, position_id: int, order: dict, how: str, ex, market: dict, re
             "price": str(avg), "qty": str(filled), "fee": str(fee), "fee_source": fee_source,
             "exchange_order_id": str(order["id"]), "obtained": how, "net_pnl": str(position.net_pnl),
         })
-        send_on_commit(PORTFOLIO_GROUP, trade_payload(position, fill, "exit"))
-        transaction.on_commit(selectors.pnl_push)
+        fill_push(position, fill, "exit")
         ghost_id = position.ghost_id
         transaction.on_commit(lambda: _review_after_close(ghost_id))
     return position

@@ -37,7 +37,8 @@ def _sign(side: str) -> int:
     return 1 if side == Side.LONG else -1
 
 
-def _push_fill(position: Position, fill: Fill, purpose: str) -> None:
+def fill_push(position: Position, fill: Fill, purpose: str) -> None:
+    """After commit: the fill to browsers, the P&L refreshed, the fill alert (paper and live alike)."""
     send_on_commit(PORTFOLIO_GROUP, trade_payload(position, fill, purpose))
     transaction.on_commit(selectors.pnl_push)
     alert_fill(position=position, fill=fill, purpose=purpose)  # after commit; never raises
@@ -116,7 +117,7 @@ def signal_execute_paper(
         obj=position,
         after={"side": position.side, "qty": str(qty), "price": str(position.entry_price)},
     )
-    _push_fill(position, fill, "entry")
+    fill_push(position, fill, "entry")
     return position
 
 
@@ -150,7 +151,7 @@ def position_close(*, position_id: int, price: float, at: datetime, reason: str)
         obj=position,
         after={"reason": reason, "price": str(fill.price), "net_pnl": str(position.net_pnl)},
     )
-    _push_fill(position, fill, "exit")
+    fill_push(position, fill, "exit")
     ghost_id = position.ghost_id
     transaction.on_commit(lambda: _review_after_close(ghost_id))
     return position
