@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
 from websockets.asyncio.server import serve
@@ -100,7 +100,54 @@ def usdm_exchange_info(*bases: str) -> dict:
 # ------------------------------------------------------------------ websocket server
 
 
-class FakeBinanceWs:
+class ThreadedWsServer:
+    """A `websockets` server on 127.0.0.1 in a thread and event loop of its own, for `with` blocks.
+
+    Subclasses call `ThreadedWsServer.__init__(self)` and provide `_handler(conn)` and `_sender()` (the
+    replay loop, woken through `self._wake`); the port is known once the `with` block is entered.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._wake: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            self._wake = asyncio.Event()
+            self._server = await serve(self._handler, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            task = asyncio.ensure_future(self._sender())
+            self._tasks.add(task)  # asyncio keeps only weak references to tasks
+
+        self._loop.run_until_complete(start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        async def stop() -> None:
+            for task in self._tasks:
+                task.cancel()
+            self._server.close()
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+class FakeBinanceWs(ThreadedWsServer):
     """with FakeBinanceWs({"btcusdt@trade": [event, ...]}) as ws:
     ccxt.pro.binance({"urls": {"api": {"ws": ws.urls()}}})"""
 
@@ -124,11 +171,7 @@ class FakeBinanceWs:
         self._subs: dict[str, Any] = {}  # stream name -> the connection subscribed to it now
         self._ever: set[str] = set()  # streams ever subscribed: while one is down, the replay waits
         self._sent_on: dict[int, int] = {}  # id(connection) -> events sent on it
-        self._wake: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        ThreadedWsServer.__init__(self)
 
     def urls(self) -> dict[str, str]:
         base = f"ws://127.0.0.1:{self.port}"
@@ -217,37 +260,6 @@ class FakeBinanceWs:
             self.sent += 1
             if self.sent % 50 == 0:
                 await asyncio.sleep(0)  # let the readers see subscriptions/closes during a burst
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def start() -> None:
-            self._wake = asyncio.Event()
-            self._server = await serve(self._handler, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-            task = asyncio.ensure_future(self._sender())
-            self._tasks.add(task)  # asyncio keeps only weak references to tasks
-
-        self._loop.run_until_complete(start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> FakeBinanceWs:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        async def stop() -> None:
-            for task in self._tasks:
-                task.cancel()
-            self._server.close()
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
 
 
 # ------------------------------------------------------------------ HTTP server

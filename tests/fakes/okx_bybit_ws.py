@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import deque
 from typing import Any
 
-from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+
+from tests.fakes.binance_ws import ThreadedWsServer
 
 Event = tuple[int, dict]
 
@@ -139,7 +139,7 @@ def bybit_instruments(category: str, *pairs: tuple[str, str]) -> dict:
 # ------------------------------------------------------------------ websocket server
 
 
-class FakeVenueWs:
+class FakeVenueWs(ThreadedWsServer):
     """with FakeVenueWs("okx", {"trades:ETH-USDT": [(t, msg), ...]}) as ws: ws.base -> "ws://127.0.0.1:PORT"."""
 
     def __init__(self, venue: str, streams: dict[str, list[Event]], *, speed: float | None = None) -> None:
@@ -160,11 +160,7 @@ class FakeVenueWs:
         self._needed = {k for k, q in self.streams.items() if q}
         self._subs: dict[str, Any] = {}  # stream key -> the connection subscribed to it now
         self._sent_on: dict[int, int] = {}
-        self._wake: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        ThreadedWsServer.__init__(self)
 
     @property
     def base(self) -> str:
@@ -258,34 +254,3 @@ class FakeVenueWs:
             self.sent += 1
             if self.sent % 50 == 0:
                 await asyncio.sleep(0)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def start() -> None:
-            self._wake = asyncio.Event()
-            self._server = await serve(self._handler, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-            task = asyncio.ensure_future(self._sender())
-            self._tasks.add(task)
-
-        self._loop.run_until_complete(start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> FakeVenueWs:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        async def stop() -> None:
-            for task in self._tasks:
-                task.cancel()
-            self._server.close()
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
