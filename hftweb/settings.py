@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "apps.trading",
     "apps.revenue",
     "apps.alerts",
+    "apps.lab",
     "apps.dashboard",
 ]
 
