@@ -12,8 +12,8 @@ the screen has pixels). Pure numpy: no Django, no database; the views hand in ar
   -100 x `apps.engine.performance.max_drawdown` of the same curve (a test holds the two together).
 - `equity_chart`: the equity and its underwater curve on ONE shared decimated x: the union of the min/max
   points of both, so the deepest drawdown of the full series is exactly on the chart.
-- `daily_bars`, `monthly_table`, `return_histogram`: the daily P&L bars, the monthly returns table and the
-  distribution of trade returns, in the shapes the templates and lab.js draw.
+- `daily_bars`, `monthly_grid`, `histogram_bars`: the run's stored daily rows, monthly returns and trade-return
+  distribution (computed once, by `apps.engine.report`) in the shapes the templates and lab.js draw.
 
 Times are int64 milliseconds since the epoch (UTC) in and out; `chart_time` turns them into the naive
 UTC strings plotly wants (it ignores time zones; the axes say UTC).
@@ -162,60 +162,30 @@ def daily_bars(daily: Sequence[Sequence[Any]]) -> dict[str, list]:
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def monthly_table(t_ms: np.ndarray, equity: np.ndarray, start_capital: float) -> list[dict[str, Any]]:
-    """Monthly returns in %, one row per year: {"year", "months": [12 x float | None], "year_pct"}.
-
-    A month's return = its last equity / the previous month's last equity - 1 (the first month from the
-    start capital); months outside the series are None, never 0 (nothing was measured). The year's figure
-    compounds its months (= last equity of the year / last equity before it - 1).
-    """
-    t_ms = np.asarray(t_ms, dtype=np.int64)
-    e = np.asarray(equity, dtype=np.float64)
-    if len(e) == 0:
-        return []
-    months = t_ms.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)  # months since 1970-01
-    last = np.flatnonzero(np.r_[months[1:] != months[:-1], True])  # each month's last point
-    levels = e[last]
-    prev = np.r_[float(start_capital), levels[:-1]]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rets = np.where(prev > 0, (levels / prev - 1.0) * 100.0, np.nan)
+def monthly_grid(monthly: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The report's monthly returns ([["YYYY-MM", return % | None, P&L], ...], `apps.engine.report`) as a table:
+    one row per year {"year", "months": [12 x float | None], "year_pct"}. Months outside the run are None,
+    never 0 (nothing was measured); the year's figure compounds its measured months: prod(1 + r) - 1."""
     rows: dict[int, dict[str, Any]] = {}
-    for m, r, lvl, p in zip(months[last].tolist(), rets.tolist(), levels.tolist(), prev.tolist(), strict=True):
-        year, month = 1970 + m // 12, m % 12
-        row = rows.setdefault(year, {"year": year, "months": [None] * 12, "_first": p, "_last": lvl})
-        row["months"][month] = r if math.isfinite(r) else None
-        row["_last"] = lvl
-    out = []
-    for year in sorted(rows):
-        row = rows[year]
-        first, lvl = row.pop("_first"), row.pop("_last")
-        row["year_pct"] = (lvl / first - 1.0) * 100.0 if first > 0 else None
-        out.append(row)
-    return out
+    for item in monthly:
+        ym, ret = str(item[0]), item[1]
+        year, month = int(ym[:4]), int(ym[5:7])
+        row = rows.setdefault(year, {"year": year, "months": [None] * 12, "year_pct": None})
+        if ret is None or not math.isfinite(float(ret)):
+            continue
+        row["months"][month - 1] = float(ret)
+        growth = 1.0 if row["year_pct"] is None else 1.0 + row["year_pct"] / 100.0
+        row["year_pct"] = (growth * (1.0 + float(ret) / 100.0) - 1.0) * 100.0
+    return [rows[y] for y in sorted(rows)]
 
 
-NICE_PCT = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 20.0, 25.0, 50.0)
-
-
-def return_histogram(returns_pct: Sequence[float], max_bins: int = 40) -> dict[str, Any]:
-    """Trade returns (% of entry notional, net of fees) -> counts in bins of a nice width with an edge at 0,
-    so gains and losses never share a bin. Returns {"width" (percentage points), "left" (bin left edges),
-    "count", "mean", "median", "n"}; empty lists for no trades."""
-    r = np.asarray(returns_pct, dtype=np.float64)
-    r = r[np.isfinite(r)]
-    out: dict[str, Any] = {"width": None, "left": [], "count": [], "n": int(len(r)),
-                           "mean": float(r.mean()) if len(r) else None,
-                           "median": float(np.median(r)) if len(r) else None}
-    if len(r) == 0:
-        return out
-    lo, hi = float(r.min()), float(r.max())
-    span = max(hi - lo, 1e-9)
-    width = next((w for w in NICE_PCT if span / w <= max_bins - 1), NICE_PCT[-1])
-    # bin k holds [k x width, (k+1) x width): the index is computed once per value, so every trade lands in
-    # exactly one bin (edges recomputed from floats could drop a value sitting on one)
-    k = np.floor(r / width).astype(np.int64)
-    first = int(k.min())
-    counts = np.bincount(k - first, minlength=int(k.max()) - first + 1)
-    left = [round((first + i) * width, 10) for i in range(len(counts))]
-    out.update(width=width, left=left, count=counts.astype(int).tolist())
-    return out
+def histogram_bars(distribution: dict[str, Any] | None) -> dict[str, Any]:
+    """The report's trade-return distribution ({"edges", "counts"}, `apps.engine.report`) as plotly bars:
+    {"left" (bin left edges, %), "width" (one per bin), "count", "n" (trades)}; empty lists for no trades."""
+    edges = list((distribution or {}).get("edges") or [])
+    counts = [int(c) for c in (distribution or {}).get("counts") or []]
+    if len(edges) != len(counts) + 1:
+        return {"left": [], "width": [], "count": [], "n": 0}
+    return {"left": [float(e) for e in edges[:-1]],
+            "width": [float(b) - float(a) for a, b in zip(edges[:-1], edges[1:], strict=True)],
+            "count": counts, "n": sum(counts)}

@@ -14,10 +14,10 @@ from apps.lab.charts import (
     chart_time,
     daily_bars,
     equity_chart,
+    histogram_bars,
     minmax_decimate,
-    monthly_table,
+    monthly_grid,
     ohlc_buckets,
-    return_histogram,
     underwater,
 )
 from tests.datafiles import _flush_redis, load_freqtrade_1m, services_use_test_redis  # noqa: F401
@@ -128,34 +128,24 @@ def test_equity_chart_keeps_the_deepest_drawdown_exactly(btc):
     assert out["t"][0] == t[0] and out["t"][-1] == t[-1]
 
 
-def test_monthly_table_by_hand():
-    times = pd.DatetimeIndex(["2024-12-10", "2024-12-31 23:59", "2025-01-15", "2025-01-31", "2025-03-02"], tz="UTC")
-    eq = np.array([10_050.0, 11_000.0, 10_500.0, 9_900.0, 10_395.0])
-    rows = monthly_table(_ms(times), eq, 10_000.0)
+def test_monthly_grid_from_the_reports_rows():
+    # apps.engine.report stores [["YYYY-MM", return %, P&L], ...]; a month without a figure stays empty
+    rows = monthly_grid([["2024-12", 10.0, 1000.0], ["2025-01", -10.0, -1100.0], ["2025-02", None, 0.0],
+                         ["2025-03", 5.0, 495.0]])
     assert [r["year"] for r in rows] == [2024, 2025]
-    assert rows[0]["months"][11] == pytest.approx(10.0)  # 11 000 / 10 000 - 1
-    assert rows[0]["months"][:11] == [None] * 11  # not measured, not 0 %
+    assert rows[0]["months"][11] == 10.0 and rows[0]["months"][:11] == [None] * 11  # not measured, not 0 %
     assert rows[0]["year_pct"] == pytest.approx(10.0)
-    jan, feb, mar = rows[1]["months"][:3]
-    assert jan == pytest.approx(-10.0) and feb is None and mar == pytest.approx(5.0)  # 9 900 -> 10 395
-    assert rows[1]["year_pct"] == pytest.approx((10_395 / 11_000 - 1) * 100)
-    assert monthly_table(np.array([], dtype=np.int64), np.array([]), 10_000.0) == []
+    assert rows[1]["months"][:4] == [-10.0, None, 5.0, None]
+    assert rows[1]["year_pct"] == pytest.approx((0.9 * 1.05 - 1) * 100)  # compounded: -5.5 %, not -5 %
+    assert monthly_grid([]) == []
 
 
-def test_return_histogram_by_hand():
-    out = return_histogram([-0.35, -0.1, 0.05, 0.12, 0.12, 0.79, float("nan")])
-    assert out["n"] == 6 and sum(out["count"]) == 6
-    w = out["width"]
-    assert w == 0.05
-    # an edge at 0: no bin holds both a loss and a gain
-    assert 0.0 in out["left"]
-    assert out["left"][0] == pytest.approx(-0.35) and out["left"][-1] == pytest.approx(0.75)
-    by_left = dict(zip(out["left"], out["count"], strict=True))
-    assert by_left[0.1] == 2 and by_left[-0.1] == 1 and by_left[0.05] == 1
-    assert out["median"] == pytest.approx(0.085)
-    assert return_histogram([])["count"] == [] and return_histogram([])["mean"] is None
-    one = return_histogram([0.4])
-    assert one["count"] == [1]
+def test_histogram_bars_from_the_reports_distribution():
+    out = histogram_bars({"edges": [-0.5, -0.25, 0.0, 0.25], "counts": [2, 0, 5], "unit": "%"})
+    assert out == {"left": [-0.5, -0.25, 0.0], "width": [0.25, 0.25, 0.25], "count": [2, 0, 5], "n": 7}
+    assert histogram_bars({"edges": [], "counts": []})["n"] == 0
+    assert histogram_bars(None)["left"] == []
+    assert histogram_bars({"edges": [0.0], "counts": [3]})["count"] == []  # malformed: nothing drawn
 
 
 def test_daily_bars_and_chart_time():
