@@ -10,11 +10,12 @@ The same functions the live desk calls, in a loop over data time:
 3. bars are then walked in time. Within bar t, in this order:
    a. an entry decided at the close of bar t-1 fills at the OPEN of t through the exchange's FillModel
       (adverse slippage + taker fee); stop and target keep their % distance from the ghost's reference
-      entry and are re-anchored on the fill (`exits.rebase_levels`);
-   b. every open position is checked with the rules of `apps.engine.exits`, in the order
-      `simulate_trade` uses: a time stop due at the open of t exits there (a gap through the stop or
-      target at that open still counts as such), otherwise `bar_exit` on t's open/high/low (gap at the
-      open, then the stop before the target when the range holds both);
+      entry and are re-anchored on the fill (`exits.rebase_levels`); the quantity is sized from the
+      fill price (`sizing.quantity_at_fill`: the decided notional, qty = notional / fill price);
+   b. every open position is checked with `exits.bar_check`, the order `simulate_trade` uses: a time
+      stop due at the open of t exits at that open (reason "time", even when the open is beyond the
+      stop or the target), otherwise `bar_exit` on t's open/high/low (an open beyond the stop or the
+      target exits at that open, then the stop before the target when the range holds both);
    c. after each close the ghost's auto-disable rules (`performance.rules_breached`) and the desk's
       per-ghost drawdown stop (`risk.ghost_drawdown_breached`) are judged, like `ghost_review` live;
       a disabled ghost stays off to the end (only an operator re-enables);
@@ -54,7 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from apps.engine.exits import END_OF_DATA, TIME, bar_exit, rebase_levels, tick_exit
+from apps.engine.exits import END_OF_DATA, bar_check, rebase_levels
 from apps.engine.fills import FillModel, fill_model_for
 from apps.engine.manager import TAKEN, Candidate, Decision, ManagerConfig, TrendGate, arbitrate
 from apps.engine.performance import (
@@ -75,6 +76,7 @@ from apps.engine.risk import (
     ghost_drawdown_breached,
     risk_check,
 )
+from apps.engine.sizing import quantity_at_fill
 from apps.engine.types import Draft, GhostConfig
 
 TREND_KIND = "trend_filter"
@@ -430,7 +432,7 @@ def run_backtest(
             pending = None
             fill_px = model.entry_fill(dr.side, float(opens[i]))
             stop_f, target_f = rebase_levels(dr.entry, dr.stop, dr.target, fill_px)
-            qty = _d(dec.quantity)
+            qty = _d(quantity_at_fill(dec.quantity, dr.entry, fill_px))  # the decided notional, at the fill
             if qty > 0:
                 fee = _d(model.fee(fill_px * float(qty)))
                 price = _d(fill_px)
@@ -446,12 +448,10 @@ def run_backtest(
             still: list[_Open] = []
             closed_now: list[GhostSetup] = []
             for p in opened:
-                hit = None
-                if i > p.entry_i and math.isfinite(p.max_hold_s) and \
-                        (int(t_ns[i]) - p.entry_ns) / 1e9 >= p.max_hold_s:  # == exits.due in data time
-                    hit = tick_exit(p.side, p.stop, p.target, float(opens[i])) or (float(opens[i]), TIME)
-                else:
-                    hit = bar_exit(p.side, p.stop, p.target, float(opens[i]), float(highs[i]), float(lows[i]))
+                time_due = i > p.entry_i and math.isfinite(p.max_hold_s) and \
+                    (int(t_ns[i]) - p.entry_ns) / 1e9 >= p.max_hold_s  # == exits.due in data time
+                hit = bar_check(p.side, p.stop, p.target, float(opens[i]), float(highs[i]), float(lows[i]),
+                                time_due=time_due)
                 if hit is None:
                     still.append(p)
                 else:

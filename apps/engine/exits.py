@@ -1,23 +1,35 @@
-"""Exit rules (DESIGN §4), the same for backtests (bars) and paper trading (ticks).
+"""Exit rules (DESIGN §4, issue 9 "Fill conventions"), the same for backtests (bars), kline replays
+(bars) and paper/live trading (trade prints).
 
 The prototype checked stops only on closes and filled at the signal bar's close (prototype-notes
-§0.4, §6.4). The rules here:
+§0.4, §6.4). The rules here, written to follow what an exchange does:
 
 - a signal on bar t enters at the open of bar t+1 plus slippage; stop and target keep their distance
   in percent from the ghost's reference entry and are re-anchored on that fill (`rebase_levels`);
-- live/paper, on every trade print (`tick_exit`): a print at or through the stop exits at that print's
-  price (a stop-market order fills at market), a print at or through the target exits at the target (a
-  resting limit fills at its own price);
-- on bars (`bar_exit`): an open beyond the stop (a gap) exits at the open; otherwise a bar whose range
-  holds both stop and target exits at the STOP (we cannot know the order inside the bar, so assume the
-  worse); a high exactly equal to a long's target (low for a short) exits at the target;
-- a time stop is due when data time since the fill reaches max_hold_s (`due`), and exits at the next
-  bar's open as a market order;
+  the quantity is sized from the FILL price (`apps.engine.sizing.quantity_at_fill`: the decision's
+  notional is kept, so a fill above the reference buys less);
+- a time stop is due when data time since the fill reaches max_hold_s (`due`). On the first bar where
+  it is due it fires at that bar's OPEN, before any level, even when that open lies beyond the stop or
+  the target (reason "time": the market exit was sent at the open, whatever the open was). On prints
+  (paper/live) a due time stop wins too, at that print's price (`tick_check`);
+- on bars (`bar_exit`, `bar_check`), a position held since before the bar:
+  * an open beyond the stop (a gap) exits at the open (a stop-market order fills at market);
+  * an open beyond the target exits at that OPEN, the better price (a resting limit gapped through is
+    filled by the first trade, at the open), reason "target";
+  * otherwise a bar whose range holds both stop and target exits at the STOP (the order inside the bar is
+    unknown, so assume the worse); a high exactly equal to a long's target (low for a short) exits at
+    the target;
+- on prints (`tick_exit`, `tick_check`): a print at or through the stop exits at that print's price (a
+  stop-market order fills at market); a print at or through the target exits at the TARGET. Prints have
+  no gap: a resting limit at the target is hit by the trade that first crosses it, at the limit's price,
+  so a later print beyond it says nothing better about our fill;
 - a trade still open at the end of the data closes at the last close, reason "end_of_data".
 
-Prices returned by tick_exit/bar_exit are REFERENCE prices; `FillModel.exit_fill` adds slippage for
-market-type exits. `simulate_trade` strings the rules together for one trade over bars; the backtest
-loop and the tests use it so there is one implementation of the order of checks.
+Prices returned here are REFERENCE prices; `FillModel.exit_fill` adds slippage for market-type exits
+(stop, time) and none for a target (a limit order). `simulate_trade` strings the rules together for one
+trade over bars; the backtest walk (`apps.engine.backtest`), the kline replay (`apps.market.pipeline`) and
+the paper executor (`apps.trading.services.positions_check_price`) call `bar_check` / `tick_check`, so
+there is one implementation of the order of checks.
 """
 
 import dataclasses
@@ -65,16 +77,17 @@ def bar_exit(side: int, stop: float | None, target: float | None, open: float, h
              low: float) -> tuple[float, str] | None:
     """Exit (price, reason) inside one bar for a position of `side` held since before the bar, or None.
 
-    Order: a gap through the stop at the open exits at the open; a gap through the target exits at
-    the target (the resting limit fills at its price); then stop if the range reaches it (also when
-    the target is reached too: stop first), then target if the range reaches it (equality counts).
+    Order: a gap through the stop at the open exits at the open; a gap through the target exits at the
+    open too (the better price: the resting limit is filled by the first trade); then stop if the range
+    reaches it (also when the target is reached too: stop first), then target if the range reaches it
+    (equality counts). The time stop is not judged here: see `bar_check`.
     """
     stop, target = _level(stop), _level(target)
     if side == 1:
         if open <= stop:
             return open, STOP
         if open >= target:
-            return target, TARGET
+            return open, TARGET
         if low <= stop:
             return stop, STOP
         if high >= target:
@@ -83,7 +96,7 @@ def bar_exit(side: int, stop: float | None, target: float | None, open: float, h
         if open >= stop:
             return open, STOP
         if open <= target:
-            return target, TARGET
+            return open, TARGET
         if high >= stop:
             return stop, STOP
         if low <= target:
@@ -91,6 +104,26 @@ def bar_exit(side: int, stop: float | None, target: float | None, open: float, h
     else:
         raise ValueError(f"side must be +1 or -1, got {side!r}")
     return None
+
+
+def bar_check(side: int, stop: float | None, target: float | None, open: float, high: float, low: float, *,
+              time_due: bool) -> tuple[float, str] | None:
+    """The exit of one bar for a position held since before it: a time stop due on this bar fires at its
+    open before any level (reason "time", even when the open lies beyond the stop or the target), else
+    `bar_exit`. The order of checks for every bar-driven caller (backtest, kline replay)."""
+    if time_due:
+        return open, TIME
+    return bar_exit(side, stop, target, open, high, low)
+
+
+def tick_check(side: int, stop: float | None, target: float | None, price: float, *,
+               time_due: bool) -> tuple[float, str] | None:
+    """The exit on one trade print: a due time stop wins at that print's price, else `tick_exit`."""
+    if time_due:
+        if side not in (1, -1):
+            raise ValueError(f"side must be +1 or -1, got {side!r}")
+        return price, TIME
+    return tick_exit(side, stop, target, price)
 
 
 def due(opened_at: datetime | pd.Timestamp, max_hold_s: float | None, now: datetime | pd.Timestamp) -> bool:
@@ -164,12 +197,8 @@ def simulate_trade(bars: pd.DataFrame, signal_pos: int, side: int, entry_ref: fl
     reason = ""
     exit_j = n - 1
     for j in range(j0, n):
-        if j > j0 and due(entry_time, max_hold_s, times[j]):
-            hit = tick_exit(side, stop_f, target_f, float(opens[j]))  # a gap at the open still counts
-            exit_ref, reason = hit if hit else (float(opens[j]), TIME)
-            exit_j = j
-            break
-        hit = bar_exit(side, stop_f, target_f, float(opens[j]), float(highs[j]), float(lows[j]))
+        hit = bar_check(side, stop_f, target_f, float(opens[j]), float(highs[j]), float(lows[j]),
+                        time_due=j > j0 and due(entry_time, max_hold_s, times[j]))
         if hit:
             exit_ref, reason = hit
             exit_j = j

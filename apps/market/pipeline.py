@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from apps.engine.exits import bar_exit, tick_exit
+from apps.engine.exits import bar_check
 from apps.market.bar_builder import DEFAULT_GRACE_MS, MINUTE_MS, BarBuilder, Liquidation, Trade
 from apps.market.models import FeedStatus, Instrument
 from apps.market.prices import positions_version, price_set
 from apps.market.sanitize import Sanitiser
 from apps.market.services import candle_store, feed_status_update
 from apps.trading.execution import position_exit
-from apps.trading.models import ExitReason
 from apps.trading.selectors import open_positions
 from apps.trading.services import positions_check_price
 
@@ -128,9 +127,10 @@ class FeedPipeline:
         """Closed 1m bars from a source that has no trades (a kline replay): sanitise each, store it through
         the same candle_store + on_bar path, and check the open positions' stops/targets against its range.
 
-        Intrabar order is unknown, so the backtest's rule applies (apps.engine.exits.bar_exit: a gap
-        through the stop exits at the open, a range holding both stop and target exits at the stop), only
-        for positions opened at or before the bar's open. `now_ms` is the caller's clock (data time).
+        Intrabar order is unknown, so the backtest's rule applies (apps.engine.exits.bar_check: a due time
+        stop exits at the open first, an open beyond the stop or the target exits at that open, a range
+        holding both stop and target exits at the stop), only for positions opened at or before the bar's open.
+        `now_ms` is the caller's clock (data time).
         """
         for bar in bars:
             reason = self.sanitiser.check_candle(bar, now_ms)
@@ -171,15 +171,12 @@ class FeedPipeline:
                 still_open.append(p)
                 continue
             sign = 1 if p.side == "long" else -1
-            if p.time_stop_at is not None and at_open >= p.time_stop_at and p.opened_at < at_open:
-                # Due at this bar's open (exits.due): a market exit there, unless the open gapped through a
-                # level first (the backtest's order, apps.engine.backtest step b).
-                price = float(bar["open"])
-                hit, at = tick_exit(sign, float(p.stop), float(p.target), price) or (price, ExitReason.TIME), at_open
-            else:
-                hit = bar_exit(sign, float(p.stop), float(p.target), float(bar["open"]), float(bar["high"]),
-                               float(bar["low"]))
-                at = at_close
+            # Due at this bar's open (exits.due): the time stop exits at that open before any level; otherwise
+            # bar_exit (the backtest's order, apps.engine.exits.bar_check).
+            time_due = p.time_stop_at is not None and at_open >= p.time_stop_at and p.opened_at < at_open
+            hit = bar_check(sign, float(p.stop), float(p.target), float(bar["open"]), float(bar["high"]),
+                            float(bar["low"]), time_due=time_due)
+            at = at_open if time_due else at_close
             done = position_exit(position_id=p.pk, price=hit[0], at=at, reason=hit[1]) if hit else None
             if done is None:
                 still_open.append(p)

@@ -54,7 +54,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.engine.fills import fill_model_for
-from apps.engine.sizing import position_size
+from apps.engine.sizing import position_size, quantity_at_fill
 from apps.market.models import Exchange, Instrument
 from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
@@ -304,7 +304,10 @@ def _entry_amount(signal: Signal, ex, market: dict, price: Decimal, quantity: fl
     if market.get("spot") and sign < 0:
         return 0.0, "spot market cannot be shorted live (no margin borrowing here)"
     expected = fill_model_for(signal.instrument.exchange.code).fill_price(sign, float(price))
-    if quantity is None:
+    if quantity is not None:
+        # sized at the reference entry; keep that notional at the expected fill, as paper and the backtest do
+        quantity = quantity_at_fill(quantity, float(signal.entry), expected)
+    else:
         limits = risk_limits()
         stop = float(signal.stop) * expected / float(signal.entry)
         quantity = position_size(float(selectors.equity()), expected, stop,

@@ -12,9 +12,9 @@ from django.db import transaction
 from apps.alerts.services import alert_fill
 from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
-from apps.engine.exits import tick_exit
+from apps.engine.exits import tick_check
 from apps.engine.fills import fill_model_for
-from apps.engine.sizing import position_size
+from apps.engine.sizing import position_size, quantity_at_fill
 from apps.ghosts.models import Ghost
 from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
@@ -61,8 +61,10 @@ def signal_execute_paper(
 ) -> Position | None:
     """Open a paper position for a pending signal at `price` (the first price after the signal's bar closed).
 
-    `quantity` is the signal manager's risk-checked size; without it the size follows the desk's risk
-    limits at the current equity. Safe to run twice: only a PENDING signal proceeds; the position is
+    `quantity` is the signal manager's risk-checked size at the signal's reference entry; the position
+    keeps its notional at the fill price (qty = quantity x entry / fill). Without it the size follows the
+    desk's risk limits at the current equity, from the fill price and the re-anchored stop.
+    Safe to run twice: only a PENDING signal proceeds; the position is
     one-to-one with the signal and the client order id is derived from the signal id.
     """
     signal = (
@@ -86,7 +88,11 @@ def signal_execute_paper(
     ratio = fill_px / float(signal.entry)
     stop, target = float(signal.stop) * ratio, float(signal.target) * ratio
     equity = float(selectors.equity())
-    if quantity is None:
+    if quantity is not None:
+        # The manager sized at the reference entry (the bar close); keep its notional at the fill price,
+        # exactly as the backtest does (apps.engine.sizing.quantity_at_fill).
+        quantity = quantity_at_fill(quantity, float(signal.entry), fill_px)
+    else:
         limits = risk_limits()
         quantity = position_size(equity, fill_px, stop, risk_pct=limits.risk_per_trade_pct / 100,
                                  max_notional_pct=limits.max_notional_pct / 100,
@@ -170,7 +176,9 @@ def _review_after_close(ghost_id: int) -> None:
 def positions_check_price(
     *, instrument_id: int, price: float, at: datetime, open_positions: list[Position] | None = None
 ) -> list[Position]:
-    """Apply stop, target and time stop of every open position on this instrument to one price update.
+    """Apply time stop, stop and target of every open position on this instrument to one price update
+    (`apps.engine.exits.tick_check`: a due time stop exits at this price; a stop at this price; a target at
+    its level).
 
     The feed passes its cached list to avoid a query per trade; each close re-locks and re-checks.
     Exits go through the execution door, so a live position is closed on the exchange, never on paper.
@@ -184,9 +192,9 @@ def positions_check_price(
     )
     closed = []
     for p in positions:
-        hit = tick_exit(_sign(p.side), float(p.stop), float(p.target), price)
-        if hit is None and p.time_stop_at is not None and at >= p.time_stop_at:
-            hit = (price, ExitReason.TIME)
+        # A due time stop wins at this price, before any level (apps.engine.exits.tick_check).
+        hit = tick_check(_sign(p.side), float(p.stop), float(p.target), price,
+                         time_due=p.time_stop_at is not None and at >= p.time_stop_at)
         if hit is not None:
             done = position_exit(position_id=p.pk, price=hit[0], at=at, reason=hit[1])
             if done is not None:

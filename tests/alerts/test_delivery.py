@@ -79,13 +79,14 @@ def test_discord_content_on_entry_and_exit_fills(desk, endpoint, eager, django_c
     assert entry.body["allowed_mentions"] == {"parse": []}  # no @everyone pings from alert text
     fill = Fill.objects.get(order__position=position, order__purpose="entry")
     qty, px, fee = (f"{v.normalize():f}" for v in (fill.quantity, fill.price, fill.fee))
-    assert (qty, px) == ("1", "100.05")  # 100 plus 5 bps of slippage, one unit
+    # 100 plus 5 bps of slippage; one unit decided at the 100 close keeps its notional: 100 / 100.05 units
+    assert (qty, px) == ("0.99950025", "100.05")
     assert entry.body["content"] == (f"[hftweb PAPER] BTC/USDT long entry filled\nfader-btc: {qty} @ {px} USDT, "
                                      f"fee {fee} USDT")
     position.refresh_from_db()
     net = position.net_pnl
     assert net > 0  # a target at 101 after an entry at 100.05 nets more than the two fees
-    assert exit_.body["content"].startswith("[hftweb PAPER] BTC/USDT long exit filled\nfader-btc: 1 @ 101 USDT")
+    assert exit_.body["content"].startswith(f"[hftweb PAPER] BTC/USDT long exit filled\nfader-btc: {qty} @ 101 USDT")
     assert f"exit: target, net P&L +{net.normalize():f} USDT" in exit_.body["content"]
     d = AlertDelivery.objects.order_by("id").last()
     assert d.data["purpose"] == "exit" and Decimal(d.data["net_pnl"]) == position.net_pnl

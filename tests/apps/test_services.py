@@ -285,6 +285,35 @@ def test_positions_check_price_stop_target_and_time(desk):
     assert not Position.objects.filter(status="open").exists()
 
 
+def test_paper_time_stop_due_wins_at_that_price_even_beyond_a_level(desk):
+    """Fill conventions (issue 9): on prints, a due time stop exits at the print's price before the levels."""
+    ghost, inst = desk["ghost"], desk["instrument"]
+    p = open_position(ghost)
+    beyond_stop = float(p.stop) - 0.5
+    [closed] = positions_check_price(instrument_id=inst.pk, price=beyond_stop, at=p.time_stop_at)
+    assert closed.exit_reason == "time"
+    assert closed.exit_price == Decimal(repr(beyond_stop * (1 - SLIP))).quantize(STEP)  # a market sell there
+    p = open_position(ghost, 10)
+    beyond_target = float(p.target) + 0.5
+    [closed] = positions_check_price(instrument_id=inst.pk, price=beyond_target, at=p.time_stop_at)
+    assert closed.exit_reason == "time"
+    assert closed.exit_price == Decimal(repr(beyond_target * (1 - SLIP))).quantize(STEP)
+    p = open_position(ghost, 20)  # one second before it is due, the same print is a target
+    [closed] = positions_check_price(instrument_id=inst.pk, price=float(p.target) + 0.5,
+                                     at=p.time_stop_at - timedelta(seconds=1))
+    assert closed.exit_reason == "target" and closed.exit_price == p.target
+
+
+def test_paper_quantity_is_sized_from_the_fill_price(desk):
+    """The manager decides 10 BTC at the 100 reference entry (1 000 notional); the fill at 100.5 + 5 bps
+    keeps that notional: qty = 10 x 100 / fill, the backtest's rule (apps.engine.sizing.quantity_at_fill)."""
+    signal = new_signal(desk["ghost"])
+    p = signal_execute_paper(signal_id=signal.pk, price=Decimal("100.5"), at=T0 + timedelta(minutes=1), quantity=10.0)
+    fill = 100.5 * (1 + SLIP)
+    assert p.quantity == Decimal(repr(10.0 * 100.0 / fill)).quantize(STEP) < Decimal(10)
+    assert abs(p.quantity * p.entry_price - Decimal(1000)) < Decimal("0.000002")
+
+
 def test_ledger_adds_up_exactly(desk):
     ghost, inst = desk["ghost"], desk["instrument"]
     p1 = open_position(ghost, 0, price="100")

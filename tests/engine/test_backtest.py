@@ -95,13 +95,15 @@ def test_entry_fills_at_next_open_with_slippage_fees_both_ways_and_target() -> N
     fill = 100.5 * 1.0005  # bar 2's open + 5 bps, paid by the buyer
     assert t.entry_time == bars.index[2] and float(t.entry_price) == pytest.approx(fill, abs=1e-8)
     # size: 1 % of 10 000 over the 1.0 reference stop distance = 100 BTC, capped at 10 % notional = 1000 / 100
-    assert float(t.qty) == pytest.approx(10.0)
+    # decided at the 100 close; the fill keeps that 1 000 notional: qty = 1000 / fill (sized from the FILL)
+    qty = round(1000 / fill, 8)
+    assert float(t.qty) == pytest.approx(qty, abs=1e-12) and float(t.qty) * fill == pytest.approx(1000, abs=1e-6)
     target = 102.0 * fill / 100.0  # the 2 % target re-anchored on the fill; bar 3's high 103 reaches it
     assert t.reason == TARGET and t.exit_time == bars.index[3]
     assert float(t.exit_price) == pytest.approx(target, abs=1e-8)  # a resting limit: no slippage
-    assert float(t.entry_fee) == pytest.approx(0.001 * fill * 10, abs=1e-8)
-    assert float(t.exit_fee) == pytest.approx(0.001 * target * 10, abs=1e-8)
-    assert float(t.net_pnl) == pytest.approx(10 * (target - fill) - 0.001 * 10 * (fill + target), abs=1e-7)
+    assert float(t.entry_fee) == pytest.approx(0.001 * fill * qty, abs=1e-8)
+    assert float(t.exit_fee) == pytest.approx(0.001 * target * qty, abs=1e-8)
+    assert float(t.net_pnl) == pytest.approx(qty * (target - fill) - 0.001 * qty * (fill + target), abs=1e-7)
     assert list(res.fates["fate"]) == [TAKEN]
     check_ledger(res, bars)
 
@@ -130,6 +132,33 @@ def test_time_stop_exits_at_the_open_and_end_of_data_at_the_last_close() -> None
     assert last.reason == END_OF_DATA and last.exit_time == bars.index[-1]
     assert float(last.exit_price) == 100.0  # a mark at the last close, no slippage
     check_ledger(res, bars)
+
+
+def test_an_open_beyond_the_target_exits_at_that_open() -> None:
+    # long filled at bar 1's open 100 (x 1.0005); target 102 x k; bar 2 opens at 103, beyond it
+    bars = bars_of((100, 100.1, 99.9, 100), (100, 100.1, 99.9, 100), (103, 103.4, 102.9, 103.2),
+                   (103, 103, 103, 103))
+    res = run_backtest(bars, [ghost(1)], CFG, drafts={1: drafts(bars, {0: LONG})})
+    (t,) = res.trades
+    assert (t.reason, t.exit_time, float(t.exit_price)) == (TARGET, bars.index[2], 103.0)  # no slippage: a limit
+    check_ledger(res, bars)
+    # a short gapped through its target the same way
+    bars = bars_of((100, 100.1, 99.9, 100), (100, 100.1, 99.9, 100), (97, 97.2, 96.5, 97), (97, 97, 97, 97))
+    (t,) = run_backtest(bars, [ghost(1)], CFG, drafts={1: drafts(bars, {0: SHORT})}).trades
+    assert (t.reason, t.exit_time, float(t.exit_price)) == (TARGET, bars.index[2], 97.0)
+
+
+def test_a_due_time_stop_fires_at_the_open_even_beyond_a_level() -> None:
+    # max hold 120 s from the 10:01 fill: due at bar 3 (10:03), which opens beyond the stop and whose range
+    # holds the target too: the time stop wins at the open (a market sell, with slippage)
+    rows = [(100, 100.1, 99.9, 100)] * 3 + [(98, 103, 97.5, 101), (101, 101, 101, 101)]
+    bars = bars_of(*rows)
+    (t,) = run_backtest(bars, [ghost(1)], CFG, drafts={1: drafts(bars, {0: {**LONG, "max_hold_s": 120.0}})}).trades
+    assert (t.reason, t.exit_time) == (TIME, bars.index[3])
+    assert float(t.exit_price) == pytest.approx(98 * 0.9995, abs=1e-8)
+    # one minute more of hold: the same bar exits as a gap through the stop, at the open
+    (t,) = run_backtest(bars, [ghost(1)], CFG, drafts={1: drafts(bars, {0: {**LONG, "max_hold_s": 180.0}})}).trades
+    assert (t.reason, t.exit_time) == (STOP, bars.index[3])
 
 
 def test_taken_on_the_last_bar_is_reported_unfilled() -> None:

@@ -13,13 +13,16 @@ from apps.engine.exits import (
     STOP,
     TARGET,
     TIME,
+    bar_check,
     bar_exit,
     due,
     rebase_levels,
     simulate_trade,
+    tick_check,
     tick_exit,
 )
 from apps.engine.fills import FILL_MODELS, FillModel, fill_model_for
+from apps.engine.sizing import position_size, quantity_at_fill
 from apps.engine.types import ConfigError
 from tests.datafiles import _flush_redis, services_use_test_redis  # noqa: F401
 
@@ -81,9 +84,18 @@ def test_gap_through_stop_exits_at_open() -> None:
     assert o.reason == STOP and o.exit_price == pytest.approx(97 * 0.9995)  # the open, minus slippage
 
 
-def test_gap_through_target_fills_at_target() -> None:
-    # a resting limit fills at its own price, not at the better open
-    assert bar_exit(1, stop=99.0, target=102.0, open=103.0, high=103.5, low=102.8) == (102.0, TARGET)
+def test_gap_through_target_fills_at_the_open() -> None:
+    # a resting limit gapped through is filled by the first trade of the bar: at the open, the better price
+    assert bar_exit(1, stop=99.0, target=102.0, open=103.0, high=103.5, low=102.8) == (103.0, TARGET)
+    assert bar_exit(-1, stop=101.0, target=98.0, open=97.2, high=97.9, low=96.5) == (97.2, TARGET)
+    # an open exactly at the target is at the target either way
+    assert bar_exit(1, stop=99.0, target=102.0, open=102.0, high=102.5, low=101.0) == (102.0, TARGET)
+    bars = candles((100, 100, 100, 100), (100, 100.2, 99.8, 100.1), (103, 103.5, 102.8, 103.2))
+    o = simulate_trade(bars, 0, 1, 100.0, 99.0, 102.0, 3600, FM)
+    # a limit order: no slippage on the exit, even at the gapped open
+    assert (o.reason, o.exit_time, o.exit_price) == (TARGET, bars.index[2], 103.0)
+    # on prints there is no gap: the trade that first crossed the target filled the limit at its price
+    assert tick_exit(1, 99.0, 102.0, 103.0) == (102.0, TARGET)
 
 
 # -- rule: a high exactly equal to the target exits at the target -----------------------------------------
@@ -132,6 +144,50 @@ def test_time_exit_uses_data_time() -> None:
     bars = candles(*rows)
     o = simulate_trade(bars, 0, 1, 100.0, 99.0, 102.0, max_hold_s=180, fill_model=NO_SLIP)
     assert o.reason == TIME and o.exit_time == bars.index[4] and o.exit_price == bars["open"].iloc[4]
+
+
+# -- time stop: fires at the OPEN of the bar it is due on, before any level ---------------------------------
+
+def test_time_stop_due_fires_at_the_open_before_the_levels() -> None:
+    # due: the open wins whatever it is, inside the levels, beyond the stop or beyond the target
+    assert bar_check(1, 99.0, 102.0, open=100.3, high=103.0, low=98.0, time_due=True) == (100.3, TIME)
+    assert bar_check(1, 99.0, 102.0, open=98.0, high=98.5, low=97.0, time_due=True) == (98.0, TIME)
+    assert bar_check(-1, 101.0, 98.0, open=97.0, high=97.5, low=96.0, time_due=True) == (97.0, TIME)
+    # not due: the level rules of bar_exit
+    assert bar_check(1, 99.0, 102.0, open=98.0, high=98.5, low=97.0, time_due=False) == (98.0, STOP)
+    assert bar_check(1, 99.0, 102.0, open=100.0, high=100.5, low=99.5, time_due=False) is None
+    # over bars: max hold 180 s, entry at bar 1 (10:01); bar 4 (10:04) is due and opens beyond the target
+    bars = candles((100, 100, 100, 100), (100, 100.5, 99.5, 100), (100, 100.5, 99.5, 100),
+                   (100, 100.5, 99.5, 100), (103, 103.5, 97, 103), (103, 103, 103, 103))
+    o = simulate_trade(bars, 0, 1, 100.0, 99.0, 102.0, max_hold_s=180, fill_model=FM)
+    assert (o.reason, o.exit_time) == (TIME, bars.index[4])
+    assert o.exit_price == pytest.approx(103 * 0.9995)  # a market sell at the open, with slippage
+    # the same bar one minute earlier than due (max hold 240 s): the gap exits as a target, at the open
+    o = simulate_trade(bars, 0, 1, 100.0, 99.0, 102.0, max_hold_s=240, fill_model=FM)
+    assert (o.reason, o.exit_time, o.exit_price) == (TARGET, bars.index[4], 103.0)
+
+
+def test_time_stop_on_prints_wins_at_that_price() -> None:
+    assert tick_check(1, 99.0, 102.0, 98.0, time_due=True) == (98.0, TIME)  # below the stop, but due
+    assert tick_check(-1, 101.0, 98.0, 97.0, time_due=True) == (97.0, TIME)
+    assert tick_check(1, 99.0, 102.0, 98.0, time_due=False) == (98.0, STOP)
+    assert tick_check(1, 99.0, 102.0, 100.0, time_due=False) is None
+    with pytest.raises(ValueError):
+        tick_check(0, 99.0, 102.0, 100.0, time_due=True)
+
+
+# -- quantity: sized from the FILL price (the decision's notional is kept) -------------------------------
+
+def test_quantity_at_fill_keeps_the_decided_notional() -> None:
+    # decided 10 BTC at the 100 close = 1,000 notional; the buy fills at 100.5 * 1.0005 -> 1,000 / that
+    fill = FM.entry_fill(1, 100.5)
+    q = quantity_at_fill(10.0, 100.0, fill)
+    assert q * fill == pytest.approx(1000.0, abs=1e-9) and q < 10.0
+    # risk sizing at the fill with the stop re-anchored there equals the decision re-expressed at the fill
+    stop_f, _ = rebase_levels(100.0, 99.0, 102.0, fill)
+    assert position_size(10_000, fill, stop_f, max_notional_pct=1.0) == pytest.approx(
+        quantity_at_fill(position_size(10_000, 100.0, 99.0, max_notional_pct=1.0), 100.0, fill), rel=1e-12)
+    assert quantity_at_fill(10.0, 100.0, float("nan")) == 0.0 and quantity_at_fill(10.0, 0.0, 100.0) == 0.0
 
 
 # -- ticks (paper/live): checked on every trade print -----------------------------------------------------

@@ -8,13 +8,14 @@ import io
 import json
 import logging
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from apps.audit.models import AuditEvent
+from apps.engine.fills import fill_model_for
 from apps.market.prices import price_set
 from apps.signals.models import Fate, Signal
 from apps.trading import live
@@ -26,6 +27,11 @@ from tests.trading.fake_binance import API_KEY, API_SECRET
 pytestmark = pytest.mark.django_db
 AT = T0 + timedelta(minutes=1, seconds=1)
 D8 = Decimal("0.00000001")
+LOT = Decimal("0.00001")  # the fake's BTC/USDT lot step
+# quantity=0.01 decided at the signal's entry (PRICE) keeps its notional at the expected fill (PRICE + 5 bps
+# slippage; apps.engine.sizing.quantity_at_fill), then the lot step truncates: the amount each test orders.
+ORDERED = Decimal(repr(0.01 * float(PRICE) / fill_model_for("binance").fill_price(1, float(PRICE)))).quantize(
+    LOT, rounding=ROUND_DOWN)
 
 
 def fills_of(fake, order_id: int) -> list[dict]:
@@ -103,7 +109,8 @@ def test_entry_is_a_market_order_with_the_client_id_derived_from_the_signal(desk
     posted = fake.posted_orders()
     assert len(posted) == 1
     assert posted[0]["newClientOrderId"] == f"hft-{signal.pk}-entry"
-    assert (posted[0]["side"], posted[0]["type"], posted[0]["quantity"]) == ("BUY", "MARKET", "0.01")
+    assert (posted[0]["side"], posted[0]["type"], Decimal(posted[0]["quantity"])) == ("BUY", "MARKET", ORDERED)
+    assert ORDERED < Decimal("0.01")  # sized from the fill price, not the signal's close
     assert posted[0]["newOrderRespType"] == "FULL"
     assert all(m in ("GET", "POST") for m, _, _ in fake.requests)
 
@@ -215,14 +222,15 @@ def test_live_exit_sells_what_the_account_holds_and_the_ledger_matches_the_cash(
                            reason=ExitReason.TARGET)
     posted = fake.posted_orders()
     assert [p["newClientOrderId"] for p in posted] == [f"hft-{signal.pk}-entry", f"hft-{signal.pk}-exit"]
-    # The buy commission was paid in BTC: the account holds 0.00999, the lot step is 0.00001.
-    assert (posted[1]["side"], posted[1]["quantity"]) == ("SELL", "0.00999")
+    # The buy commission was paid in BTC: the account holds 0.1 % less than it bought; the lot step truncates.
+    held = ORDERED * Decimal("0.999")
+    assert (posted[1]["side"], Decimal(posted[1]["quantity"])) == ("SELL", held.quantize(LOT, rounding=ROUND_DOWN))
     assert closed.status == Position.Status.CLOSED and closed.exit_reason == ExitReason.TARGET
     assert Order.objects.filter(position=closed, purpose="exit", mode=Mode.LIVE).count() == 1
     # Ledger net P&L equals the account's quote cash flow plus the BTC dust left, valued at the entry price.
     usdt_delta = fake.balances["USDT"] - usdt_before
     dust = fake.balances["BTC"]
-    assert dust == Decimal("0.01") - Decimal("0.00001") - Decimal("0.00999")
+    assert dust == held - held.quantize(LOT, rounding=ROUND_DOWN) > 0
     assert abs(closed.net_pnl - (usdt_delta + dust * closed.entry_price)) < Decimal("0.0001")
     assert position_exit(position_id=closed.pk, price=95760.0, at=AT, reason="target") is None
     assert len(fake.posted_orders()) == 2
@@ -309,7 +317,7 @@ def test_reconcile_reports_a_long_the_account_does_not_hold(desk, live_settings)
     live_settings.balances["BTC"] = Decimal(0)  # sold by hand on the exchange
     report = live.live_reconcile(exchange_code="binance")
     assert [(f.kind, f.fixed) for f in report.findings] == [("holding_short", False)]
-    assert "0.01" in report.findings[0].detail
+    assert f"{ORDERED}" in report.findings[0].detail
 
 
 def test_worker_start_reconciles_when_live_and_says_why_when_refused(desk, live_settings, monkeypatch, caplog):
