@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make run`: migrate, ensure the operator and the default desk, then redis, worker, beat, daphne.
+"""`make run`: migrate, ensure the operator and the default desk, then redis, worker, lab worker, beat, daphne.
 
 Each child gets its own session (start_new_session), so the terminal's Ctrl-C (or SIGHUP when the
 terminal closes, or SIGTERM) reaches only this supervisor, which SIGTERMs the process groups of
@@ -130,6 +130,8 @@ def main() -> None:
             ],
         ),
         ("worker", celery + ["worker", "-Q", "feeds,ghosts,default", "-c", "3", "-l", "info"]),
+        # lab runs (minutes of CPU each) on their own worker, so a backtest never delays a feed or a bar
+        ("lab", celery + ["worker", "-Q", "research", "-c", "1", "-n", "research@%h", "-l", "info"]),
         (
             "beat",
             celery

@@ -12,6 +12,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from apps.accounts.roles import is_operator
 from apps.ghosts.events import GHOSTS_GROUP
 from apps.ghosts.services import GhostError, ghost_set_enabled
+from apps.lab.events import LAB_GROUP
 from apps.market.selectors import instruments
 from apps.signals.events import SIGNALS_GROUP
 from apps.trading.events import PORTFOLIO_GROUP
@@ -27,7 +28,8 @@ class DeskConsumer(JsonWebsocketConsumer):
         if not getattr(user, "is_authenticated", False):
             self.close(code=4401)
             return
-        self.groups_joined = [GHOSTS_GROUP, SIGNALS_GROUP, PORTFOLIO_GROUP, FEEDS_GROUP]
+        # LAB_GROUP: lab run progress (bars done, bars/s, ETA) for every viewer of a run page
+        self.groups_joined = [GHOSTS_GROUP, SIGNALS_GROUP, PORTFOLIO_GROUP, FEEDS_GROUP, LAB_GROUP]
         self.groups_joined += [i.group_name for i in instruments()]
         for group in self.groups_joined:
             self.channel_layer_group_add(group)
