@@ -29,6 +29,14 @@ The same functions the live desk calls, in a loop over data time:
       ledger; drafts of disabled ghosts get the fate ghost_disabled. The taken draft fills at step (a)
       of the next bar; a draft taken on the last bar has no next open and is reported as unfilled.
 
+Lab options (issue 9; the defaults are the desk's behaviour): `BacktestConfig.sizing` (`Sizing`: the desk's
+risk-based size, a fixed stake, or a % of equity; every risk limit still applies), `GhostSetup.direction`
+("both" / "long" / "short": a draft of the other side gets the fate "direction_off" and never reaches the
+manager), `BacktestConfig.auto_disable` / `kill_switch` (False: the auto-disable rules and the per-ghost
+drawdown stop are not judged / the daily loss neither trips the kill switch nor blocks an entry), a
+`progress(stage, done, total)` callback, and `BacktestResult.exposure` (fraction of bars with a position
+open, each trade from its entry bar through its exit bar).
+
 Data-time conventions: a bar belongs to the UTC day of its OPEN time (the day of the daily loss and of
 max_trades_per_day); the decision for bar t happens at its close, t + 60 s (the manager's `now_s`).
 Start-of-day equity is the live selector's (`apps.trading.risk_selectors.risk_state`): equity minus
@@ -48,7 +56,7 @@ benchmarks/system.py prints the throughput.
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -77,7 +85,7 @@ from apps.engine.risk import (
     risk_check,
 )
 from apps.engine.sizing import quantity_at_fill
-from apps.engine.types import Draft, GhostConfig
+from apps.engine.types import ConfigError, Draft, GhostConfig, check_range
 
 TREND_KIND = "trend_filter"
 KILL_SWITCH = "kill_switch"  # exit reason of a position flattened when the kill switch trips
@@ -91,11 +99,17 @@ def _d(x: float) -> Decimal:
     return Decimal(repr(float(x))).quantize(STEP)
 
 
+DIRECTIONS = ("both", "long", "short")
+DIRECTION_OFF = "direction_off"  # fate of a draft on the side its ghost's `direction` leaves out
+SIZING_MODES = ("risk", "stake", "equity_pct")
+
+
 @dataclasses.dataclass(frozen=True)
 class GhostSetup:
     """One ghost in the backtest: a unique id (ties in the manager keep the lower id), a display name,
     its registry kind, its config (a GhostConfig, a params mapping, or None for the defaults), whether it
-    starts enabled, and its auto-disable rules."""
+    starts enabled, its auto-disable rules, and the sides it may trade (`direction`: "both", "long" or
+    "short"; a draft of the other side gets the fate "direction_off" and never reaches the manager)."""
 
     ghost_id: int
     name: str
@@ -103,6 +117,12 @@ class GhostSetup:
     config: GhostConfig | Mapping[str, Any] | None = None
     enabled: bool = True
     auto_disable: AutoDisableRules = AutoDisableRules()
+    direction: str = "both"
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ConfigError(f"{self.name}: direction must be one of {', '.join(DIRECTIONS)}, "
+                              f"got {self.direction!r}")
 
     def resolved_config(self) -> GhostConfig:
         spec = get_spec(self.kind)
@@ -117,11 +137,48 @@ def default_ghosts() -> list[GhostSetup]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sizing:
+    """How a taken draft is sized (the lab's choice; the desk sizes by risk).
+
+    - mode "risk" (default, the desk's rule): `risk.risk_check`'s size, i.e. risk_per_trade_pct % of
+      equity over the stop distance x trend x confidence multipliers, capped at max_notional_pct % of
+      equity in notional;
+    - mode "stake": a fixed notional of `stake` quote currency per trade (quote currency, > 0);
+    - mode "equity_pct": a notional of `equity_pct` % of the equity marked at the decision's close (> 0,
+      <= 100).
+    stake and equity_pct are fixed notionals, as their names say: neither the multipliers nor the notional
+    cap apply to them. Every other risk limit does, in every mode (kill switch, open positions overall and
+    per ghost, trades per day, and the daily loss while the kill switch is on). In every mode the notional
+    is decided at the signal bar's close and kept at the fill (`sizing.quantity_at_fill`: qty = notional /
+    fill price).
+    """
+
+    mode: str = "risk"
+    stake: float = 1000.0
+    equity_pct: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in SIZING_MODES:
+            raise ConfigError(f"sizing.mode must be one of {', '.join(SIZING_MODES)}, got {self.mode!r}")
+        check_range("sizing", "stake", self.stake, 0, 1e12, lo_open=True, unit="quote currency per trade")
+        check_range("sizing", "equity_pct", self.equity_pct, 0, 100, lo_open=True, unit="% of equity")
+
+    def notional(self, equity: float) -> float:
+        """The notional of one entry in modes stake / equity_pct (quote currency)."""
+        return self.stake if self.mode == "stake" else equity * self.equity_pct / 100.0
+
+
+@dataclasses.dataclass(frozen=True)
 class BacktestConfig:
     """start_capital: quote currency (the desk's HFT_START_CAPITAL default, 10 000); exchange: ccxt id
     whose FillModel prices the fills (`fills.fill_model_for`), unless `fill_model` is given; limits,
     manager and score weights: the live defaults; perf_freq: sampling period of the performance figures
-    (as `revenue.selectors.ghost_performance`)."""
+    (as `revenue.selectors.ghost_performance`).
+
+    Lab switches (the defaults are the desk's behaviour): `sizing` (see Sizing); `auto_disable=False`:
+    neither the ghosts' auto-disable rules nor the per-ghost drawdown stop are judged (a ghost trades to
+    the end); `kill_switch=False`: the daily-loss limit never trips the kill switch and never blocks an
+    entry."""
 
     start_capital: Decimal = Decimal("10000")
     exchange: str = "binance"
@@ -130,6 +187,9 @@ class BacktestConfig:
     manager: ManagerConfig = ManagerConfig()
     score_weights: ScoreWeights = ScoreWeights()
     perf_freq: str = "1D"
+    sizing: Sizing = Sizing()
+    auto_disable: bool = True
+    kill_switch: bool = True
 
     @property
     def model(self) -> FillModel:
@@ -190,6 +250,9 @@ class BacktestResult:
     kill_switch: tuple[pd.Timestamp, str] | None  # (bar open time, reason) when it tripped
     unfilled: tuple[tuple[pd.Timestamp, int], ...]  # (bar time, ghost id) taken on the last bar
     signals: pd.DataFrame  # per ghost: longs, shorts, its last idle reason
+    # fraction of bars with at least one position open: each trade holds its entry bar through its exit bar,
+    # both included (backtesting.py's "Exposure Time")
+    exposure: float = 0.0
 
     def trades_frame(self) -> pd.DataFrame:
         """The trades as floats (one row each) for printing and vectorised checks."""
@@ -284,9 +347,20 @@ def _signals_table(ghosts: Sequence[GhostSetup], drafts: Mapping[int, pd.DataFra
     return pd.DataFrame(rows, columns=["ghost", "longs", "shorts", "idle_reason"]).set_index("ghost")
 
 
-def evaluate_ghosts(bars: pd.DataFrame, ghosts: Sequence[GhostSetup]) -> dict[int, pd.DataFrame]:
-    """Each ghost's drafts frame over the whole series (one causal, vectorised call per ghost)."""
-    return {g.ghost_id: get_spec(g.kind).evaluate(bars, g.resolved_config()) for g in ghosts}
+Progress = Callable[[str, int, int], None]
+PROGRESS_EVERY = 2_000  # bars of the walk between two progress calls
+
+
+def evaluate_ghosts(bars: pd.DataFrame, ghosts: Sequence[GhostSetup], progress: Progress | None = None
+                    ) -> dict[int, pd.DataFrame]:
+    """Each ghost's drafts frame over the whole series (one causal, vectorised call per ghost);
+    `progress("evaluate", k, len(ghosts))` after each."""
+    out: dict[int, pd.DataFrame] = {}
+    for k, g in enumerate(ghosts, start=1):
+        out[g.ghost_id] = get_spec(g.kind).evaluate(bars, g.resolved_config())
+        if progress is not None:
+            progress("evaluate", k, len(ghosts))
+    return out
 
 
 def run_backtest(
@@ -295,11 +369,16 @@ def run_backtest(
     cfg: BacktestConfig = BacktestConfig(),
     *,
     drafts: Mapping[int, pd.DataFrame] | None = None,
+    progress: Progress | None = None,
 ) -> BacktestResult:
     """Run the whole system over `bars` (the engine's bars contract: UTC open times, 1-minute, float64).
 
     `ghosts` defaults to every registered ghost at its defaults. `drafts` (ghost id -> drafts frame on
     `bars.index`) skips the evaluation, for callers that already evaluated or for hand-built cases.
+    `progress(stage, done, total)`, when given, is called with ("evaluate", k, n_ghosts) after each ghost's
+    evaluation (not when `drafts` are given), ("walk", bar index, n_bars) at most every PROGRESS_EVERY bars
+    of the walk and ("walk", n_bars, n_bars) at its end. An exception it raises propagates (the lab's
+    cancel): the engine never swallows it.
     """
     ghosts = tuple(default_ghosts() if ghosts is None else ghosts)
     ids = [g.ghost_id for g in ghosts]
@@ -309,12 +388,12 @@ def run_backtest(
     if n == 0:
         raise ValueError("no bars to backtest")
     if drafts is None:
-        drafts = evaluate_ghosts(bars, ghosts)
+        drafts = evaluate_ghosts(bars, ghosts, progress)
     for g in ghosts:
         if g.ghost_id not in drafts or len(drafts[g.ghost_id]) != n:
             raise ValueError(f"drafts of ghost {g.ghost_id} ({g.name}) missing or not aligned with the bars")
 
-    model, limits, mcfg = cfg.model, cfg.limits, cfg.manager
+    model, limits, mcfg, sizing = cfg.model, cfg.limits, cfg.manager, cfg.sizing
     capital = cfg.start_capital
     capital_f = float(capital)
     idx = bars.index
@@ -338,12 +417,21 @@ def run_backtest(
         g_ready = gate_state["ready"].to_numpy(bool)
     no_gate = TrendGate(label="no trend filter in the ghost set")
 
-    # Candidate drafts per bar position, ghosts in id order (arbitrate keeps the candidates' order).
+    # Candidate drafts per bar position, ghosts in id order (arbitrate keeps the candidates' order). A draft
+    # on the side its ghost's direction leaves out is no candidate: its fate is direction_off at once.
     by_bar: dict[int, list[tuple[GhostSetup, Draft]]] = {}
+    off_rows: list[tuple] = []
     for g in sorted(ghosts, key=lambda s: s.ghost_id):
         d = drafts[g.ghost_id]
         side = d["side"].to_numpy()
-        pos = np.flatnonzero(side != 0)
+        if g.direction == "both":
+            pos = np.flatnonzero(side != 0)
+        else:
+            keep = 1 if g.direction == "long" else -1
+            off = np.flatnonzero(side == -keep)
+            detail = f"{g.direction} only: {'short' if keep > 0 else 'long'} drafts are not traded"
+            off_rows += [(idx[p], g.ghost_id, g.name, -keep, DIRECTION_OFF, detail, math.nan) for p in off]
+            pos = np.flatnonzero(side == keep)
         if len(pos) == 0:
             continue
         cols = {c: d[c].to_numpy()[pos] for c in ("side", "confidence", "priority", "entry", "stop", "target",
@@ -374,6 +462,8 @@ def run_backtest(
     entries_today = 0
     equity = np.empty(n, dtype=np.float64)
     cash_f = capital_f
+    held = np.zeros(n + 1, dtype=np.int32)  # +1 at each entry bar, -1 after each exit bar: exposure
+    next_report = PROGRESS_EVERY
 
     def close(p: _Open, i: int, ref: float, reason: str) -> None:
         nonlocal cash, cash_f, realised_net
@@ -390,13 +480,15 @@ def run_backtest(
         cash_f = float(cash)
         realised_net += t.net_pnl
         closed_by_ghost[p.setup.ghost_id].append((idx[i], float(t.net_pnl)))
+        held[p.entry_i] += 1
+        held[i + 1] -= 1
 
     def review(g: GhostSetup, i: int) -> None:
         """`revenue.services.ghost_review` after a close: auto-disable rules + per-ghost drawdown stop."""
         closed = closed_by_ghost[g.ghost_id]
         perf = perf_cache[g.ghost_id] = _ghost_performance(closed, capital_f, cfg.perf_freq)
         scores[g.ghost_id] = performance_score(perf, cfg.score_weights)
-        if not enabled[g.ghost_id]:
+        if not enabled[g.ghost_id] or not cfg.auto_disable:
             return
         reasons = rules_breached(perf, g.auto_disable)
         curve = [0.0, *np.cumsum([p for _, p in closed]).tolist()]
@@ -420,6 +512,9 @@ def run_backtest(
                 i = j
                 if i >= n:
                     break
+        if progress is not None and i >= next_report:
+            progress("walk", i, n)
+            next_report = (i // PROGRESS_EVERY + 1) * PROGRESS_EVERY
         if day[i] != cur_day:
             cur_day = day[i]
             entries_today = 0
@@ -469,7 +564,7 @@ def run_backtest(
             by_ghost[p.setup.ghost_id] = by_ghost.get(p.setup.ghost_id, 0) + 1
         state = RiskState(equity=eq, day_start_equity=day_start_equity, open_positions=len(opened),
                           open_by_ghost=by_ghost, trades_today=entries_today, kill_switch=kill is not None)
-        if kill is None and daily_loss_breached(state, limits):
+        if kill is None and cfg.kill_switch and daily_loss_breached(state, limits):
             kill = (idx[i], daily_loss_text(state, limits))
             state = dataclasses.replace(state, kill_switch=True)
             if limits.flatten_on_kill and opened:
@@ -491,8 +586,16 @@ def run_backtest(
                       for g, dr in cands]
 
         def risk(c: Candidate, size_mult: float, _state: RiskState = state) -> RiskDecision:
-            return risk_check(ghost_id=c.ghost_id, entry=c.draft.entry, stop=c.draft.stop, size_mult=size_mult,
-                              state=_state, limits=limits)
+            verdict = risk_check(ghost_id=c.ghost_id, entry=c.draft.entry, stop=c.draft.stop, size_mult=size_mult,
+                                 state=_state, limits=limits, daily_loss=cfg.kill_switch)
+            if verdict.ok and sizing.mode != "risk":
+                # the limits passed; the size is the fixed notional at the reference entry (kept at the fill)
+                notional = sizing.notional(_state.equity)
+                qty = notional / c.draft.entry if notional > 0 and c.draft.entry > 0 else 0.0
+                if not (qty > 0 and math.isfinite(qty)):
+                    return RiskDecision(False, limit="size", detail=f"size 0 ({sizing.mode} notional {notional:.2f})")
+                verdict = RiskDecision(True, quantity=qty)
+            return verdict
 
         if gate_state is None:
             gate = no_gate
@@ -514,13 +617,20 @@ def run_backtest(
         close(p, n - 1, float(closes[-1]), END_OF_DATA)
     equity[n - 1] = cash_f
 
+    if progress is not None:
+        progress("walk", n, n)
+
     perf = {g.name: perf_cache.get(g.ghost_id) or _ghost_performance(closed_by_ghost[g.ghost_id], capital_f,
                                                                        cfg.perf_freq) for g in ghosts}
-    fates = pd.DataFrame(fate_rows, columns=["bar_time", "ghost_id", "ghost", "side", "fate", "detail", "score"])
+    fates = pd.DataFrame(fate_rows + off_rows,
+                         columns=["bar_time", "ghost_id", "ghost", "side", "fate", "detail", "score"])
+    if off_rows:  # in bar order, ghosts in id order within a bar, as the walk writes the others
+        fates = fates.sort_values(["bar_time", "ghost_id"], kind="stable", ignore_index=True)
+    exposure = float(np.count_nonzero(np.cumsum(held[:n])) / n)
     return BacktestResult(
         ghosts=ghosts, start_capital=capital, final_equity=cash, trades=tuple(trades), fates=fates,
         equity=pd.Series(equity, index=idx, name="equity"), performance=perf, disables=tuple(disables),
-        kill_switch=kill, unfilled=tuple(unfilled), signals=_signals_table(ghosts, drafts),
+        kill_switch=kill, unfilled=tuple(unfilled), signals=_signals_table(ghosts, drafts), exposure=exposure,
     )
 
 

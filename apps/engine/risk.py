@@ -83,8 +83,12 @@ class RiskDecision:
 
 
 def risk_check(*, ghost_id: int, entry: float, stop: float, size_mult: float, state: RiskState,
-               limits: RiskLimits) -> RiskDecision:
-    """May this ghost open a position now, and how large (size_mult = trend x confidence multipliers)?"""
+               limits: RiskLimits, daily_loss: bool = True) -> RiskDecision:
+    """May this ghost open a position now, and how large (size_mult = trend x confidence multipliers)?
+
+    `daily_loss=False` leaves the daily-loss limit out (a lab backtest with the kill switch off: the limit
+    neither trips the switch nor blocks an entry); the desk always judges it.
+    """
     if state.kill_switch:
         return RiskDecision(False, limit="kill_switch", detail="kill switch is tripped: no new entries")
     if state.open_positions >= limits.max_open_positions:
@@ -97,7 +101,7 @@ def risk_check(*, ghost_id: int, entry: float, stop: float, size_mult: float, st
     if state.trades_today >= limits.max_trades_per_day:
         return RiskDecision(False, limit="max_trades_per_day",
                             detail=f"{state.trades_today} trades today >= limit {limits.max_trades_per_day}")
-    if daily_loss_breached(state, limits):
+    if daily_loss and daily_loss_breached(state, limits):
         return RiskDecision(False, limit="max_daily_loss", detail=daily_loss_text(state, limits))
     qty = position_size(state.equity, entry, stop, risk_pct=limits.risk_per_trade_pct / 100,
                         max_notional_pct=limits.max_notional_pct / 100, size_mult=size_mult)
