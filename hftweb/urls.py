@@ -8,5 +8,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("admin/", admin.site.urls),
+    path("lab/", include("apps.lab.urls")),
     path("", include("apps.dashboard.urls")),
 ]

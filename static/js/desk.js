@@ -485,6 +485,7 @@
     "positions.snapshot": onPositionsSnapshot,
     // the history page (history.js) draws these; re-dispatched so desk.js stays page-agnostic
     "history.progress": (ev) => document.dispatchEvent(new CustomEvent("desk:history", { detail: ev })),
+    "lab.progress": (ev) => document.dispatchEvent(new CustomEvent("desk:lab", { detail: ev })), // lab.js
     error: (ev) => toast(`${ev.message || "error"}${ev.code ? " [" + ev.code + "]" : ""}`, "error"),
   };
 
