@@ -15,7 +15,7 @@ ghosts page does (apps/dashboard/views_risk.performance_figures). The formulas t
 - max drawdown = `performance.max_drawdown` of the per-bar equity (marked at each close), with the dates:
   peak = the last bar at the running peak before the deepest point (where the fall began), trough = that
   deepest point, recovery = the first later bar back at or above the peak (None: not recovered by the end);
-- exposure     = bars with at least one position open / bars (the engine's definition, see `_exposure`);
+- exposure     = bars with at least one position open / bars (`BacktestResult.exposure`, the engine's);
 - trades per day = trades / days covered by the bars (bars x 1 min / 1 day);
 - fees paid    = sum of entry and exit fees.
 
@@ -111,25 +111,6 @@ def drawdown_dates(equity: pd.Series) -> dict[str, Any]:
             "recovery": _iso(idx[trough + int(later[0])]) if len(later) else None}
 
 
-def _exposure(result: BacktestResult) -> float:
-    """Fraction of bars with at least one position open: a position is open from its entry bar through its
-    exit bar (both included: it is held at the entry bar's close, and exits during the exit bar)."""
-    engine = getattr(result, "exposure", None)  # Part A's engine figure, when it provides one
-    if engine is not None:
-        return float(engine() if callable(engine) else engine)
-    n = len(result.equity)
-    if n == 0 or not result.trades:
-        return 0.0
-    t_ns = pd.DatetimeIndex(result.equity.index).as_unit("ns").asi8
-    open_count = np.zeros(n + 1, dtype=np.int64)
-    for tr in result.trades:
-        a = int(np.searchsorted(t_ns, pd.Timestamp(tr.entry_time).as_unit("ns").value))
-        b = int(np.searchsorted(t_ns, pd.Timestamp(tr.exit_time).as_unit("ns").value))
-        open_count[a] += 1
-        open_count[b + 1] -= 1
-    return float((np.cumsum(open_count[:n]) > 0).sum() / n)
-
-
 def trade_return_pct(t: Trade) -> float:
     """Net P&L of one trade as % of its entry notional (entry price x quantity)."""
     notional = float(t.entry_price) * float(t.qty)
@@ -192,7 +173,7 @@ def _figures(result: BacktestResult, equity: pd.Series, quote: str) -> tuple[lis
     dd = drawdown_dates(equity)
     days = len(equity) * _MINUTE_NS / _DAY_NS
     fees = float(sum((t.entry_fee + t.exit_fee for t in result.trades), start=0))
-    exposure = _exposure(result)
+    exposure = result.exposure  # the engine's: entry bar through exit bar of each trade, both included
     few = f"fewer than 2 daily returns ({len(rets)})"
 
     def fig(key: str, label: str, value: float | None, unit: str, sample: str, display: str | None = None,

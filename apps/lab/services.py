@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -56,8 +55,7 @@ from apps.market.models import Instrument
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("both", "long", "short")
-SIZING_MODES = ("risk", "stake", "equity_pct")
+DIRECTIONS = bt.DIRECTIONS
 MAX_GHOSTS = 20
 MAX_BARS = 3_000_000  # ~5.7 years of 1m in one run: ~0.5 GB of engine arrays, the most a 2-core worker should hold
 HEARTBEAT_EVERY_S = 0.5  # DB heartbeat + cancel check
@@ -120,33 +118,18 @@ def _number(value: Any, field: str) -> float:
     return f
 
 
-def _sizing_cls() -> type | None:
-    return getattr(bt, "Sizing", None)
-
-
 def _validate_sizing(raw: Any) -> dict[str, Any]:
+    """The engine's Sizing (its own messages) as a dict."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError("sizing must be an object with mode, stake, equity_pct")
-    cls = _sizing_cls()
-    if cls is not None:
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - allowed)
-        if unknown:
-            raise ConfigError(f"unknown sizing field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-        kw = {k: (v if k == "mode" else _number(v, f"sizing.{k}")) for k, v in raw.items()}
-        return dataclasses.asdict(cls(**kw))
-    # engine without Sizing yet: the same rules, checked here
-    out = {"mode": raw.get("mode", "risk"), "stake": _number(raw.get("stake", 1000.0), "sizing.stake"),
-           "equity_pct": _number(raw.get("equity_pct", 10.0), "sizing.equity_pct")}
-    if out["mode"] not in SIZING_MODES:
-        raise ConfigError(f"sizing.mode must be one of {', '.join(SIZING_MODES)}, got {out['mode']!r}")
-    if not out["stake"] > 0:
-        raise ConfigError(f"sizing.stake must be > 0 (quote currency per trade), got {out['stake']!r}")
-    if not 0 < out["equity_pct"] <= 100:
-        raise ConfigError(f"sizing.equity_pct must be > 0 and <= 100 (% of equity), got {out['equity_pct']!r}")
-    return out
+    allowed = [f.name for f in dataclasses.fields(bt.Sizing)]
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown sizing field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    kw = {k: (v if k == "mode" else _number(v, f"sizing.{k}")) for k, v in raw.items()}
+    return dataclasses.asdict(bt.Sizing(**kw))
 
 
 def _validate_ghosts(raw: Any, errors: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -312,36 +295,19 @@ def fingerprint(*, settings: Mapping[str, Any], version: str, first: datetime | 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _supports(cls: type, name: str) -> bool:
-    return name in {f.name for f in dataclasses.fields(cls)}
-
-
 def backtest_inputs(settings: Mapping[str, Any], *, exchange: str | None = None
                     ) -> tuple[list[bt.GhostSetup], bt.BacktestConfig]:
     """The engine's GhostSetups and BacktestConfig for validated settings (ghost ids 1.. in the given order,
     so a tie in the manager keeps the earlier ghost)."""
-    setups = []
-    for i, g in enumerate(settings["ghosts"], start=1):
-        kw: dict[str, Any] = {}
-        if g.get("direction", "both") != "both" or _supports(bt.GhostSetup, "direction"):
-            kw["direction"] = g.get("direction", "both")
-        setups.append(bt.GhostSetup(ghost_id=i, name=g["name"], kind=g["kind"],
-                                    config=config_from_params(g["kind"], g["params"]), **kw))
-    cfg_kw: dict[str, Any] = {
-        "start_capital": Decimal(settings["start_capital"]), "exchange": exchange or "binance",
-        "fill_model": FillModel(**settings["fee"]), "limits": RiskLimits.from_params(settings["limits"]),
-    }
-    sizing_cls = _sizing_cls()
-    if sizing_cls is not None:
-        cfg_kw["sizing"] = sizing_cls(**settings["sizing"])
-    elif settings["sizing"]["mode"] != "risk":
-        raise LabError({"sizing": ["this engine version sizes by risk only"]})
-    for flag in ("auto_disable", "kill_switch"):
-        if _supports(bt.BacktestConfig, flag):
-            cfg_kw[flag] = bool(settings[flag])
-        elif not settings[flag]:
-            raise LabError({flag: [f"this engine version cannot turn {flag} off"]})
-    return setups, bt.BacktestConfig(**cfg_kw)
+    setups = [bt.GhostSetup(ghost_id=i, name=g["name"], kind=g["kind"], direction=g.get("direction", "both"),
+                            config=config_from_params(g["kind"], g["params"]))
+              for i, g in enumerate(settings["ghosts"], start=1)]
+    cfg = bt.BacktestConfig(
+        start_capital=Decimal(settings["start_capital"]), exchange=exchange or "binance",
+        fill_model=FillModel(**settings["fee"]), limits=RiskLimits.from_params(settings["limits"]),
+        sizing=bt.Sizing(**settings["sizing"]), auto_disable=bool(settings["auto_disable"]),
+        kill_switch=bool(settings["kill_switch"]))
+    return setups, cfg
 
 
 def _default_name(settings: Mapping[str, Any]) -> str:
@@ -633,14 +599,11 @@ def _execute(run: BacktestRun, tracker: _Tracker, on_stage: Callable[[str], None
                                   count=len(bars))
 
     stage(BacktestRun.STAGE_EVALUATING)
-    drafts: dict[int, pd.DataFrame] = {}
-    for g in setups:  # one ghost at a time, so a cancel is seen between ghosts
-        drafts.update(bt.evaluate_ghosts(bars, [g]))
-        tracker.progress("evaluate", len(drafts), len(setups))
+    # evaluated here rather than inside run_backtest: the signal rows need each draft's levels and reason
+    drafts = bt.evaluate_ghosts(bars, setups, tracker.progress)  # a cancel is seen between two ghosts
 
     stage(BacktestRun.STAGE_WALKING)
-    kw = {"progress": tracker.progress} if "progress" in inspect.signature(bt.run_backtest).parameters else {}
-    result = bt.run_backtest(bars, setups, cfg, drafts=drafts, **kw)
+    result = bt.run_backtest(bars, setups, cfg, drafts=drafts, progress=tracker.progress)
     run.bars_done = len(bars)
 
     stage(BacktestRun.STAGE_STORING)

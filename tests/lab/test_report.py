@@ -65,10 +65,10 @@ def result() -> BacktestResult:
     signals = pd.DataFrame([{"ghost": "g1", "longs": 2, "shorts": 1, "idle_reason": ""},
                             {"ghost": "g2", "longs": 0, "shorts": 1, "idle_reason": "no taker split"}])
     signals = signals.set_index("ghost")
-    fields = {f.name for f in dataclasses.fields(BacktestResult)}
     kw = dict(ghosts=ghosts, start_capital=Decimal(10_000), final_equity=Decimal(10_150), trades=TRADES, fates=fates,
-              equity=equity_curve(), performance=perf, disables=(), kill_switch=None, unfilled=(), signals=signals)
-    return BacktestResult(**{k: v for k, v in kw.items() if k in fields})
+              equity=equity_curve(), performance=perf, disables=(), kill_switch=None, unfilled=(), signals=signals,
+              exposure=153 / 4320)
+    return BacktestResult(**kw)
 
 
 def figs(rep) -> dict:
@@ -84,7 +84,8 @@ def test_headline_figures_by_hand() -> None:
     assert f["profit_factor"] == pytest.approx(4.0)  # (100 + 100) / 50
     assert f["fees"] == pytest.approx(6.0) and f["trades"] == 3
     assert f["trades_per_day"] == pytest.approx(1.0)  # 3 trades over 4,320 one-minute bars = 3 days
-    # exposure: A holds 10:00..10:30 (31 bars), B 12:00..13:00 (61), C 08:00..09:00 (61), of 4,320
+    # exposure (the engine's fraction, shown in %): A holds 10:00..10:30 (31 bars), B 12:00..13:00 (61),
+    # C 08:00..09:00 (61), of 4,320
     assert f["exposure"] == pytest.approx(153 / 4320 * 100)
     # daily returns sampled at each UTC day's last equity; the first from the curve's first point
     r = [10_100 / 10_000 - 1, 10_050 / 10_100 - 1, 10_150 / 10_050 - 1]
@@ -132,7 +133,7 @@ def test_ghost_figures_and_series() -> None:
 
 def test_no_trades_gives_nulls_with_reasons_not_nan() -> None:
     res = dataclasses.replace(result(), trades=(), final_equity=Decimal(10_000),
-                              equity=pd.Series(10_000.0, index=IDX), fates=result().fates.iloc[:0])
+                              equity=pd.Series(10_000.0, index=IDX), fates=result().fates.iloc[:0], exposure=0.0)
     f = {x["key"]: x for x in report_build(res).summary["figures"]}
     assert f["win_rate"]["value"] is None and f["win_rate"]["display"] == "n/a" and f["win_rate"]["na_why"]
     assert f["profit_factor"]["value"] is None and f["sharpe"]["value"] is None
