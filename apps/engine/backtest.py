@@ -178,7 +178,11 @@ class BacktestConfig:
     Lab switches (the defaults are the desk's behaviour): `sizing` (see Sizing); `auto_disable=False`:
     neither the ghosts' auto-disable rules nor the per-ghost drawdown stop are judged (a ghost trades to
     the end); `kill_switch=False`: the daily-loss limit never trips the kill switch and never blocks an
-    entry."""
+    entry.
+
+    `trade_from`: bars before it are history only (the ghosts' and the trend gate's warm-up): their drafts are
+    neither candidates nor fates, nothing trades, and the result (equity, exposure) starts at the first bar
+    at or after it, as a desk that started trading then with that history stored."""
 
     start_capital: Decimal = Decimal("10000")
     exchange: str = "binance"
@@ -190,6 +194,7 @@ class BacktestConfig:
     sizing: Sizing = Sizing()
     auto_disable: bool = True
     kill_switch: bool = True
+    trade_from: pd.Timestamp | None = None
 
     @property
     def model(self) -> FillModel:
@@ -421,17 +426,20 @@ def run_backtest(
     # on the side its ghost's direction leaves out is no candidate: its fate is direction_off at once.
     by_bar: dict[int, list[tuple[GhostSetup, Draft]]] = {}
     off_rows: list[tuple] = []
+    first = 0 if cfg.trade_from is None else int(idx.searchsorted(pd.Timestamp(cfg.trade_from)))
+    if first >= n:
+        raise ValueError(f"no bars at or after trade_from {cfg.trade_from}")
     for g in sorted(ghosts, key=lambda s: s.ghost_id):
         d = drafts[g.ghost_id]
         side = d["side"].to_numpy()
         if g.direction == "both":
-            pos = np.flatnonzero(side != 0)
+            pos = np.flatnonzero(side[first:] != 0) + first
         else:
             keep = 1 if g.direction == "long" else -1
-            off = np.flatnonzero(side == -keep)
+            off = np.flatnonzero(side[first:] == -keep) + first
             detail = f"{g.direction} only: {'short' if keep > 0 else 'long'} drafts are not traded"
             off_rows += [(idx[p], g.ghost_id, g.name, -keep, DIRECTION_OFF, detail, math.nan) for p in off]
-            pos = np.flatnonzero(side == keep)
+            pos = np.flatnonzero(side[first:] == keep) + first
         if len(pos) == 0:
             continue
         cols = {c: d[c].to_numpy()[pos] for c in ("side", "confidence", "priority", "entry", "stop", "target",
@@ -626,10 +634,10 @@ def run_backtest(
                          columns=["bar_time", "ghost_id", "ghost", "side", "fate", "detail", "score"])
     if off_rows:  # in bar order, ghosts in id order within a bar, as the walk writes the others
         fates = fates.sort_values(["bar_time", "ghost_id"], kind="stable", ignore_index=True)
-    exposure = float(np.count_nonzero(np.cumsum(held[:n])) / n)
+    exposure = float(np.count_nonzero(np.cumsum(held[:n])[first:]) / (n - first))
     return BacktestResult(
         ghosts=ghosts, start_capital=capital, final_equity=cash, trades=tuple(trades), fates=fates,
-        equity=pd.Series(equity, index=idx, name="equity"), performance=perf, disables=tuple(disables),
+        equity=pd.Series(equity[first:], index=idx[first:], name="equity"), performance=perf, disables=tuple(disables),
         kill_switch=kill, unfilled=tuple(unfilled), signals=_signals_table(ghosts, drafts), exposure=exposure,
     )
 
