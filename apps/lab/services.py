@@ -43,7 +43,7 @@ from apps.common.realtime import send_now, send_on_commit
 from apps.engine import backtest as bt
 from apps.engine.criteria import Gates, gates_from_report
 from apps.engine.fills import FillModel, fill_model_for
-from apps.engine.registry import config_from_params, get_spec
+from apps.engine.registry import config_from_params, get_spec, warmup_minutes_for
 from apps.engine.report import report_build, trade_return_pct
 from apps.engine.risk import RiskLimits
 from apps.engine.types import ConfigError
@@ -310,6 +310,16 @@ def backtest_inputs(settings: Mapping[str, Any], *, exchange: str | None = None
     return setups, cfg
 
 
+_MINUTE = timedelta(minutes=1)
+
+
+def warmup_span(settings: Mapping[str, Any]) -> timedelta:
+    """History a run loads before its start, so its ghosts (and the trend gate, the trend ghost's config)
+    are warm when trading starts, as on the desk, which warms itself: the longest warm-up of its ghosts
+    (`registry.warmup_minutes_for` with their params). Bars that are not stored are simply not there."""
+    return _MINUTE * max(warmup_minutes_for(g["kind"], g["params"]) for g in settings["ghosts"])
+
+
 def _default_name(settings: Mapping[str, Any]) -> str:
     kinds = ", ".join(g["name"] for g in settings["ghosts"][:3]) + (" …" if len(settings["ghosts"]) > 3 else "")
     return f"{kinds} {settings['start'][:10]}..{settings['end'][:10]}"[:200]
@@ -331,7 +341,7 @@ def lab_run_create(*, actor, settings: Mapping[str, Any], name: str = "", source
     commit (`queue=False`: the caller runs `lab_run_execute` itself, as the command does). Audited."""
     clean = lab_settings_validate(settings)
     start, end = datetime.fromisoformat(clean["start"]), datetime.fromisoformat(clean["end"])
-    rng = data_range(instrument_id=clean["instrument_id"], start=start, end=end)
+    rng = data_range(instrument_id=clean["instrument_id"], start=start - warmup_span(clean), end=end)
     version = code_version()
     run = BacktestRun.objects.create(
         name=(name or "").strip()[:200] or _default_name(clean),
@@ -589,11 +599,14 @@ def _execute(run: BacktestRun, tracker: _Tracker, on_stage: Callable[[str], None
 
     s = run.settings
     stage(BacktestRun.STAGE_LOADING)
-    bars = run_bars(instrument_id=run.instrument_id, start=run.start, end=run.end)
-    if len(bars) == 0:
+    bars = run_bars(instrument_id=run.instrument_id, start=run.start - warmup_span(s), end=run.end)
+    warm = int((bars.index < pd.Timestamp(run.start)).sum())
+    if warm == len(bars):
         raise LabError("no stored bars in the run's range any more")
     run.bars_total = len(bars)
     setups, cfg = backtest_inputs(s, exchange=run.instrument.exchange.code)
+    if warm:
+        cfg = dataclasses.replace(cfg, trade_from=pd.Timestamp(run.start))
     first, last = bars.index[0].to_pydatetime(), bars.index[-1].to_pydatetime()
     run.fingerprint = fingerprint(settings=s, version=run.code_version or code_version(), first=first, last=last,
                                   count=len(bars))
@@ -608,6 +621,12 @@ def _execute(run: BacktestRun, tracker: _Tracker, on_stage: Callable[[str], None
 
     stage(BacktestRun.STAGE_STORING)
     report = report_build(result, quote=run.instrument.quote)
+    report.summary["warmup_bars"] = warm
+    report.summary["notes"].insert(0, (
+        f"the ghosts warmed up on {warm:,} stored bars before the start (they need {warmup_span(s) // _MINUTE:,} "
+        "minutes); nothing traded before it" if warm else
+        "no stored bars before the start: the ghosts warm up inside the range (the trend gate needs ~8.4 days, "
+        "and blocks every entry until then)"))
     gates = criteria_gates()
     crit = gates_from_report(gates, report.summary, report.daily)
     kinds = {g.ghost_id: g.kind for g in setups}

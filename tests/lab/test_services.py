@@ -181,3 +181,36 @@ def test_criteria_update_is_validated_and_audited(operator) -> None:
     assert ev.reason == "tighter" and ev.before["sharpe_min"] == 1.5 and ev.after["sharpe_min"] == 2.0
 
 
+
+
+def test_ghosts_warm_up_on_stored_bars_before_the_start(btc) -> None:
+    from apps.engine.registry import warmup_minutes_for
+
+    start = SLICE_START + timedelta(days=1)
+    run = lab_run_create(actor=None, settings=lab_request(btc, start=start.isoformat()), queue=False)
+    warm = warmup_minutes_for("spike_fader", lab_settings_validate(lab_request(btc))["ghosts"][0]["params"])
+    assert run.bars_total == 3 * 1440 + warm  # the range plus the history its ghost needs before it
+    run = lab_run_execute(run_id=run.pk)
+    assert run.status == "done", run.error
+    run = BacktestRun.objects.get(pk=run.pk)
+    assert run.summary["warmup_bars"] == warm and run.summary["bars"] == 3 * 1440
+    assert run.summary["notes"][0].startswith(f"the ghosts warmed up on {warm:,} stored bars")
+    times, _ = series_unpack(run.series)
+    assert times[0] == int(start.timestamp() * 1000)  # equity (and trading) starts at the start
+    trades = BacktestTrade.objects.filter(run=run)
+    assert trades.exists() and not trades.filter(signal_time__lt=start).exists()
+    assert not BacktestSignal.objects.filter(run=run, bar_time__lt=start).exists()
+
+
+def test_stake_sizing_and_the_switches_reach_the_engine(btc) -> None:
+    settings = lab_request(btc, sizing={"mode": "stake", "stake": 1000}, auto_disable=False, kill_switch=False,
+                           fee={"slippage_bps": 0})
+    run = lab_run_execute(run_id=lab_run_create(actor=None, settings=settings, queue=False).pk)
+    assert run.status == "done", run.error
+    run = BacktestRun.objects.get(pk=run.pk)
+    trades = list(BacktestTrade.objects.filter(run=run))
+    # with auto-disable on, this fader is switched off after 10 trades on these days (profit factor < 0.8)
+    assert len(trades) > 10 and run.ghost_figures[0]["disabled"] is None
+    assert "ghost_disabled" not in run.ghost_figures[0]["fates"]
+    # a fixed stake: every entry's notional is 1,000 USDT (qty = stake / fill price, quantised to 1e-8)
+    assert all(abs(t.entry_price * t.qty - 1000) < Decimal("0.001") for t in trades)
