@@ -1,6 +1,7 @@
 """Lab services in-process on real candles: settings validation (every refused request says which field and
 why), a run executed inline to done with every result stored, cancel, the sweeper and re-queue, the criteria."""
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -214,3 +215,34 @@ def test_stake_sizing_and_the_switches_reach_the_engine(btc) -> None:
     assert "ghost_disabled" not in run.ghost_figures[0]["fates"]
     # a fixed stake: every entry's notional is 1,000 USDT (qty = stake / fill price, quantised to 1e-8)
     assert all(abs(t.entry_price * t.qty - 1000) < Decimal("0.001") for t in trades)
+
+
+def test_the_progress_callback_heartbeats_checks_cancel_and_throttles_pushes(btc, monkeypatch) -> None:
+    from apps.lab import services
+
+    pushes = []
+    monkeypatch.setattr(services, "send_now", lambda group, event: pushes.append((group, event)))
+    run = lab_run_create(actor=None, settings=lab_request(btc), queue=False)
+    now = timezone.now()
+    BacktestRun.objects.filter(pk=run.pk).update(status="running", started_at=now, heartbeat_at=now)
+    run = BacktestRun.objects.get(pk=run.pk)
+    tracker = services._Tracker(run)
+    tracker.walk_t0 = time.monotonic()
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < 1.2:  # a walk calling back far more often than anyone should push
+        i += 1
+        tracker.progress("walk", i % 5760, 5760)
+    elapsed = time.monotonic() - t0
+    assert 3 <= len(pushes) <= elapsed / services.PUSH_EVERY_S + 2  # at most ~4 a second, however often called
+    assert pushes[-1][0] == "lab" and pushes[-1][1]["bars_per_s"] > 0 and pushes[-1][1]["eta_s"] is not None
+    beat = BacktestRun.objects.get(pk=run.pk)
+    assert beat.heartbeat_at > now and beat.bars_done > 0  # written at most every 0.5 s
+    BacktestRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    tracker.last_beat = 0.0
+    with pytest.raises(services.RunCancelled):
+        tracker.progress("walk", 10, 5760)
+    BacktestRun.objects.filter(pk=run.pk).update(status="failed")  # swept meanwhile: the worker must stop
+    tracker.last_beat = 0.0
+    with pytest.raises(services.RunLost):
+        tracker.progress("walk", 11, 5760)
