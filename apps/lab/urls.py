@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.lab import views
+from apps.lab import views, views_desk
 
 app_name = "lab"
 
@@ -16,4 +16,6 @@ urlpatterns = [
     path("runs/<int:run_id>/signals/<int:signal_id>/", views.run_signal, name="run-signal"),
     path("compare/", views.compare_page, name="compare"),
     path("criteria/", views.criteria_page, name="criteria"),
+    path("desk/", views_desk.desk_compare_page, name="desk-compare"),
+    path("desk/<int:run_id>/", views_desk.desk_compare_run, name="desk-compare-run"),
 ]
