@@ -74,7 +74,7 @@ from apps.engine.performance import (
     performance_score,
     rules_breached,
 )
-from apps.engine.registry import GHOSTS, get_spec
+from apps.engine.registry import DESK_KINDS, get_spec
 from apps.engine.risk import (
     RiskDecision,
     RiskLimits,
@@ -132,8 +132,8 @@ class GhostSetup:
 
 
 def default_ghosts() -> list[GhostSetup]:
-    """Every registered ghost at its defaults, ids 1.. in registry order, names = registry kinds."""
-    return [GhostSetup(ghost_id=i, name=kind, kind=kind) for i, kind in enumerate(GHOSTS, start=1)]
+    """Every desk ghost at its defaults (not the lab-only kinds), ids 1.. in registry order, names = kinds."""
+    return [GhostSetup(ghost_id=i, name=kind, kind=kind) for i, kind in enumerate(DESK_KINDS, start=1)]
 
 
 @dataclasses.dataclass(frozen=True)

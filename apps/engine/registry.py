@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from apps.engine import cvd, liquidation_hunter, spike_fader, trend, whale_follower
+from apps.engine import cvd, liquidation_hunter, spike_fader, textbook, trend, whale_follower
 from apps.engine.types import ConfigError, Draft, GhostConfig
 
 
@@ -19,7 +19,9 @@ class GhostSpec:
     """kind: registry key (Ghost.kind); title: human name; config_cls: frozen GhostConfig dataclass;
     evaluate: causal fn(bars, config) -> drafts frame; warmup_minutes: bars of history the live window
     needs with DEFAULT params (use `warmup_minutes_for` for a given config); summary: optional
-    fn(bars, config) -> {label: text}, the ghost's current state for the ghosts page."""
+    fn(bars, config) -> {label: text}, the ghost's current state for the ghosts page; desk: False for a LAB
+    ghost (runnable in backtests and the lab, never created on the desk by `desk_ensure` nor in
+    `backtest.default_ghosts()`)."""
 
     kind: str
     title: str
@@ -27,6 +29,7 @@ class GhostSpec:
     evaluate: Callable[[pd.DataFrame, Any], pd.DataFrame]
     warmup_minutes: int
     summary: Callable[[pd.DataFrame, Any], dict[str, str]] | None = None
+    desk: bool = True
 
 
 GHOSTS: dict[str, GhostSpec] = {
@@ -70,7 +73,18 @@ GHOSTS: dict[str, GhostSpec] = {
         warmup_minutes=liquidation_hunter.LiquidationHunterConfig().warmup_minutes,
         summary=liquidation_hunter.state_summary,
     ),
+    "textbook_fader": GhostSpec(
+        kind="textbook_fader",
+        title="Textbook fader (lab)",
+        config_cls=textbook.TextbookFaderConfig,
+        evaluate=textbook.evaluate,
+        warmup_minutes=textbook.TextbookFaderConfig().warmup_minutes,
+        summary=textbook.state_summary,
+        desk=False,
+    ),
 }
+# The kinds the desk runs (one ghost each on a fresh desk); GHOSTS also holds the lab-only kinds.
+DESK_KINDS: tuple[str, ...] = tuple(kind for kind, spec in GHOSTS.items() if spec.desk)
 
 
 def get_spec(kind: str) -> GhostSpec:

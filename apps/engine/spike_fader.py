@@ -136,6 +136,12 @@ def spike_moves(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> pd.Series:
 
 def _ref_close(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> np.ndarray:
     """Close of the bar that opened exactly window_minutes before each bar (NaN when absent)."""
+    return close_minutes_ago(bars, cfg.window_minutes)
+
+
+def close_minutes_ago(bars: pd.DataFrame, w: int) -> np.ndarray:
+    """Close of the bar that opened exactly `w` minutes before each bar of validated `bars` (NaN when no bar
+    opened then: a feed gap, the start of the data). Shared with the textbook fader."""
     # An exact lookup by time on the minute grid (validated bars are whole, strictly increasing minutes):
     # the same values as reindexing by `open_time - window`, without a hash index over all bars.
     idx = bars.index
@@ -146,7 +152,6 @@ def _ref_close(bars: pd.DataFrame, cfg: SpikeFaderConfig) -> np.ndarray:
         return ref
     t = idx.asi8
     per_minute = _PER_MINUTE[idx.unit]
-    w = cfg.window_minutes
     if (int(t[-1]) - int(t[0])) // per_minute == n - 1:  # no gaps: the rows are the minute grid
         if w < n:
             ref[w:] = close[:n - w]

@@ -80,14 +80,14 @@ def feed_status_update(*, instrument_id: int, push: bool = True, **fields) -> Fe
 
 @transaction.atomic
 def desk_ensure() -> str:
-    """Default desk for `make run`: BTC/USDT with a feed and one enabled ghost of every registered kind (paper).
+    """Default desk for `make run`: BTC/USDT with a feed and one enabled ghost of every desk kind (paper).
 
     Re-run on every start: a kind added to the engine since the last start gets its ghost; existing ghosts,
     their params and on/off state are left as the operators set them.
     """
     from django.conf import settings
 
-    from apps.engine.registry import GHOSTS
+    from apps.engine.registry import DESK_KINDS
     from apps.ghosts.models import Ghost
     from apps.ghosts.services import ghost_create
     from apps.market.models import Exchange, Instrument
@@ -101,7 +101,7 @@ def desk_ensure() -> str:
         fs.state, fs.source = FeedStatus.State.STARTING, settings.HFT_FEED
         fs.save(update_fields=["state", "source", "updated_at"])
     present = set(Ghost.objects.filter(instrument=inst).values_list("kind", flat=True))
-    for kind in GHOSTS:
+    for kind in DESK_KINDS:  # lab-only kinds (the textbook fader) are not desk ghosts
         name = f"{kind.replace('_', '-')}-{inst.base.lower()}"
         if kind not in present and not Ghost.objects.filter(name=name).exists():
             ghost_create(name=name, kind=kind, instrument=inst, enabled=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.engine.registry import GHOSTS, config_from_params, latest_draft, warmup_minutes_for
+from apps.engine.registry import DESK_KINDS, GHOSTS, config_from_params, latest_draft, warmup_minutes_for
 from apps.engine.spike_fader import SpikeFaderConfig, evaluate
 from apps.engine.types import DRAFT_COLUMNS, ConfigError, Draft
 from tests.datafiles import _flush_redis, services_use_test_redis, synthetic_bars  # noqa: F401
@@ -58,7 +58,8 @@ def test_drafts_frame_shape() -> None:
 
 
 def test_the_five_ghosts_are_registered_with_a_state_summary() -> None:
-    assert set(GHOSTS) == {"trend_filter", "cvd_detector", "liquidation_hunter", "spike_fader", "whale_follower"}
+    assert set(DESK_KINDS) == {"trend_filter", "cvd_detector", "liquidation_hunter", "spike_fader", "whale_follower"}
+    assert set(GHOSTS) == {*DESK_KINDS, "textbook_fader"}  # plus the lab-only textbook fader
     for spec in GHOSTS.values():
         assert spec.title and spec.warmup_minutes == warmup_minutes_for(spec.kind) and spec.summary is not None
 
