@@ -4,6 +4,7 @@ summary and gates printed, the trades CSV equal to the stored trades; a refused 
 import csv
 import io
 import json
+from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -59,3 +60,30 @@ def test_refused_requests_name_the_field(btc) -> None:
     with pytest.raises(CommandError, match="not JSON"):
         call_command("backtest", "--start", "2025-06-21", "--end", "2025-06-22", "--ghost", "spike_fader:{bad")
     assert not BacktestRun.objects.exists()
+
+
+def test_textbook_preset_equals_the_pure_engine_on_the_same_real_bars(btc, tmp_path) -> None:
+    """The lab path (candles stored in SQLite, read back, run, stored, exported) takes exactly the trades of
+    the pure engine with `textbook_setup()` on the same bars of the file, to the cent."""
+    from apps.engine.backtest import run_backtest
+    from apps.engine.textbook import textbook_setup
+    from tests.datafiles import load_freqtrade_1m
+
+    path = tmp_path / "textbook.csv"
+    out, _ = run_command("--preset", "textbook", "--start", "2025-06-21", "--end", "2025-06-25", "--csv", str(path))
+    run = BacktestRun.objects.get()
+    assert run.settings["sizing"] == {"mode": "stake", "stake": 1000.0, "equity_pct": 10.0}
+    assert run.settings["fee"] == {"taker_fee": 0.001, "maker_fee": 0.001, "slippage_bps": 0.0}
+    assert (run.settings["auto_disable"], run.settings["kill_switch"]) == (False, False)
+    bars = load_freqtrade_1m().loc["2025-06-21":"2025-06-24"]
+    expected = run_backtest(bars, *textbook_setup()).trades
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(expected) > 0
+    cent = Decimal("0.01")
+    for r, t in zip(rows, expected, strict=True):
+        assert (r["entry_time"], r["exit_time"], r["reason"]) == (t.entry_time.isoformat(), t.exit_time.isoformat(),
+                                                                  t.reason)
+        assert Decimal(r["entry_price"]) == t.entry_price and Decimal(r["exit_price"]) == t.exit_price
+        assert Decimal(r["net_pnl"]).quantize(cent) == t.net_pnl.quantize(cent)
+    assert "Trades" in out and "phase 1" in out
