@@ -101,6 +101,27 @@ def run_bench(path: Path, repeats: int) -> None:
     print(f"  result: {figs['trades']} trades, net {figs['net_pnl']}, {run.trades.count()} trade rows, "
           f"{run.signals.count()} signal rows, series {len(run.series) / 1e6:.1f} MB")
     storing_split(run, request)
+    textbook(inst, repeats)
+
+
+def textbook(inst, repeats: int) -> None:
+    """The same path for the textbook preset (one textbook_fader, stake 1,000; `manage.py backtest --preset
+    textbook` builds this request)."""
+    from apps.lab.management.commands.backtest import preset_textbook
+    from apps.lab.services import lab_run_create, lab_run_execute
+
+    request = {"instrument_id": inst.pk, "start": "2025-05-20", "end": "2025-08-19", **preset_textbook(long_only=False)}
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w0, c0 = clocks()
+        run = lab_run_execute(run_id=lab_run_create(actor=None, settings=request, queue=False).pk)
+        w1, c1 = clocks()
+        assert run.status == "done", run.error
+        walls.append(w1 - w0)
+        cpus.append(c1 - c0)
+    n = run.trades.count()
+    print(f"textbook preset, same path: {statistics.median(walls):.3f} s wall / {statistics.median(cpus):.3f} s CPU "
+          f"(median of {repeats}), {n} trades")
 
 
 def storing_split(run, request) -> None:
