@@ -181,9 +181,13 @@ def _coverage(inst: Instrument | None, start: datetime | None, end: datetime | N
     minutes = int((end - start).total_seconds() // 60)
     cov: dict[str, Any] = {
         "instrument": str(inst), "start": start, "end": end, "candles": st.candles, "first": st.first,
-        "last": st.last, "missing": max(0, minutes - st.candles), "taker": st.taker, "whale": st.whale,
+        "last": st.last, "uncovered": max(0, minutes - st.candles), "taker": st.taker, "whale": st.whale,
         "liq": st.liquidations, "liq_events": st.liquidation_events, "large_trades": st.large_trades,
     }
+    # gaps: minutes without a candle BETWEEN the first and the last stored one (a range reaching past the data
+    # is not a gap: the run simply starts or ends where the data does)
+    span = int((st.last - st.first).total_seconds() // 60) + 1 if st.candles else 0
+    cov["missing"] = max(0, span - st.candles)
     for k in ("taker", "whale", "liq"):
         cov[f"{k}_pct"] = cov[k] / st.candles * 100 if st.candles else None
     if not st.candles:
@@ -338,6 +342,8 @@ GATE_LABELS = {
     "profitable_streak": "Profitable streak (days)", "daily_loss": "Worst daily loss",
     "daily_profit": "Mean daily profit",
 }
+GATE_OPS = {"win_rate": "> ", "sharpe": "> ", "max_drawdown": "< ", "profitable_streak": "≥ ", "daily_loss": "≤ ",
+            "daily_profit": "> "}  # how apps.engine.criteria compares each value with its threshold
 GATE_UNITS = {"win_rate": " %", "max_drawdown": " %", "daily_loss": " %", "sharpe": "", "profitable_streak": " d",
               "daily_profit": ""}
 
@@ -354,7 +360,8 @@ def gate_rows(gates: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
 
         out.append({**g, "label": GATE_LABELS.get(g["name"], g["name"].replace("_", " ")),
                     "value_text": "n/a" if g.get("value") is None else fmt(g["value"]),
-                    "threshold_text": fmt(g["threshold"]) if g.get("threshold") is not None else "—"})
+                    "threshold_text": (GATE_OPS.get(g["name"], "") + fmt(g["threshold"]))
+                    if g.get("threshold") is not None else "—"})
     return out
 
 
@@ -372,7 +379,12 @@ def _figures(run: BacktestRun) -> list[dict[str, Any]]:
             note = (f"peak {dd['peak'][:16].replace('T', ' ')} → trough {dd['trough'][:16].replace('T', ' ')} → "
                     + (f"recovered {rec[:16].replace('T', ' ')}" if rec else "not recovered by the end"))
         text = f.get("display") or "n/a"  # the report formats it with its unit ("12.30 %", "1,234.50 USDT")
-        out.append({**f, "text": text, "unit": "", "css": css, "note": note, "formula": f.get("formula", "")})
+        unit = f.get("unit") or ""
+        if unit and unit != "%" and text.endswith(" " + unit):
+            text = text[: -len(unit) - 1]  # the money unit is drawn small beside the number
+        else:
+            unit = ""
+        out.append({**f, "text": text, "unit": unit, "css": css, "note": note, "formula": f.get("formula", "")})
     return out
 
 

@@ -215,11 +215,11 @@
   function histChart(h) {
     const holder = $("#hist-chart");
     if (!holder || !h || !h.count.length) return;
-    const x = h.left.map((l) => l + h.width / 2);
+    const x = h.left.map((l, i) => l + h.width[i] / 2);
     window.Plotly.newPlot(holder, [{
-      type: "bar", x, y: h.count, width: h.width * 0.95, name: "trades",
-      marker: { color: h.left.map((l) => (l >= 0 ? "#00ff88" : "#ff3366")) },
-      customdata: h.left.map((l) => [l, l + h.width]),
+      type: "bar", x, y: h.count, width: h.width.map((w) => w * 0.95), name: "trades",
+      marker: { color: x.map((c) => (c >= 0 ? "#00ff88" : "#ff3366")) },
+      customdata: h.left.map((l, i) => [l, l + h.width[i]]),
       hovertemplate: "%{customdata[0]:.3f}% to %{customdata[1]:.3f}%: %{y} trades<extra></extra>",
     }], layout({ showlegend: false, hovermode: "closest", bargap: 0,
       xaxis: Object.assign({ ticksuffix: "%", title: { text: "net return per trade" } }, AXIS),

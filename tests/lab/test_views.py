@@ -103,10 +103,16 @@ def test_coverage_json_follows_the_range_and_the_params(op_client, btc):
                                              "params_liquidation_hunter": json.dumps({"require_cvd": True})})
     d = r.json()
     assert r.status_code == 200 and d["candles"] == 1440
-    assert "1,440" in d["html"] and "Missing minutes" in d["html"]
+    assert "1,440" in d["html"] and 'id="cov-missing">0 min<' in d["html"]
     assert d["ghosts"]["cvd_detector"]["state"] == "idle"
     assert any("taker" in n for n in d["ghosts"]["liquidation_hunter"]["notes"])  # require_cvd: needs the split too
     assert "trend_filter in the set" in d["trend_note"]
+    from apps.market.models import Candle
+
+    gap_at = datetime(2025, 6, 22, 12, tzinfo=UTC)
+    Candle.objects.filter(instrument=btc, open_time__gte=gap_at, open_time__lt=gap_at + timedelta(minutes=5)).delete()
+    gap = op_client.get("/lab/coverage.json", {"instrument": btc.pk, "start": "2025-06-22", "end": "2025-06-23"}).json()
+    assert gap["candles"] == 1435 and 'id="cov-missing">5 min<' in gap["html"]
     empty = op_client.get("/lab/coverage.json",
                           {"instrument": btc.pk, "start": "2024-01-01", "end": "2024-01-05"}).json()
     assert empty["candles"] == 0 and "No candles stored" in empty["html"] and "2025-06-21 00:00" in empty["html"]
