@@ -237,8 +237,9 @@ def test_price_json_buckets_the_visible_range_and_marks_its_trades(op_client, bt
     zoom = op_client.get(url, {"start": a, "end": a + 60 * 60_000}).json()
     assert zoom["width_min"] == 1 and zoom["bars"] == len(zoom["t"]) == 60  # an hour: the raw candles
     assert int(t.entry_time.timestamp() * 1000) in zoom["entries_long"]["t"] + zoom["entries_short"]["t"]
-    outside = op_client.get(url, {"start": 0, "end": 10}).json()  # clamped to the run: the whole range
-    assert outside["bars"] == 5760
+    with CaptureQueriesContext(connection) as ctx:
+        outside = op_client.get(url, {"start": 0, "end": 10}).json()  # clamped to the run: the whole range
+    assert outside == full and len(ctx.captured_queries) <= 3  # a finished run's view comes from the cache
     assert op_client.get(url, {"start": "soon"}).status_code == 400
     assert op_client.get(reverse("lab:run-price", args=[999_999])).status_code == 404
 
@@ -305,8 +306,50 @@ def test_copy_a_run_into_the_form_and_the_textbook_preset(op_client, btc, operat
                    ghosts=[{"kind": "spike_fader", "params": dict(SENSITIVE_FADER), "direction": "short"}])
     html = op_client.get(RUNS, {"from": run.pk}).content.decode()
     assert f"Settings of run #{run.pk}" in html and '<option value="short" selected>' in html
-    html = op_client.get(RUNS, {"preset": "textbook"}).content.decode()
-    assert 'id="preset-note"' in html
+
+
+def _posted(form) -> dict:
+    """What a browser submits for an (unbound) form as rendered: every field's value, ticked boxes as "on"."""
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        if isinstance(value, bool):
+            if value:
+                data[name] = "on"
+        elif value not in (None, ""):
+            data[name] = value.pk if hasattr(value, "pk") else str(value)
+    return data
+
+
+def test_the_textbook_preset_reproduces_the_engines_textbook_setup(op_client, btc, operator):
+    from apps.engine.backtest import run_backtest
+    from apps.engine.textbook import textbook_setup
+    from apps.lab.selectors import run_bars
+
+    page = op_client.get(RUNS, {"preset": "textbook"})
+    assert "Textbook preset" in page.content.decode()
+    data = _posted(page.context["form"])
+    assert "g_spike_fader_on" not in data and data["g_textbook_fader_on"] == "on"
+    r = op_client.post(RUNS, data)
+    assert r.status_code == 302, r.content.decode()[:2000]
+    run = BacktestRun.objects.get()
+    setups, cfg = textbook_setup()
+    s = run.settings
+    assert [(g["kind"], g["name"], g["direction"]) for g in s["ghosts"]] == [("textbook_fader", "textbook", "both")]
+    assert s["ghosts"][0]["params"] == setups[0].resolved_config().to_params()
+    assert s["sizing"]["mode"] == "stake" and s["sizing"]["stake"] == 1000
+    assert s["fee"] == {"taker_fee": 0.001, "maker_fee": 0.001, "slippage_bps": 0.0}
+    assert s["limits"] == cfg.limits.to_params() and not s["auto_disable"] and not s["kill_switch"]
+    run = lab_run_execute(run_id=run.pk)
+    assert run.status == "done", run.error
+    # the same trades as the engine's own textbook setup on the same stored bars, to the stored 1e-8
+    ref = run_backtest(run_bars(instrument_id=btc.pk, start=run.start, end=run.end), setups, cfg).trades
+    got = list(BacktestTrade.objects.filter(run=run).order_by("seq"))
+    assert len(got) == len(ref) > 0
+    for a, b in zip(got, ref, strict=True):
+        assert (a.entry_time, a.exit_time, a.reason) == (b.entry_time.to_pydatetime(), b.exit_time.to_pydatetime(),
+                                                         b.reason)
+        assert (a.entry_price, a.exit_price, a.net_pnl) == (b.entry_price, b.exit_price, b.net_pnl)
 
 
 # --- criteria and the paper desk --------------------------------------------------------------------------------
@@ -381,3 +424,20 @@ def test_query_counts_do_not_grow_with_runs_or_trades(op_client, btc, operator):
     BacktestTrade.objects.filter(run=run).exclude(seq__lte=3).delete()
     assert _count(op_client, url) == trades
     assert _count(op_client, reverse("lab:run", args=[run.pk])) == detail
+
+
+def test_failed_and_cancelled_runs_say_so_and_progress_json_is_the_event(op_client, viewer_client, btc, operator):
+    run = lab_run_create(actor=operator, settings=lab_request(btc), queue=False)
+    p = viewer_client.get(reverse("lab:run-progress", args=[run.pk])).json()
+    assert p == {"type": "lab.progress", "run_id": run.pk, "status": "queued", "stage": "", "bars_done": 0,
+                 "bars_total": 5760, "bars_per_s": None, "eta_s": None, "error": ""}
+    BacktestRun.objects.filter(pk=run.pk).update(status="failed", error="worker lost: no heartbeat since 12:00")
+    html = op_client.get(reverse("lab:run", args=[run.pk])).content.decode()
+    assert 'id="run-error"' in html and "worker lost: no heartbeat since 12:00" in html
+    assert f"?from={run.pk}" in html and 'id="figures"' not in html
+    assert "Start it again" not in viewer_client.get(reverse("lab:run", args=[run.pk])).content.decode()
+    BacktestRun.objects.filter(pk=run.pk).update(status="cancelled", error="cancelled by an operator")
+    html = op_client.get(reverse("lab:run", args=[run.pk])).content.decode()
+    assert 'id="run-cancelled"' in html and "nothing of it was stored" in html
+    assert viewer_client.get(reverse("lab:run", args=[run.pk + 1])).status_code == 404
+    assert viewer_client.get(reverse("lab:run-progress", args=[run.pk + 1])).status_code == 404
