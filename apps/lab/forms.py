@@ -300,13 +300,21 @@ def ghost_readiness(kind: str, params: dict[str, Any] | None, coverage: dict[str
         warm = warmup_minutes_for(kind, params or {})
     except ConfigError:
         warm = warmup_minutes_for(kind)  # bad params: the form shows that error; say the default warm-up
-    if warm >= bars:
+    # a run warms its ghosts on the stored history before its start (apps.lab.services.warmup_span): only the
+    # part of the warm-up that history does not cover is spent inside the range
+    before = min(warm, int(coverage.get("before_minutes") or 0))
+    inside = warm - before
+    if inside >= bars:
         state = "idle"
-        notes.append(f"idle: needs {_days(warm)} of history before its first signal, the range has {_days(bars)}")
-    elif warm > 60:
+        notes.append(f"idle: needs {_days(warm)} of history before its first signal; the range has {_days(bars)}"
+                     + (f" and {_days(before)} are stored before it" if before else ""))
+    elif inside > 60:
         if state == "ready":
             state = "partial"
-        notes.append(f"no signal in the first {_days(warm)} (warm-up)")
+        notes.append(f"no signal in the first {_days(inside)} of the range (warm-up"
+                     + (f"; {_days(before)} of the {_days(warm)} stored before the start)" if before else ")"))
+    elif warm > 60:
+        notes.append(f"warms up on {_days(before)} of stored history before the start")
     return Readiness(kind, state, tuple(notes))
 
 
@@ -315,8 +323,13 @@ def trend_gate_note(kinds: list[str], coverage: dict[str, Any]) -> str:
     if "trend_filter" not in kinds:
         return "No trend_filter in the set: no trend gate (every side is allowed)."
     warm = warmup_minutes_for("trend_filter")
-    return (f"trend_filter in the set: its gate applies to every ghost and blocks every side during its "
-            f"{_days(warm)} warm-up, so nothing trades in the first {_days(warm)} of the range.")
+    inside = warm - min(warm, int(coverage.get("before_minutes") or 0))
+    if inside <= 0:
+        return ("trend_filter in the set: its gate applies to every ghost; it warms up on the history stored "
+                "before the start, so it gates from the first bar.")
+    return (f"trend_filter in the set: its gate applies to every ghost and blocks every side while it warms up, "
+            f"so nothing trades in the first {_days(inside)} of the range (no stored history before the start "
+            f"covers its {_days(warm)} warm-up).")
 
 
 # --- the other pages' small forms ----------------------------------------------------------------------------

@@ -200,3 +200,11 @@ def paper_record(*, start, end) -> dict:
                         win_rate=wr * 100 if n else None, sharpe=sharpe, max_drawdown_pct=dd)
     return {"start": start, "end": end, "days": len(days), "trades": n, "wins": wins, "net": sum(pnls),
             "start_equity": capital, "gates": gates}
+
+
+def history_before(*, instrument_id: int, start: datetime, minutes: int) -> int:
+    """Minutes of stored 1m history right before `start` within the last `minutes` (start - first stored bar of
+    that window; 0 when none): what a run's ghosts warm up on (`services.warmup_span` loads them)."""
+    first = Candle.objects.filter(instrument_id=instrument_id, timeframe="1m", open_time__gte=start - timedelta(
+        minutes=minutes), open_time__lt=start).aggregate(first=Min("open_time"))["first"]
+    return int((start - first).total_seconds() // 60) if first else 0

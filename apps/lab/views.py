@@ -28,7 +28,7 @@ from apps.dashboard.context_processors import request_is_operator
 from apps.dashboard.views import _aiter_batches, _csv_text, _Echo, _plotly_version, _wants_json
 from apps.dashboard.views_risk import FATE_WORDS, _show, fate_words
 from apps.engine import fills
-from apps.engine.registry import GHOSTS
+from apps.engine.registry import GHOSTS, warmup_minutes_for
 from apps.lab import charts
 from apps.lab.events import progress_payload
 from apps.lab.forms import (
@@ -45,6 +45,7 @@ from apps.lab.forms import (
 )
 from apps.lab.models import BacktestRun, BacktestSignal, BacktestTrade
 from apps.lab.selectors import (
+    history_before,
     instruments_with_data,
     paper_record,
     run_ohlc,
@@ -180,11 +181,13 @@ def _coverage(inst: Instrument | None, start: datetime | None, end: datetime | N
     if inst is None or start is None or end is None or end <= start:
         return None
     st = stored_inputs(instrument_id=inst.pk, start=start, end=end)
+    longest = max(warmup_minutes_for(k) for k in GHOSTS)  # what a run of any set may warm up on
     minutes = int((end - start).total_seconds() // 60)
     cov: dict[str, Any] = {
         "instrument": str(inst), "start": start, "end": end, "candles": st.candles, "first": st.first,
         "last": st.last, "uncovered": max(0, minutes - st.candles), "taker": st.taker, "whale": st.whale,
         "liq": st.liquidations, "liq_events": st.liquidation_events, "large_trades": st.large_trades,
+        "before_minutes": history_before(instrument_id=inst.pk, start=start, minutes=longest),
     }
     # gaps: minutes without a candle BETWEEN the first and the last stored one (a range reaching past the data
     # is not a gap: the run simply starts or ends where the data does)

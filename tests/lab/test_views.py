@@ -119,6 +119,21 @@ def test_coverage_json_follows_the_range_and_the_params(op_client, btc):
     assert all(g["state"] == "idle" for g in empty["ghosts"].values())
 
 
+def test_stored_history_before_the_start_is_the_warm_up(op_client, btc):
+    from tests.lab.conftest import import_real
+
+    q = {"instrument": btc.pk, "start": "2025-06-22", "end": "2025-06-25", "kinds": ["trend_filter"]}
+    one_day = op_client.get("/lab/coverage.json", q).json()  # only 06-21 is stored before the start
+    trend = one_day["ghosts"]["trend_filter"]
+    assert trend["state"] == "idle" and "and 1.0 days are stored before it" in trend["notes"][0]
+    assert "nothing trades in the first 7.4 days" in one_day["trend_note"]
+    import_real(btc, datetime(2025, 6, 10, tzinfo=UTC), datetime(2025, 6, 21, tzinfo=UTC))
+    warm = op_client.get("/lab/coverage.json", q).json()
+    assert warm["ghosts"]["trend_filter"] == {"state": "ready",
+                                              "notes": ["warms up on 8.4 days of stored history before the start"]}
+    assert "gates from the first bar" in warm["trend_note"]
+
+
 def test_operator_starts_a_run(op_client, operator, btc):
     r = op_client.post(RUNS, form_data(btc, name="fader sensitive"))
     run = BacktestRun.objects.get()
@@ -223,6 +238,7 @@ def test_a_done_run_shows_figures_charts_ghosts_and_criteria(op_client, btc, ope
     assert data["daily"]["day"] == [d[0] for d in run.daily]
     assert sum(data["histogram"]["count"]) == len(trades)
     assert "/vendor/plotly.min.js" in html and "Monthly returns" in html and "2025" in html
+    assert 'id="run-notes"' in html and "no stored bars before the start" in html  # the report's notes
 
 
 def test_price_json_buckets_the_visible_range_and_marks_its_trades(op_client, btc, operator):
