@@ -35,10 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.engine.batch import evaluate_all  # noqa: E402
-from apps.engine.registry import GHOSTS  # noqa: E402
+from apps.engine.registry import DESK_KINDS, GHOSTS  # noqa: E402
 
 DATA = "klines/freqtrade/binance_spot_BTCUSDT_1m_2025-05-20_2025-08-18__filimonov.csv.gz"
 TARGET = 2_000_000
+DESK = {kind: GHOSTS[kind] for kind in DESK_KINDS}  # the five desk ghosts (not the lab-only textbook fader)
 
 
 def load() -> pd.DataFrame:
@@ -81,10 +82,10 @@ def line(label: str, n: int, cpu: float, wall: float) -> str:
 
 def run(title: str, bars: pd.DataFrame, runs: int) -> float:
     n = len(bars)
-    configs = {kind: spec.config_cls() for kind, spec in GHOSTS.items()}
+    configs = {kind: spec.config_cls() for kind, spec in DESK.items()}
     print(f"{title}: {n:,} bars, best of {runs}")
     total = 0.0
-    for kind, spec in GHOSTS.items():
+    for kind, spec in DESK.items():
         cpu, wall = best(lambda spec=spec, kind=kind: spec.evaluate(bars, configs[kind]), runs)
         total += cpu
         print(line(f"{kind} (alone)", n, cpu, wall))
@@ -106,8 +107,8 @@ def main() -> None:
     rate = run("REAL 90-day BTC/USDT 1m (OHLCV only: CVD, whale, liquidation ghosts idle)", real, runs)
     run("SAME BARS + SYNTHETIC taker/whale/liquidation columns (random, timing only, NOT market data)",
         synthetic_extras(real), runs)
-    configs = {kind: spec.config_cls() for kind, spec in GHOSTS.items()}
-    warm = max(spec.config_cls().warmup_minutes for spec in GHOSTS.values())
+    configs = {kind: spec.config_cls() for kind, spec in DESK.items()}
+    warm = max(spec.config_cls().warmup_minutes for spec in DESK.values())
     for title, bars in (("real", real), ("synthetic extras", synthetic_extras(real))):
         window = bars.iloc[-warm:]
         cpu, wall = best(lambda window=window: evaluate_all(window, configs), runs * 5)

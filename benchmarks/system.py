@@ -57,12 +57,12 @@ def one_decision(bars) -> None:
     from apps.engine.fills import fill_model_for
     from apps.engine.manager import Candidate, TrendGate, arbitrate
     from apps.engine.performance import performance_score
-    from apps.engine.registry import GHOSTS, get_spec, warmup_minutes_for
+    from apps.engine.registry import DESK_KINDS, get_spec, warmup_minutes_for
     from apps.engine.risk import RiskLimits, RiskState, risk_check
     from apps.engine.trend import TrendConfig, trend_state
     from apps.engine.types import Draft
 
-    kinds = list(GHOSTS)
+    kinds = list(DESK_KINDS)  # the five desk ghosts (not the lab-only textbook fader)
     cfgs = {k: get_spec(k).config_cls() for k in kinds}
     window = max(warmup_minutes_for(k) for k in kinds) + 1
     model, limits = fill_model_for("binance"), RiskLimits()
@@ -176,7 +176,7 @@ def db_replay(bars) -> None:
             from django.db.models import Count
 
             call_command("migrate", verbosity=0)
-            from apps.engine.registry import GHOSTS
+            from apps.engine.registry import DESK_KINDS
             from apps.ghosts.services import ghost_create
             from apps.market import importers
             from apps.market.models import Candle, FeedStatus
@@ -192,7 +192,7 @@ def db_replay(bars) -> None:
             frame = importers.read_klines(data_path())
             hist = frame[(frame["open_time"] >= bars.index[start - warm]) & (frame["open_time"] < bars.index[start])]
             candles_import(instrument=inst, frame=hist.reset_index(drop=True), timeframe="1m")
-            for kind in GHOSTS:
+            for kind in DESK_KINDS:
                 ghost_create(name=kind, kind=kind, instrument=inst, enabled=True)
             FeedStatus.objects.create(instrument=inst, source=f"replay:{slice_path}@0")
             before = Candle.objects.filter(instrument=inst).count()

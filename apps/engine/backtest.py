@@ -47,13 +47,16 @@ Money: the ledger mirrors the paper executor (`apps.trading.services`): prices a
 quantised to 1e-8 as Decimal, fees and gross P&L to 1e-8 of the quote currency, so the final equity is
 EXACTLY start capital + the sum of the trades' net P&L. Marks and the equity curve are float64.
 
-Cost: the ghosts and the trend gate are vectorised; the walk is a Python loop (unavoidable: each decision
-depends on the ledger the previous ones made), but it visits only bars with an open position, a pending
-entry or a draft: with nothing open it jumps to the next draft bar (the equity is flat in between).
-Performance figures (a pandas resample each) are recomputed only when a ghost closes a trade.
-benchmarks/system.py prints the throughput.
+Cost: the ghosts and the trend gate are vectorised (`evaluate_ghosts` shares the trend and CVD states); the
+walk is a Python loop (unavoidable: each decision depends on the ledger the previous ones made), but it
+visits only bars with an open position, a pending entry or a draft: with nothing open it jumps to the next
+draft bar (the equity is flat in between), and a bar with a position but no draft only marks it (and
+judges the daily loss when equity is below the day's start). A ghost's performance figures are recomputed
+only when it closes a trade, in numpy (`performance.sample_returns_daily`: the same figures as the pandas
+resample, bit for bit). benchmarks/system.py and benchmarks/lab_engine.py print the throughput.
 """
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -67,12 +70,15 @@ from apps.engine.exits import END_OF_DATA, bar_check, rebase_levels
 from apps.engine.fills import FillModel, fill_model_for
 from apps.engine.manager import TAKEN, Candidate, Decision, ManagerConfig, TrendGate, arbitrate
 from apps.engine.performance import (
+    PERIODS_PER_YEAR,
     AutoDisableRules,
     Performance,
     ScoreWeights,
     performance,
+    performance_of,
     performance_score,
     rules_breached,
+    sample_returns_daily,
 )
 from apps.engine.registry import DESK_KINDS, get_spec
 from apps.engine.risk import (
@@ -337,6 +343,22 @@ def _ghost_performance(closed: list[tuple[pd.Timestamp, float]], capital: float,
     return performance(pnls, pd.Series(levels, index=times, dtype="float64"), freq=freq)
 
 
+def _ghost_performance_ns(t_ns: list[int], pnls: list[float], capital: float, freq: str) -> Performance:
+    """`_ghost_performance` of closes at `t_ns` (int64 ns, in time order) with net P&L `pnls`: the same
+    figures, bit for bit, without pandas for the desk's daily sampling (a resample per close cost ~1.5 ms,
+    90 % of a long lab run's walk)."""
+    if freq != "1D" or not pnls:
+        return _ghost_performance([(pd.Timestamp(t, tz="UTC"), p) for t, p in zip(t_ns, pnls, strict=True)],
+                                  capital, freq)
+    levels = np.empty(len(pnls) + 1, dtype=np.float64)
+    levels[0] = capital
+    levels[1:] = capital + np.cumsum(pnls)
+    times = np.empty(len(pnls) + 1, dtype=np.int64)
+    times[0] = t_ns[0]
+    times[1:] = t_ns
+    return performance_of(pnls, levels, sample_returns_daily(times, levels), PERIODS_PER_YEAR["1D"])
+
+
 def _signals_table(ghosts: Sequence[GhostSetup], drafts: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for g in ghosts:
@@ -358,14 +380,28 @@ PROGRESS_EVERY = 2_000  # bars of the walk between two progress calls
 
 def evaluate_ghosts(bars: pd.DataFrame, ghosts: Sequence[GhostSetup], progress: Progress | None = None
                     ) -> dict[int, pd.DataFrame]:
-    """Each ghost's drafts frame over the whole series (one causal, vectorised call per ghost);
-    `progress("evaluate", k, len(ghosts))` after each."""
+    """Each ghost's drafts frame over the whole series (one causal, vectorised call per ghost), keyed by
+    ghost id in the order of `ghosts`; `progress("evaluate", k, len(ghosts))` after each.
+
+    The bars are validated once and the trend and CVD states are shared between the ghosts that need them
+    (`apps.engine.batch`'s shared path, which the desk's evaluate_all uses): each frame equals
+    `get_spec(kind).evaluate(bars, config)` exactly (tests/engine/test_batch.py), at about 70 % of the cost
+    with every ghost busy. Pass all the ghosts in one call to share; an exception propagates as raised.
+    """
+    from apps.engine.bars import validate_bars
+    from apps.engine.batch import _ORDER, _ghost_fn, _Shared
+
+    configs = {g.ghost_id: g.resolved_config() for g in ghosts}
+    valid = validate_bars(bars)
+    shared = _Shared(valid)
     out: dict[int, pd.DataFrame] = {}
-    for k, g in enumerate(ghosts, start=1):
-        out[g.ghost_id] = get_spec(g.kind).evaluate(bars, g.resolved_config())
+    # the trend filter and the CVD detector first, so the gated ghosts reuse their states
+    for k, g in enumerate(sorted(ghosts, key=lambda s: _ORDER.get(s.kind, 2)), start=1):
+        # a shallow, copy-on-write copy marked as validated per ghost: nothing one ghost does reaches another
+        out[g.ghost_id] = _ghost_fn(g.kind, shared)(validate_bars(valid), configs[g.ghost_id])
         if progress is not None:
             progress("evaluate", k, len(ghosts))
-    return out
+    return {g.ghost_id: out[g.ghost_id] for g in ghosts}
 
 
 def run_backtest(
@@ -402,12 +438,13 @@ def run_backtest(
     capital = cfg.start_capital
     capital_f = float(capital)
     idx = bars.index
-    t_ns = pd.DatetimeIndex(idx).as_unit("ns").asi8  # pandas 3 may hold us/s resolution
-    day = (t_ns // _DAY_NS).tolist()  # Python ints: compared once per active bar
-    opens = bars["open"].to_numpy(np.float64)
-    highs = bars["high"].to_numpy(np.float64)
-    lows = bars["low"].to_numpy(np.float64)
-    closes = bars["close"].to_numpy(np.float64)
+    t_ns_arr = pd.DatetimeIndex(idx).as_unit("ns").asi8  # pandas 3 may hold us/s resolution
+    day = (t_ns_arr // _DAY_NS).tolist()  # Python ints: compared once per active bar
+    # The walk reads single values: memoryviews hand out Python floats / ints without a copy of the columns
+    # (numpy scalar indexing + float() costs ~3x as much per read, on up to every bar).
+    t_ns = memoryview(np.ascontiguousarray(t_ns_arr))
+    opens, highs, lows, closes = (memoryview(np.ascontiguousarray(bars[c].to_numpy(np.float64)))
+                                  for c in ("open", "high", "low", "close"))
 
     trend_setup = next((g for g in ghosts if g.kind == TREND_KIND), None)
     gate_state: pd.DataFrame | None = None
@@ -438,21 +475,27 @@ def run_backtest(
             keep = 1 if g.direction == "long" else -1
             off = np.flatnonzero(side[first:] == -keep) + first
             detail = f"{g.direction} only: {'short' if keep > 0 else 'long'} drafts are not traded"
-            off_rows += [(idx[p], g.ghost_id, g.name, -keep, DIRECTION_OFF, detail, math.nan) for p in off]
+            off_rows += [(t, g.ghost_id, g.name, -keep, DIRECTION_OFF, detail, math.nan) for t in idx[off]]
             pos = np.flatnonzero(side[first:] == keep) + first
         if len(pos) == 0:
             continue
-        cols = {c: d[c].to_numpy()[pos] for c in ("side", "confidence", "priority", "entry", "stop", "target",
-                                                   "size_mult", "max_hold_s", "reason")}
-        for k, p in enumerate(pos):
-            by_bar.setdefault(int(p), []).append((g, Draft(
-                side=int(cols["side"][k]), confidence=float(cols["confidence"][k]),
-                priority=int(cols["priority"][k]), entry=float(cols["entry"][k]), stop=float(cols["stop"][k]),
-                target=float(cols["target"][k]), size_mult=float(cols["size_mult"][k]),
-                max_hold_s=float(cols["max_hold_s"][k]), reason=str(cols["reason"][k]), bar_time=idx[p])))
+        # Python ints / floats / strs in bulk (tolist), the bar times boxed in bulk too (a Timestamp per idx[p]
+        # costs ~9 us, a quarter of a desk walk)
+        cols = [d[c].to_numpy()[pos].tolist() for c in ("side", "confidence", "priority", "entry", "stop", "target",
+                                                         "size_mult", "max_hold_s", "reason")]
+        for p, bar_time, side_k, conf, prio, entry, stop, target, mult, hold, reason in zip(
+                pos.tolist(), idx[pos], *cols, strict=True):
+            by_bar.setdefault(p, []).append((g, Draft(
+                side=side_k, confidence=conf, priority=prio, entry=entry, stop=stop, target=target, size_mult=mult,
+                max_hold_s=hold, reason=str(reason), bar_time=bar_time)))
 
     enabled = {g.ghost_id: g.enabled for g in ghosts}
-    closed_by_ghost: dict[int, list[tuple[pd.Timestamp, float]]] = {g.ghost_id: [] for g in ghosts}
+    # each ghost's closes: exit bar open times (int64 ns), net P&L, and its cumulative P&L curve from 0
+    close_ns: dict[int, list[int]] = {g.ghost_id: [] for g in ghosts}
+    close_pnl: dict[int, list[float]] = {g.ghost_id: [] for g in ghosts}
+    curves: dict[int, list[float]] = {g.ghost_id: [0.0] for g in ghosts}
+    drawdown: dict[int, tuple[float, float]] = {g.ghost_id: (0.0, 0.0) for g in ghosts}  # (peak, max dd)
+    dd_stop = capital_f * limits.ghost_drawdown_stop_pct / 100
     scores: dict[int, float] = {g.ghost_id: 0.5 for g in ghosts}  # neutral until a record exists
     perf_cache: dict[int, Performance] = {}  # each ghost's figures after its latest close
     opened: list[_Open] = []
@@ -487,34 +530,44 @@ def run_backtest(
         cash += gross - fee
         cash_f = float(cash)
         realised_net += t.net_pnl
-        closed_by_ghost[p.setup.ghost_id].append((idx[i], float(t.net_pnl)))
+        gid, pnl = p.setup.ghost_id, float(t.net_pnl)
+        close_ns[gid].append(t_ns[i])
+        close_pnl[gid].append(pnl)
+        curve = curves[gid]
+        curve.append(curve[-1] + pnl)  # == np.cumsum (sequential) of the P&L, from 0.0
         held[p.entry_i] += 1
         held[i + 1] -= 1
 
     def review(g: GhostSetup, i: int) -> None:
         """`revenue.services.ghost_review` after a close: auto-disable rules + per-ghost drawdown stop."""
-        closed = closed_by_ghost[g.ghost_id]
-        perf = perf_cache[g.ghost_id] = _ghost_performance(closed, capital_f, cfg.perf_freq)
-        scores[g.ghost_id] = performance_score(perf, cfg.score_weights)
-        if not enabled[g.ghost_id] or not cfg.auto_disable:
+        gid = g.ghost_id
+        perf = perf_cache[gid] = _ghost_performance_ns(close_ns[gid], close_pnl[gid], capital_f, cfg.perf_freq)
+        scores[gid] = performance_score(perf, cfg.score_weights)
+        curve = curves[gid]
+        # the running peak and max drawdown of ghost_drawdown_breached, kept incrementally (same float ops)
+        peak, dd = drawdown[gid]
+        peak = max(peak, curve[-1])
+        dd = max(dd, peak - curve[-1])
+        drawdown[gid] = (peak, dd)
+        if not enabled[gid] or not cfg.auto_disable:
             return
         reasons = rules_breached(perf, g.auto_disable)
-        curve = [0.0, *np.cumsum([p for _, p in closed]).tolist()]
-        dd = ghost_drawdown_breached(curve, capital_f, limits)
-        if dd:
-            reasons.append(dd)
+        if dd >= dd_stop:  # the text (and the same verdict) from the one function, only when it trips
+            text = ghost_drawdown_breached(curve, capital_f, limits)
+            if text:
+                reasons.append(text)
         if reasons:
             enabled[g.ghost_id] = False
             disables.append(DisableEvent(time=idx[i], ghost_id=g.ghost_id, ghost=g.name, reasons=tuple(reasons)))
 
-    draft_bars = np.array(sorted(by_bar), dtype=np.int64)
+    draft_bars = sorted(by_bar)
     i = -1
     while i + 1 < n:
         i += 1
         if pending is None and not opened:
             # nothing open, nothing to fill: the equity stays flat until the next bar with a draft
-            k = int(np.searchsorted(draft_bars, i))
-            j = int(draft_bars[k]) if k < len(draft_bars) else n
+            k = bisect.bisect_left(draft_bars, i)
+            j = draft_bars[k] if k < len(draft_bars) else n
             if j > i:
                 equity[i:j] = cash_f
                 i = j
@@ -533,7 +586,7 @@ def run_backtest(
         if pending is not None:
             g, dr, dec = pending
             pending = None
-            fill_px = model.entry_fill(dr.side, float(opens[i]))
+            fill_px = model.entry_fill(dr.side, opens[i])
             stop_f, target_f = rebase_levels(dr.entry, dr.stop, dr.target, fill_px)
             qty = _d(quantity_at_fill(dec.quantity, dr.entry, fill_px))  # the decided notional, at the fill
             if qty > 0:
@@ -542,7 +595,7 @@ def run_backtest(
                 cash -= fee
                 cash_f = float(cash)
                 entries_today += 1
-                opened.append(_Open(setup=g, side=dr.side, signal_time=dr.bar_time, entry_i=i, entry_ns=int(t_ns[i]),
+                opened.append(_Open(setup=g, side=dr.side, signal_time=dr.bar_time, entry_i=i, entry_ns=t_ns[i],
                                     entry_price=price, entry_f=float(price), qty=qty, qty_f=float(qty), stop=stop_f,
                                     target=target_f, max_hold_s=dr.max_hold_s, entry_fee=fee))
 
@@ -552,9 +605,8 @@ def run_backtest(
             closed_now: list[GhostSetup] = []
             for p in opened:
                 time_due = i > p.entry_i and math.isfinite(p.max_hold_s) and \
-                    (int(t_ns[i]) - p.entry_ns) / 1e9 >= p.max_hold_s  # == exits.due in data time
-                hit = bar_check(p.side, p.stop, p.target, float(opens[i]), float(highs[i]), float(lows[i]),
-                                time_due=time_due)
+                    (t_ns[i] - p.entry_ns) / 1e9 >= p.max_hold_s  # == exits.due in data time
+                hit = bar_check(p.side, p.stop, p.target, opens[i], highs[i], lows[i], time_due=time_due)
                 if hit is None:
                     still.append(p)
                 else:
@@ -565,8 +617,14 @@ def run_backtest(
                 review(g, i)
 
         # d. mark to the close; the daily loss trips the kill switch, which stays tripped
-        marks = sum(p.side * p.qty_f * (float(closes[i]) - p.entry_f) for p in opened)
+        close_i = closes[i]
+        marks = sum(p.side * p.qty_f * (close_i - p.entry_f) for p in opened)
         eq = cash_f + marks
+        # the risk state is needed for this bar's decisions, or for the daily loss when equity is below the
+        # day's start (a loss limit > 0 cannot be breached otherwise): most bars with a position need neither
+        if cands is None and not (kill is None and cfg.kill_switch and eq < day_start_equity):
+            equity[i] = eq
+            continue
         by_ghost: dict[int, int] = {}
         for p in opened:
             by_ghost[p.setup.ghost_id] = by_ghost.get(p.setup.ghost_id, 0) + 1
@@ -577,7 +635,7 @@ def run_backtest(
             state = dataclasses.replace(state, kill_switch=True)
             if limits.flatten_on_kill and opened:
                 for p in opened:
-                    close(p, i, float(closes[i]), KILL_SWITCH)
+                    close(p, i, closes[i], KILL_SWITCH)
                 flat = [p.setup for p in opened]
                 opened = []
                 for g in flat:
@@ -611,25 +669,26 @@ def run_backtest(
             gate = TrendGate(allow_long=bool(g_long[i]), allow_short=bool(g_short[i]), size_mult_long=float(g_ml[i]),
                              size_mult_short=float(g_ms[i]),
                              label=_gate_label(int(g_dir[i]), int(g_reg[i]), bool(g_ready[i])))
-        decisions = arbitrate(candidates, now_s=(int(t_ns[i]) + _MINUTE_NS) / 1e9, trend=gate, risk=risk, cfg=mcfg)
+        decisions = arbitrate(candidates, now_s=(t_ns[i] + _MINUTE_NS) / 1e9, trend=gate, risk=risk, cfg=mcfg)
+        bar_time = cands[0][1].bar_time  # == idx[i], already boxed
         for (g, dr), dec in zip(cands, decisions, strict=True):
-            fate_rows.append((idx[i], g.ghost_id, g.name, dr.side, dec.fate, dec.detail, dec.score))
+            fate_rows.append((bar_time, g.ghost_id, g.name, dr.side, dec.fate, dec.detail, dec.score))
             if dec.fate == TAKEN:
                 if i + 1 < n:
                     pending = (g, dr, dec)
                 else:
-                    unfilled.append((idx[i], g.ghost_id))
+                    unfilled.append((bar_time, g.ghost_id))
 
     # a trade still open at the end of the data closes at the last close, marked as such
     for p in opened:
-        close(p, n - 1, float(closes[-1]), END_OF_DATA)
+        close(p, n - 1, closes[n - 1], END_OF_DATA)
     equity[n - 1] = cash_f
 
     if progress is not None:
         progress("walk", n, n)
 
-    perf = {g.name: perf_cache.get(g.ghost_id) or _ghost_performance(closed_by_ghost[g.ghost_id], capital_f,
-                                                                       cfg.perf_freq) for g in ghosts}
+    perf = {g.name: perf_cache.get(g.ghost_id) or _ghost_performance_ns(close_ns[g.ghost_id], close_pnl[g.ghost_id],
+                                                                          capital_f, cfg.perf_freq) for g in ghosts}
     fates = pd.DataFrame(fate_rows + off_rows,
                          columns=["bar_time", "ghost_id", "ghost", "side", "fate", "detail", "score"])
     if off_rows:  # in bar order, ghosts in id order within a bar, as the walk writes the others

@@ -233,3 +233,65 @@ def test_exposure_matches_the_trades_on_random_walks() -> None:
         for t in res.trades:
             heldm[bars.index.get_loc(t.entry_time): bars.index.get_loc(t.exit_time) + 1] = True
         assert res.trades and res.exposure == pytest.approx(heldm.mean())
+
+
+# -- speed paths equal their references -------------------------------------------------------------------
+
+def _same(a, b) -> bool:
+    return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_numpy_daily_performance_equals_the_pandas_one_bit_for_bit(seed: int) -> None:
+    """The walk's `_ghost_performance_ns` (numpy daily sampling) against `_ghost_performance` (pandas
+    resample through `performance.performance`): every figure identical, on ledgers with several closes a
+    day, days without any, and a first day holding a single close."""
+    from apps.engine.backtest import _ghost_performance, _ghost_performance_ns
+    from apps.engine.performance import sample_returns, sample_returns_daily
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 400))
+    gaps = rng.choice([0, 60, 3_600, 86_400, 5 * 86_400], size=k, p=[0.05, 0.4, 0.3, 0.2, 0.05])
+    t = pd.Timestamp("2025-05-20 13:17", tz="UTC") + pd.to_timedelta(np.cumsum(gaps), unit="s")
+    pnls = rng.normal(0.5, 8.0, k).tolist()
+    t_ns = [int(x) for x in pd.DatetimeIndex(t).as_unit("ns").asi8]
+    fast = _ghost_performance_ns(t_ns, pnls, 10_000.0, "1D")
+    ref = _ghost_performance(list(zip(t, pnls, strict=True)), 10_000.0, "1D")
+    for f in ref.__dataclass_fields__:
+        assert _same(getattr(fast, f), getattr(ref, f)), f
+    levels = np.concatenate(([10_000.0], 10_000.0 + np.cumsum(pnls)))
+    times = np.concatenate(([t_ns[0]], t_ns))
+    series = pd.Series(levels, index=pd.DatetimeIndex(pd.to_datetime(times, utc=True)))
+    np.testing.assert_array_equal(sample_returns_daily(times, levels), sample_returns(series, "1D").to_numpy())
+    assert _ghost_performance_ns([], [], 10_000.0, "1D") == _ghost_performance([], 10_000.0, "1D")
+
+
+def test_shared_evaluation_equals_each_ghosts_own_evaluate() -> None:
+    """evaluate_ghosts shares the trend and CVD states between ghosts; every frame must equal the ghost's own
+    evaluate, with busy (synthetic, random) taker, whale and liquidation columns and two ghosts of a kind."""
+    from apps.engine.backtest import evaluate_ghosts
+    from apps.engine.registry import get_spec
+
+    rng = np.random.default_rng(11)
+    n = 16_000
+    idx = pd.date_range("2025-03-01", periods=n, freq="1min", tz="UTC", name="open_time")
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.0015, n)))
+    o = np.concatenate(([100.0], c[:-1]))
+    v = rng.uniform(1, 20, n)
+    bars = pd.DataFrame({"open": o, "high": np.maximum(o, c) * 1.001, "low": np.minimum(o, c) * 0.999, "close": c,
+                         "volume": v, "taker_buy_volume": v * rng.uniform(0.2, 0.8, n), "trades": np.rint(v * 50),
+                         "whale_buy_volume": np.where(rng.random(n) < 0.05, v * 0.5, 0.0),
+                         "whale_sell_volume": np.where(rng.random(n) < 0.05, v * 0.5, 0.0),
+                         "liq_long_volume": np.where(rng.random(n) < 0.02, rng.exponential(3, n), 0.0),
+                         "liq_short_volume": np.where(rng.random(n) < 0.02, rng.exponential(3, n), 0.0)},
+                        index=idx)
+    setups = [GhostSetup(ghost_id=i, name=k, kind=k) for i, k in enumerate(
+        ["whale_follower", "liquidation_hunter", "spike_fader", "cvd_detector", "trend_filter", "textbook_fader"],
+        start=1)] + [GhostSetup(ghost_id=9, name="t2", kind="trend_filter", config={"weak_z": 0.7})]
+    calls: list[tuple] = []
+    got = evaluate_ghosts(bars, setups, progress=lambda *a: calls.append(a))
+    assert list(got) == [g.ghost_id for g in setups]
+    assert calls == [("evaluate", k, len(setups)) for k in range(1, len(setups) + 1)]
+    for g in setups:
+        pd.testing.assert_frame_equal(got[g.ghost_id], get_spec(g.kind).evaluate(bars, g.resolved_config()))
+    assert sum(int((d["side"] != 0).sum()) for d in got.values()) > 0
