@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "apps.revenue",
     "apps.alerts",
     "apps.lab",
+    "apps.research",
     "apps.dashboard",
 ]
 

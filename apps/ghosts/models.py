@@ -31,6 +31,9 @@ class Ghost(models.Model):
     last_evaluated_bar = models.DateTimeField(null=True, blank=True)
     auto_disable = models.JSONField(default=dict, blank=True)  # apps.engine.performance.AutoDisableRules params
     state = models.JSONField(default=dict, blank=True)  # the engine's state summary after the last evaluation
+    # where the current params came from when a study applied them: {study_id, trial_id, fold, at, by}; set by
+    # apps.research.services.study_apply, cleared by any other params change (ghost_update_params)
+    params_source = models.JSONField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
