@@ -79,7 +79,9 @@
     t.setAttribute("role", kind === "error" ? "alert" : "status");
     box.appendChild(t);
     while (box.children.length > 5) box.removeChild(box.firstChild);
-    setTimeout(() => t.remove(), ms || 6000);
+    // errors (an auto-disable, a refused action) stay long enough to be read on a busy desk; a click dismisses
+    t.addEventListener("click", () => t.remove());
+    setTimeout(() => t.remove(), ms || (kind === "error" ? 20000 : 6000));
   }
 
   // ---- header and feeds -------------------------------------------------------------------------------
@@ -486,6 +488,7 @@
     // the history page (history.js) draws these; re-dispatched so desk.js stays page-agnostic
     "history.progress": (ev) => document.dispatchEvent(new CustomEvent("desk:history", { detail: ev })),
     "lab.progress": (ev) => document.dispatchEvent(new CustomEvent("desk:lab", { detail: ev })), // lab.js
+    "study.progress": (ev) => document.dispatchEvent(new CustomEvent("desk:study", { detail: ev })), // research.js
     error: (ev) => toast(`${ev.message || "error"}${ev.code ? " [" + ev.code + "]" : ""}`, "error"),
   };
 
