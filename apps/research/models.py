@@ -47,6 +47,7 @@ class Study(models.Model):
     fingerprint = models.CharField(max_length=64, blank=True, db_index=True)  # sha256 hex (code, data, settings)
     code_version = models.CharField(max_length=64, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)  # last trial finished / step taken (sweeper)
+    pushed_at = models.DateTimeField(null=True, blank=True)  # last progress push (at most ~4/s over all workers)
     # budget_minutes: wall seconds spent running before the current run of it (pauses do not count)
     active_s = models.FloatField(default=0.0)
     resumed_at = models.DateTimeField(null=True, blank=True)  # when it last went (back) to running
@@ -99,6 +100,7 @@ class Trial(models.Model):
     train = models.JSONField(null=True, blank=True)  # WindowScore of the fold's train window
     test = models.JSONField(null=True, blank=True)  # WindowScore of the fold's test window (never selects)
     value = models.FloatField(null=True, blank=True)  # the train objective; None when undefined
+    test_value = models.FloatField(null=True, blank=True)  # the test window's objective (shown, never selects)
     daily = models.JSONField(null=True, blank=True)  # daily returns over Study.days (fraction of equity)
     n_trades = models.PositiveIntegerField(null=True, blank=True)  # over the whole range
     started_at = models.DateTimeField(null=True, blank=True)  # the current attempt's claim token
