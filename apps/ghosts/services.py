@@ -112,10 +112,12 @@ def ghost_record_evaluation(*, ghost_id: int, error: str | None, state: dict[str
 
 
 @transaction.atomic
-def ghost_update_params(*, ghost_id: int, params: dict, actor, reason: str) -> Ghost:
+def ghost_update_params(*, ghost_id: int, params: dict, actor, reason: str, source: dict | None = None) -> Ghost:
     """Replace a ghost's params after the engine's config validation; a refused value saves nothing.
 
-    Stored normalised (`to_params`), so the next evaluation reads exactly what was validated.
+    Stored normalised (`to_params`), so the next evaluation reads exactly what was validated. `source` is where
+    the params came from (`Ghost.params_source`: a study's trial, set by `apps.research.services.study_apply`);
+    any other change clears it, so the Ghosts page never credits a study with params someone edited since.
     """
     from apps.engine.types import ConfigError
 
@@ -130,12 +132,12 @@ def ghost_update_params(*, ghost_id: int, params: dict, actor, reason: str) -> G
     except ConfigError as e:
         raise GhostError(str(e)) from None
     before, after = dict(ghost.params), cfg.to_params()
-    if before == after:
+    if before == after and ghost.params_source == source:
         return ghost
-    ghost.params = after
-    ghost.save(update_fields=["params", "updated_at"])
+    ghost.params, ghost.params_source = after, source
+    ghost.save(update_fields=["params", "params_source", "updated_at"])
     audit_record(actor=actor, action="ghost.params_changed", obj=ghost, reason=reason[:500],
-                 before=before, after=after)
+                 before=before, after=after if source is None else {**after, "params_source": source})
     return ghost
 
 
