@@ -5,6 +5,7 @@ the whole history), paper and live (one call over the trailing window). Django c
 rows at the boundary (`apps.engine.bars.bars_from_records`).
 """
 
+import contextvars
 import dataclasses
 import math
 import typing
@@ -263,9 +264,19 @@ def _coerce(kind: str, name: str, typ: Any, value: Any) -> Any:
     return value
 
 
+# While set to a list, check_range appends (kind, name, lo, hi, lo_open, hi_open, unit) of every call to it:
+# apps.engine.search_space reads each config's validated bounds from its own __post_init__ this way, so the
+# bounds a study may search are the ones the engine enforces, never a second copy. A ContextVar: a capture in
+# one thread never sees another thread's configs.
+RANGE_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("range_recorder", default=None)
+
+
 def check_range(kind: str, name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
                 hi_open: bool = False, unit: str = "") -> None:
     """Raise ConfigError unless lo <= value <= hi (bounds optionally open); NaN always fails."""
+    recorder = RANGE_RECORDER.get()
+    if recorder is not None:
+        recorder.append((kind, name, lo, hi, lo_open, hi_open, unit))
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
