@@ -140,6 +140,8 @@ CELERY_TASK_ROUTES = {
     "apps.ghosts.tasks.*": {"queue": "ghosts"},
     # lab runs (minutes of CPU) on their own queue and worker, never in the way of feeds, ghosts or alerts
     "apps.lab.tasks.lab_run_task": {"queue": "research"},
+    "apps.research.tasks.trial_task": {"queue": "research"},
+    "apps.research.tasks.study_step_task": {"queue": "research"},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 300
@@ -178,6 +180,9 @@ HFT_START_CAPITAL = Decimal(os.environ.get("HFT_START_CAPITAL", "10000"))
 HFT_QUOTE_CURRENCY = os.environ.get("HFT_QUOTE_CURRENCY", "USDT")
 # A running lab run whose heartbeat (every 0.5 s) is older than this is marked failed by the sweeper.
 HFT_LAB_STALE_S = float(os.environ.get("HFT_LAB_STALE_S", "60"))
+# A research trial running longer than this (a trial takes seconds), or a study without progress for as long,
+# is dispatched again by the sweeper (apps.research.services.studies_sweep).
+HFT_RESEARCH_STALE_S = float(os.environ.get("HFT_RESEARCH_STALE_S", "120"))
 
 # Alerts (apps/alerts, README "Alerts"). Channel secrets come from the environment at send time
 # (HFT_ALERT_TELEGRAM_TOKEN + HFT_ALERT_TELEGRAM_CHAT_ID, HFT_ALERT_DISCORD_WEBHOOK, HFT_ALERT_WEBHOOK_URL) and
@@ -223,5 +228,7 @@ CELERY_BEAT_SCHEDULE = {
     "risk-watch": {"task": "apps.trading.tasks.risk_watch_task", "schedule": 10.0,
                    "options": {"expires": 9, "queue": "default"}},
     "lab-runs-sweep": {"task": "apps.lab.tasks.lab_runs_sweep_task", "schedule": 30.0,
+                       "options": {"expires": 29, "queue": "default"}},
+    "research-sweep": {"task": "apps.research.tasks.studies_sweep_task", "schedule": 30.0,
                        "options": {"expires": 29, "queue": "default"}},
 }
