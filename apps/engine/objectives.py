@@ -110,8 +110,8 @@ def daily_equity(equity: pd.Series, start_capital: float) -> pd.Series:
     if last_close % _DAY_NS:
         times.append(last_close)
         levels.append(float(v[-1]))
-    return pd.Series(levels, index=pd.DatetimeIndex(pd.to_datetime(times, utc=True)), dtype=np.float64,
-                     name="equity")
+    index = pd.DatetimeIndex(np.asarray(times, dtype=np.int64).view("datetime64[ns]")).tz_localize("UTC")
+    return pd.Series(levels, index=index, dtype=np.float64, name="equity")
 
 
 def window_levels(daily_equity: pd.Series, start: Any, end: Any) -> np.ndarray:
