@@ -8,6 +8,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("admin/", admin.site.urls),
+    path("lab/studies/", include("apps.research.urls")),
     path("lab/", include("apps.lab.urls")),
     path("", include("apps.dashboard.urls")),
 ]

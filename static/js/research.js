@@ -136,7 +136,7 @@
     const showTarget = () => {
       // only the chosen target's search space is shown and posted (disabled inputs are not submitted)
       $$("[data-space]", form).forEach((el) => {
-        const on = el.dataset.space === target.value;
+        const on = el.dataset.space === target.value || (target.value === "desk" && el.dataset.desk === "1");
         el.hidden = !on;
         $$("input, select, textarea", el).forEach((i) => { i.disabled = !on; });
       });
@@ -169,6 +169,29 @@
         if (opt && opt.dataset.first && opt.dataset.last) { $("#id_start").value = opt.dataset.first; $("#id_end").value = opt.dataset.last; }
       });
     }
+    // how many folds the range and lengths make, said by the server (apps.engine.walkforward.make_folds)
+    let foldTimer = null;
+    let foldSeq = 0;
+    const folds = async () => {
+      const mine = ++foldSeq;
+      const q = new URLSearchParams();
+      ["start", "end", "scheme", "train_days", "test_days", "step_days"].forEach((n) => {
+        const el = form.elements[n];
+        if (el) q.append(n, el.value);
+      });
+      try {
+        const r = await fetch(form.dataset.foldsUrl + "?" + q, { credentials: "same-origin", headers: { Accept: "application/json" } });
+        if (!r.ok || mine !== foldSeq) return;
+        const d = await r.json();
+        if (mine === foldSeq) $("#fold-note").textContent = d.note || "";
+      } catch (e) { /* the server checks again on start */ }
+    };
+    ["#id_start", "#id_end", "#id_scheme", "#id_train_days", "#id_test_days", "#id_step_days"].forEach((sel) => {
+      const el = $(sel, form);
+      if (el) el.addEventListener(el.tagName === "SELECT" || el.type === "date" ? "change" : "input", () => {
+        clearTimeout(foldTimer); foldTimer = setTimeout(folds, 250);
+      });
+    });
     showTarget(); budget(); sizing(); stepHint();
     form.addEventListener("submit", () => { const b = $("#start-study"); b.disabled = true; b.textContent = "Starting…"; });
   }
@@ -176,7 +199,8 @@
   // ---- apply: a trial row's button fills the apply form ----------------------------------------------------------
   const apply = $("#apply-form");
   if (apply) {
-    $$("button.use-trial").forEach((b) => b.addEventListener("click", () => {
+    $$("a.use-trial").forEach((b) => b.addEventListener("click", (e) => {
+      e.preventDefault(); // on the study page: fill the form below instead of reloading it
       $("#id_trial", apply).value = b.dataset.trial;
       apply.scrollIntoView({ behavior: "smooth", block: "center" });
       $("#id_reason", apply).focus();
