@@ -411,6 +411,7 @@ def run_backtest(
     *,
     drafts: Mapping[int, pd.DataFrame] | None = None,
     progress: Progress | None = None,
+    gate_state: pd.DataFrame | None = None,
 ) -> BacktestResult:
     """Run the whole system over `bars` (the engine's bars contract: UTC open times, 1-minute, float64).
 
@@ -420,6 +421,8 @@ def run_backtest(
     evaluation (not when `drafts` are given), ("walk", bar index, n_bars) at most every PROGRESS_EVERY bars
     of the walk and ("walk", n_bars, n_bars) at its end. An exception it raises propagates (the lab's
     cancel): the engine never swallows it.
+    `gate_state`: the trend gate (`trend.trend_state(bars, <the set's trend_filter config>)`) when the caller
+    already has it (a parameter study computes it once per study, not once per trial); None computes it.
     """
     ghosts = tuple(default_ghosts() if ghosts is None else ghosts)
     ids = [g.ghost_id for g in ghosts]
@@ -447,11 +450,15 @@ def run_backtest(
                                   for c in ("open", "high", "low", "close"))
 
     trend_setup = next((g for g in ghosts if g.kind == TREND_KIND), None)
-    gate_state: pd.DataFrame | None = None
-    if trend_setup is not None:
+    if trend_setup is None:
+        gate_state = None
+    else:
         from apps.engine.trend import trend_state
 
-        gate_state = trend_state(bars, trend_setup.resolved_config())
+        if gate_state is None:
+            gate_state = trend_state(bars, trend_setup.resolved_config())
+        elif len(gate_state) != n:
+            raise ValueError(f"gate_state has {len(gate_state)} rows for {n} bars")
         g_long, g_short = gate_state["allow_long"].to_numpy(bool), gate_state["allow_short"].to_numpy(bool)
         g_ml = gate_state["size_mult_long"].to_numpy(np.float64)
         g_ms = gate_state["size_mult_short"].to_numpy(np.float64)

@@ -14,9 +14,9 @@ the validated bars (the engine's checks ran once; every later `validate_bars` is
 the trend filter's and the CVD detector's shared states (`batch._Shared`, handed to the gated ghosts as
 `evaluate_ghosts` does), and the drafts of every ghost that is NOT searched. A trial then evaluates only the
 searched ghost(s) and walks. Results equal a plain `run_backtest` over the same bars and params exactly
-(`cache=False` runs exactly that; the tests compare both). Not cached: the trend GATE of the walk, which
-`run_backtest` computes from the set's trend_filter config on every call (~12 ms over 90 days); caching it
-needs a `run_backtest` argument for a precomputed gate state (asked of backtest.py's owner).
+(`cache=False` runs exactly that; the tests compare both). The trend GATE of the walk is the trend filter's
+state too: it is handed to `run_backtest(gate_state=...)` from the same cache (~12 ms over 90 days saved per
+trial), and recomputed only when the trend filter itself is searched.
 
 Infeasible parameters (the config's own validation refuses them, e.g. take_profit_pct >= spike_threshold_pct)
 give `TrialRun.infeasible` with the ConfigError text, at no walking cost.
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from apps.engine.backtest import BacktestConfig, BacktestResult, GhostSetup, run_backtest
+from apps.engine.backtest import TREND_KIND, BacktestConfig, BacktestResult, GhostSetup, run_backtest
 from apps.engine.bars import validate_bars
 from apps.engine.batch import _ORDER, _ghost_fn, _Shared
 from apps.engine.objectives import OBJECTIVES, WindowScore, daily_equity, window_score
@@ -125,6 +125,11 @@ class TrialContext:
 
     def drafts_for(self, configs: Mapping[int, GhostConfig]) -> dict[int, pd.DataFrame]:
         """Every ghost's drafts with the searched ghosts at `configs` (cached path only)."""
+        return self.inputs_for(configs)[0]
+
+    def inputs_for(self, configs: Mapping[int, GhostConfig]) -> tuple[dict[int, pd.DataFrame], pd.DataFrame | None]:
+        """Every ghost's drafts with the searched ghosts at `configs`, and the walk's trend gate state (None
+        without a trend filter in the set), both from the caches (cached path only)."""
         assert self._shared is not None
         # a per-trial view of the shared states: the context's trend / CVD states are reused, and a searched
         # trend or CVD config's state is memoised only for this trial (never kept: one per trial would pile up)
@@ -134,7 +139,12 @@ class TrialContext:
         drafts = dict(self._drafts)
         for g in sorted(self.searched, key=lambda s: _ORDER.get(s.kind, 2)):
             drafts[g.ghost_id] = _ghost_fn(g.kind, shared)(validate_bars(self.bars), configs[g.ghost_id])
-        return {g.ghost_id: drafts[g.ghost_id] for g in self.ghosts}
+        gate = None
+        trend = next((g for g in self.ghosts if g.kind == TREND_KIND), None)
+        if trend is not None and len(self.bars):
+            cfg = configs.get(trend.ghost_id) or trend.resolved_config()
+            gate = shared.trend_state(cfg).frame  # memoised: the trend ghost's own drafts computed it already
+        return {g.ghost_id: drafts[g.ghost_id] for g in self.ghosts}, gate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +213,8 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, keep_result: bool
     ghosts = [dataclasses.replace(g, config=configs[g.ghost_id]) if g.ghost_id in configs else g
               for g in ctx.ghosts]
     if ctx.cache:
-        result = run_backtest(ctx.bars, ghosts, ctx.cfg, drafts=ctx.drafts_for(configs))
+        drafts, gate = ctx.inputs_for(configs)
+        result = run_backtest(ctx.bars, ghosts, ctx.cfg, drafts=drafts, gate_state=gate)
     else:
         result = run_backtest(ctx.raw_bars, ghosts, ctx.cfg)
     trades = tuple(ClosedTrade(ghost_id=t.ghost_id, exit_time=t.exit_time, net_pnl=float(t.net_pnl))
