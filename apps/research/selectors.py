@@ -59,8 +59,8 @@ def trial_get(*, study_id: int, trial_id: int) -> Trial | None:
     return Trial.objects.filter(study_id=study_id, pk=trial_id).first()
 
 
-def ghosts_of_kind(*, kind: str) -> QuerySet:
-    """The desk's ghosts of one kind, to apply a trial to."""
+def ghosts_of_kinds(*, kinds: list[str]) -> QuerySet:
+    """The desk's ghosts of the given kinds, to apply a trial to."""
     from apps.ghosts.models import Ghost
 
-    return Ghost.objects.filter(kind=kind).select_related("instrument__exchange").order_by("name")
+    return Ghost.objects.filter(kind__in=kinds).select_related("instrument__exchange").order_by("kind", "name")

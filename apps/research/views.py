@@ -38,7 +38,6 @@ from apps.research.forms import (
     TrialFilterForm,
     params_text,
     space_initial,
-    target_kinds,
 )
 from apps.research.models import Study, Trial
 
@@ -356,10 +355,12 @@ def _apply_context(study: Study, best: list[Trial], form: ApplyForm, chosen_ids:
                    selected: str) -> dict[str, Any] | None:
     """The apply card: the study's ghost kind, the ghosts of that kind, the trials offered (each fold's chosen
     first, then each fold's best), the one pre-selected (?trial=, else the last fold's chosen)."""
-    kinds = target_kinds((study.settings or {}).get("target", ""))
-    if len(kinds) != 1:
-        return None  # a desk study's trial sets several kinds at once: not one ghost's params
-    kind = kinds[0]
+    # the kinds the study searched: a desk study's trial can go onto a ghost of any of them (that ghost gets
+    # its own kind's share of the trial's params; the service picks it)
+    kinds = sorted({g["kind"] for g in (study.settings or {}).get("ghosts") or []
+                    if any(r.get("ghost") == g.get("name") for r in (study.settings or {}).get("space") or [])})
+    if not kinds:
+        return None
     trials = sorted(best, key=lambda t: (t.pk not in chosen_ids, t.fold, -(t.value or 0.0)))
     offered = []
     for t in trials:
@@ -374,8 +375,8 @@ def _apply_context(study: Study, best: list[Trial], form: ApplyForm, chosen_ids:
         if extra is not None and extra.status == Trial.Status.DONE:
             offered.insert(0, {"pk": extra.pk, "label": f"fold {extra.fold + 1} #{extra.number} (train "
                                                         f"{_score(extra.value)}, test {_score(extra.test_value)})"})
-    ghosts = selectors.ghosts_of_kind(kind=kind)
-    return {"form": form, "kind": kind, "trials": offered, "selected": selected, "ghosts": ghosts,
+    ghosts = list(selectors.ghosts_of_kinds(kinds=kinds))
+    return {"form": form, "kind": ", ".join(kinds), "trials": offered, "selected": selected, "ghosts": ghosts,
             "ghost_selected": str(form["ghost"].value() or "")}
 
 
@@ -519,7 +520,7 @@ def trial_detail(request: HttpRequest, study_id: int, trial_id: int) -> HttpResp
         "ran_with_json": json.dumps(ran_with, indent=1, sort_keys=True),
         "apply_url": reverse("research:study", args=[study.pk]) + f"?trial={trial.pk}#apply",
         "can_apply": request_is_operator(request) and study.status == Study.Status.DONE
-        and trial.status == Trial.Status.DONE and len(target_kinds(s.get("target", ""))) == 1,
+        and trial.status == Trial.Status.DONE,
     })
 
 
@@ -624,6 +625,8 @@ def _fold_rows_done(study: Study, folds: list[dict[str, Any]]) -> list[dict[str,
             "oos_css": "" if oos is None else "pos" if oos > 0 else "neg" if oos < 0 else "",
             "deg_text": "—" if deg is None else f"{deg:+,.3f}", "deg_css": "" if deg is None else
             "neg" if deg < 0 else "pos", "worse": deg is not None and deg < 0,
+            "dsr_text": _score((f.get("dsr") or {}).get("probability")),
+            "dsr_why": (f.get("dsr") or {}).get("reason") or "",
             "test_trades": test.get("trades") if f.get("trial_id") else None,
             "test_net": test.get("net_pnl") if f.get("trial_id") else None,
         })

@@ -387,3 +387,20 @@ def test_query_counts_do_not_grow_with_studies_or_trials(op_client, btc9, operat
     assert Trial.objects.filter(study=big).count() == 3 * Trial.objects.filter(study=small).count()
     for name in ("research:study", "research:study-trials"):
         assert _count(op_client, reverse(name, args=[small.pk])) == _count(op_client, reverse(name, args=[big.pk]))
+
+
+def test_a_desk_studys_trial_applies_to_a_ghost_of_a_searched_kind(op_client, btc9, operator, fader):
+    study = done_study(btc9, operator, target="desk", params=None, budget_trials=2, batch_size=2,
+                       space=[{"name": "spike_fader.spike_threshold_pct", "low": 0.5, "high": 1.5, "step": 0.05}],
+                       fixed={"spike_fader": {"take_profit_pct": 0.4, "min_target_pct": 0.2}})
+    html = op_client.get(reverse("research:study", args=[study.pk])).content.decode()
+    card = html[html.index('id="apply"'):]
+    assert "Ghost (spike_fader)" in card and f'<option value="{fader.pk}"' in card
+    trial = Trial.objects.filter(study=study, status="done").first()
+    assert list(trial.params) == ["spike_fader.spike_threshold_pct"]
+    r = op_client.post(reverse("research:study-apply", args=[study.pk]),
+                       {"trial": trial.pk, "ghost": fader.pk, "reason": "desk study"})
+    assert r.status_code == 302
+    fader.refresh_from_db()
+    assert fader.params["spike_threshold_pct"] == trial.params["spike_fader.spike_threshold_pct"]
+    assert fader.params["take_profit_pct"] == 0.4 and fader.params_source["trial_id"] == trial.pk
