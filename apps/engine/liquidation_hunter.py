@@ -65,8 +65,10 @@ size_mult = trend size_mult_<side> x (0.5 + 0.5 x own) x min(1, 1 / scale): conf
 (the trend multiplier already holds the trend's confidence; the prototype counted it twice, §3.3.6),
 and the size shrinks when the ATR-scaled stop widens, keeping the risk per trade roughly constant.
 
-`evaluate` is causal and vectorised over bars; only the cascade bars (a handful per day) go through a
-short Python loop that writes the reasons. trend_state/cvd_state are evaluated only on short time
+`evaluate` is causal and vectorised over bars; only the candidate bars (window >= min_cascade_usd: a
+handful per day on real feeds) get reason texts, built per outcome in bulk (`_write_reasons`), and the
+norm sums add only the minutes with liquidations (the same float sums: adding a zero minute changes
+nothing). trend_state/cvd_state are evaluated only on short time
 segments ending at cascade bars (each at least its own warmup long), or taken from the caller
 (`trend=` / `cvd=` keyword arguments) so a runner evaluating several ghosts computes them once.
 """
@@ -252,14 +254,30 @@ def _window_sum(grid: np.ndarray, pos: np.ndarray, start: int, length: int) -> n
 
 
 def _known_mean(grid: np.ndarray, pos: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sum over finite minutes, number of finite minutes) of grid[pos-start-length+1 .. pos-start]."""
+    """(sum over finite minutes, number of finite minutes) of grid[pos-start-length+1 .. pos-start].
+
+    The sum is accumulated from 0.0 minute by minute, from pos-start back to pos-start-length+1 (the
+    order fixes the float result). Adding 0.0 (a quiet minute, or an unknown one) never changes a sum
+    that starts at +0.0, so only the finite non-zero minutes (sparse: liquidations are rare) are added,
+    in that same order: the same bits at a fraction of the work. Counts are exact integer prefix sums.
+    """
+    finite = np.isfinite(grid)
+    cs = np.empty(len(grid) + 1, dtype=np.int64)
+    cs[0] = 0
+    np.cumsum(finite, out=cs[1:])
+    hi = pos - start + 1  # window = grid[hi - length: hi]
+    count = cs[hi] - cs[hi - length]
+    nz = np.flatnonzero(finite & (grid != 0))
+    vals = grid[nz]
+    a = np.searchsorted(nz, hi - length, "left")
+    b = np.searchsorted(nz, hi, "left")  # nz[a:b] lie in the window; added from b - 1 down to a
     total = np.zeros(len(pos))
-    count = np.zeros(len(pos), dtype=np.int64)
-    for k in range(start, start + length):
-        g = grid[pos - k]
-        ok = np.isfinite(g)
-        total += np.where(ok, g, 0.0)
-        count += ok
+    todo = np.flatnonzero(b > a)
+    k = 1
+    while len(todo):
+        total[todo] += vals[b[todo] - k]
+        k += 1
+        todo = todo[b[todo] - k >= a[todo]]
     return total, count
 
 
@@ -443,9 +461,11 @@ def evaluate(bars: pd.DataFrame, cfg: LiquidationHunterConfig, *, trend: pd.Data
         row_of[d.pos] = np.arange(n)
         pc = d.pos[cand]
         back = np.stack([row_of[pc - k] for k in range(w)])
-        need = np.unique(back[back >= 0])
-        cvs = cv.reindex(bars.index[need])  # only the rows the windows read
-        at = np.searchsorted(need, np.maximum(back, 0))
+        read = np.zeros(n, dtype=bool)
+        read[back[back >= 0]] = True
+        need = np.flatnonzero(read)  # the rows the windows read, sorted and unique
+        cvs = _rows(cv, bars.index, need)
+        at = (np.cumsum(read) - 1)[np.maximum(back, 0)]  # position in `need` (masked below where back < 0)
 
         def lagged(col: str, fill: float | bool) -> np.ndarray:
             vals = cvs[col].to_numpy()
@@ -482,7 +502,7 @@ def evaluate(bars: pd.DataFrame, cfg: LiquidationHunterConfig, *, trend: pd.Data
     if cfg.use_trend_filter and len(casc_rows):
         ts = trend if trend is not None else _state_on_segments(
             trend_mod.trend_state, bars, casc_rows, _trend_warmup())
-        ts = ts.reindex(bars.index[cand])
+        ts = _rows(ts, bars.index, cand)
         al = ts["allow_long"].fillna(False).to_numpy(dtype=bool)
         ash = ts["allow_short"].fillna(False).to_numpy(dtype=bool)
         allow = np.where(trade > 0, al, ash)
@@ -496,13 +516,13 @@ def evaluate(bars: pd.DataFrame, cfg: LiquidationHunterConfig, *, trend: pd.Data
     cvd_ok = confirmed | (~cvd_known & (not cfg.require_cvd))
     ok = (cside != 0) & (exhausted | (not fade)) & cvd_ok & allow
     pc = d.pos[cand]
+    # same-side ok bars in (t - cooldown, t): candidates only (sorted, one per grid minute), as prefix counts
+    first = np.searchsorted(pc, pc - (cfg.cooldown_minutes - 1), "left")
+    here = np.arange(len(cand))
     recent_ok = np.zeros(len(cand), dtype=np.int64)
     for s_ in (1, -1):  # per trade side: a cascade of the other side is a new event, not a repeat
-        okg = np.zeros(d.size, dtype=np.int64)
-        okg[pc] = ok & (trade == s_)
-        csum = np.cumsum(okg)
-        recent = csum[pc - 1] - csum[pc - cfg.cooldown_minutes]  # same-side ok bars in (t - cooldown, t)
-        recent_ok = np.where(trade == s_, recent, recent_ok)
+        csum = np.concatenate(([0], np.cumsum(ok & (trade == s_), dtype=np.int64)))
+        recent_ok = np.where(trade == s_, csum[here] - csum[first], recent_ok)
     fire = ok & (recent_ok == 0)
 
     # Levels, confidence, size at the firing rows (vectorised).
@@ -526,76 +546,161 @@ def evaluate(bars: pd.DataFrame, cfg: LiquidationHunterConfig, *, trend: pd.Data
         out["size_mult"][rows] = t_mult[fire] * (0.5 + 0.5 * own) * np.minimum(1.0, 1.0 / scale)
         out["max_hold_s"][rows] = float(cfg.max_hold_seconds)
         out["priority"][rows] = cfg.priority
-        atr_at = dict(zip(rows.tolist(), atr_pct.tolist(), strict=True))
-        scale_at = dict(zip(rows.tolist(), scale.tolist(), strict=True))
     else:
-        atr_at, scale_at = {}, {}
+        atr_pct = scale = np.zeros(0)
 
-    # Reasons for every bar whose window reached the floor (a handful per day: a plain loop).
-    floor_txt = f"max(floor {_fmt_usd(cfg.min_cascade_usd)}, {cfg.norm_multiple:g}x norm)"
-    # Python scalars format several times faster than numpy scalars in this loop
-    win_l, thr_l, side_l, trade_l = win.tolist(), thr.tolist(), cside.tolist(), trade.tolist()
-    for j, i in enumerate(cand.tolist()):
-        sd = side_l[j]
-        if sd == 0:
-            reasons[i] = _no_cascade_reason(d, j, i, cfg)
-            continue
-        who = "long" if sd > 0 else "short"
-        wj, tj = win_l[j], thr_l[j]
-        head = (f"{who}-liquidation cascade {_fmt_usd(wj)} in {w} min (threshold {_fmt_usd(tj)} = "
-                f"{floor_txt}, x{wj / tj:.1f})")
-        act = ("fade " if fade else "follow ") + ("LONG" if trade_l[j] > 0 else "SHORT")
-        if fade and not exhausted[j]:
-            reasons[i] = (f"{head} still running: this minute {_fmt_usd(own_notional[j])} > "
-                          f"{cfg.exhaustion_ratio:g} x peak {_fmt_usd(peak[j])} -> wait for exhaustion")
-            continue
-        dval = delta_t[j] if fade else delta_w[j]
-        dname = "bar delta" if fade else f"{w}-min delta"
-        if not cvd_known[j]:
-            cvd_txt = "CVD unknown (no taker split)"
-            if cfg.require_cvd:
-                reasons[i] = f"{head}; {cvd_txt} and require_cvd -> no trade"
-                continue
-            cvd_txt += ", unconfirmed"
-        elif confirmed[j]:
-            cvd_txt = f"CVD confirms ({dname} {dval:+.3f})"
-        else:
-            reasons[i] = f"{head}; CVD does not confirm {act} ({dname} {dval:+.3f}) -> no trade"
-            continue
-        if not cfg.use_trend_filter:
-            tdesc = "trend filter off"
-        elif ready[j]:
-            tdesc = (f"trend {trend_mod.DIRECTION_NAMES.get(int(t_dir[j]), t_dir[j])}/"
-                     f"{trend_mod.REGIME_NAMES.get(int(regime[j]), regime[j])} conf {t_conf[j]:.2f}")
-        else:
-            tdesc = "trend filter not warmed up"
-        if not allow[j]:
-            reasons[i] = f"{head}; {cvd_txt}; {tdesc} blocks {act.split()[1]} -> no trade"
-            continue
-        if not fire[j]:
-            reasons[i] = (f"{head}; {cvd_txt}; in cooldown (a {act.split()[1]} passed every gate within "
-                          f"{cfg.cooldown_minutes} min before) -> no trade")
-            continue
-        atr_txt = (f"ATR {atr_at[i]:.3f}% -> levels x{scale_at[i]:.2f}" if math.isfinite(atr_at[i])
-                   else "ATR unknown -> base levels")
-        reasons[i] = f"{head}; {cvd_txt}; {tdesc}; {atr_txt} -> {act}"
+    _write_reasons(reasons, d, cfg, trade, win, thr, exhausted, own_notional, peak, delta_t if fade else delta_w,
+                   cvd_known, confirmed, (ready, t_dir, regime, t_conf), allow, fire, atr_pct, scale)
     return drafts_frame(bars.index, **out)
 
 
-def _no_cascade_reason(d: _Cascades, j: int, i: int, cfg: LiquidationHunterConfig) -> str:
-    """Why a bar whose window reached min_cascade_usd is still not a cascade (norm missing or too high)."""
-    parts = []
-    for name, win, thr, cnt in (("long", d.window_long[i], d.threshold_long[j], d.norm_minutes_long[j]),
-                                ("short", d.window_short[i], d.threshold_short[j], d.norm_minutes_short[j])):
-        if not (math.isfinite(win) and win >= cfg.min_cascade_usd):
-            continue
-        if cnt < cfg.min_norm_minutes:
-            parts.append(f"{name}-liquidations {_fmt_usd(win)} in {cfg.window_minutes} min but only {cnt} of "
-                         f"{cfg.norm_lookback_minutes} norm minutes have a feed (need {cfg.min_norm_minutes})")
-        else:
-            parts.append(f"{name}-liquidations {_fmt_usd(win)} in {cfg.window_minutes} min below "
-                         f"{cfg.norm_multiple:g}x norm ({_fmt_usd(thr)})")
-    return "; ".join(parts) + " -> no cascade"
+def _rows(frame: pd.DataFrame, index: pd.DatetimeIndex, rows: np.ndarray) -> pd.DataFrame:
+    """`frame.reindex(index[rows])`: by position when the frame is on `index` itself (the shared states
+    are), else by label (segment states lack rows: those come out NaN)."""
+    if frame.index is index or frame.index.equals(index):
+        return frame.iloc[rows]
+    return frame.reindex(index[rows])
+
+
+def _obj(texts: list[str]) -> np.ndarray:
+    """A list of str as an object array (assigned into the reasons without numpy's unicode detour)."""
+    out = np.empty(len(texts), dtype=object)
+    out[:] = texts
+    return out
+
+
+def _fmt_usd_many(x: np.ndarray) -> np.ndarray:
+    """`_fmt_usd` of every value (object array of str): one list comprehension per magnitude class over
+    Python floats, the same divisions and formats as _fmt_usd."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    out = np.empty(len(x), dtype=object)
+    out.fill("n/a")  # NaN and +-inf
+    with np.errstate(invalid="ignore"):
+        mil = (a >= 1e6) & (a < np.inf)
+        kil = (a >= 1e3) & (a < 1e6)
+        one = a < 1e3
+    if mil.any():
+        out[mil] = _obj([f"${v:.2f}M" for v in (x[mil] / 1e6).tolist()])
+    if kil.any():
+        out[kil] = _obj([f"${v:.1f}k" for v in (x[kil] / 1e3).tolist()])
+    if one.any():
+        out[one] = _obj([f"${v:.0f}" for v in x[one].tolist()])
+    return out
+
+
+def _write_reasons(reasons: np.ndarray, d: _Cascades, cfg: LiquidationHunterConfig, trade: np.ndarray,
+                   win: np.ndarray, thr: np.ndarray, exhausted: np.ndarray, own_notional: np.ndarray,
+                   peak: np.ndarray, dval: np.ndarray, cvd_known: np.ndarray, confirmed: np.ndarray,
+                   trend: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], allow: np.ndarray,
+                   fire: np.ndarray, atr_pct: np.ndarray, scale: np.ndarray) -> None:
+    """The reason of every candidate bar (its window reached min_cascade_usd), written into `reasons`.
+
+    Arrays are per candidate (d.cand), except atr_pct / scale (per firing candidate). The texts are built
+    per outcome in bulk, from Python scalars (numpy scalars format several times slower; a busy feed has
+    ~1 % candidate bars): no cascade (norm missing or too high), still running (fade), CVD unknown and
+    required, CVD does not confirm, trend blocks, cooldown, signal.
+    """
+    w, fade, cand, cside = cfg.window_minutes, cfg.mode == "fade", d.cand, d.side
+    usd = _fmt_usd_many
+
+    nc = np.flatnonzero(cside == 0)
+    if len(nc):
+        rows = cand[nc]
+        sides = []
+        for name, win_all, thr_c, cnt_c in (("long", d.window_long, d.threshold_long, d.norm_minutes_long),
+                                            ("short", d.window_short, d.threshold_short, d.norm_minutes_short)):
+            wv, tv, cv = win_all[rows], thr_c[nc], cnt_c[nc]
+            with np.errstate(invalid="ignore"):
+                has = np.isfinite(wv) & (wv >= cfg.min_cascade_usd)
+            few = cv < cfg.min_norm_minutes
+            part = np.full(len(nc), None, dtype=object)
+            sel = has & few
+            if sel.any():
+                part[sel] = _obj([
+                    f"{name}-liquidations {u} in {w} min but only {c} of {cfg.norm_lookback_minutes} norm "
+                    f"minutes have a feed (need {cfg.min_norm_minutes})"
+                    for u, c in zip(usd(wv[sel]).tolist(), cv[sel].tolist(), strict=True)])
+            sel = has & ~few
+            if sel.any():
+                part[sel] = _obj([f"{name}-liquidations {u} in {w} min below {cfg.norm_multiple:g}x norm ({t})"
+                                  for u, t in zip(usd(wv[sel]).tolist(), usd(tv[sel]).tolist(), strict=True)])
+            sides.append(part.tolist())
+        reasons[rows] = _obj([("; ".join(p for p in (a, b) if p is not None) if a is None or b is None
+                               else f"{a}; {b}") + " -> no cascade" for a, b in zip(*sides, strict=True)])
+
+    casc = np.flatnonzero(cside != 0)
+    if len(casc) == 0:
+        return
+    wc, tc = win[casc], thr[casc]
+    floor_s = _fmt_usd(cfg.min_cascade_usd)
+    t_s = np.full(len(casc), floor_s, dtype=object)  # the threshold is the floor, mostly
+    other = tc != cfg.min_cascade_usd
+    if other.any():
+        t_s[other] = usd(tc[other])
+    who = np.array(["short-liquidation cascade ", "", "long-liquidation cascade "], dtype=object)[cside[casc] + 1]
+    floor_txt = f"max(floor {floor_s}, {cfg.norm_multiple:g}x norm)"
+    head = _obj([f"{h}{u} in {w} min (threshold {t} = {floor_txt}, x{r:.1f})" for h, u, t, r in zip(
+        who.tolist(), usd(wc).tolist(), t_s.tolist(), (wc / tc).tolist(), strict=True)])
+    verb = "fade " if fade else "follow "
+    act_side = np.array(["SHORT", "", "LONG"], dtype=object)[trade[casc] + 1]
+    act = np.array([verb + "SHORT", "", verb + "LONG"], dtype=object)[trade[casc] + 1]
+    dname = "bar delta" if fade else f"{w}-min delta"
+    rows = cand[casc]
+
+    def put(at: np.ndarray, texts: list[str]) -> None:
+        reasons[at] = _obj(texts)
+
+    running = ~exhausted[casc] if fade else np.zeros(len(casc), dtype=bool)
+    if running.any():
+        put(rows[running], [
+            f"{h} still running: this minute {o} > {cfg.exhaustion_ratio:g} x peak {p} -> wait for exhaustion"
+            for h, o, p in zip(head[running].tolist(), usd(own_notional[casc][running]).tolist(),
+                               usd(peak[casc][running]).tolist(), strict=True)])
+    known, conf = cvd_known[casc], confirmed[casc]
+    refused = ~running & ~known & cfg.require_cvd
+    if refused.any():
+        put(rows[refused], [f"{h}; CVD unknown (no taker split) and require_cvd -> no trade"
+                             for h in head[refused].tolist()])
+    unconfirmed = ~running & known & ~conf
+    dv = dval[casc]
+    if unconfirmed.any():
+        put(rows[unconfirmed], [f"{h}; CVD does not confirm {a} ({dname} {v:+.3f}) -> no trade" for h, a, v in zip(
+            head[unconfirmed].tolist(), act[unconfirmed].tolist(), dv[unconfirmed].tolist(), strict=True)])
+    passed = ~running & ~refused & ~unconfirmed  # CVD confirms, or unknown and not required
+    if not passed.any():
+        return
+    pk = known[passed]
+    cvd_txt = np.full(int(passed.sum()), "CVD unknown (no taker split), unconfirmed", dtype=object)
+    if pk.any():
+        cvd_txt[pk] = _obj([f"CVD confirms ({dname} {v:+.3f})" for v in dv[passed][pk].tolist()])
+    ready, t_dir, regime, t_conf = (a[casc][passed] for a in trend)
+    if not cfg.use_trend_filter:
+        tdesc = np.full(len(cvd_txt), "trend filter off", dtype=object)
+    else:
+        tdesc = np.full(len(cvd_txt), "trend filter not warmed up", dtype=object)
+        if ready.any():
+            dn, rn = trend_mod.DIRECTION_NAMES, trend_mod.REGIME_NAMES
+            tdesc[ready] = _obj([f"trend {dn.get(t, t)}/{rn.get(g, g)} conf {c:.2f}" for t, g, c in zip(
+                t_dir[ready].tolist(), regime[ready].tolist(), t_conf[ready].tolist(), strict=True)])
+    al, fr = allow[casc][passed], fire[casc][passed]
+    hp, sp, rows = head[passed], act_side[passed], rows[passed]
+    sel = ~al
+    if sel.any():
+        put(rows[sel], [f"{h}; {c}; {t} blocks {a} -> no trade" for h, c, t, a in zip(
+            hp[sel].tolist(), cvd_txt[sel].tolist(), tdesc[sel].tolist(), sp[sel].tolist(), strict=True)])
+    sel = al & ~fr
+    if sel.any():
+        put(rows[sel], [
+            f"{h}; {c}; in cooldown (a {a} passed every gate within {cfg.cooldown_minutes} min before) -> no trade"
+            for h, c, a in zip(hp[sel].tolist(), cvd_txt[sel].tolist(), sp[sel].tolist(), strict=True)])
+    sel = al & fr  # == fire at the cascade rows: in the order of atr_pct / scale
+    if sel.any():
+        atr_txt = [f"ATR {a:.3f}% -> levels x{c:.2f}" if math.isfinite(a) else "ATR unknown -> base levels"
+                   for a, c in zip(atr_pct.tolist(), scale.tolist(), strict=True)]
+        put(rows[sel], [f"{h}; {c}; {t}; {x} -> {a}" for h, c, t, x, a in zip(
+            hp[sel].tolist(), cvd_txt[sel].tolist(), tdesc[sel].tolist(), atr_txt, act[passed][sel].tolist(),
+            strict=True)])
 
 
 def _atr_pct(bars: pd.DataFrame, d: _Cascades, rows: np.ndarray, cfg: LiquidationHunterConfig) -> np.ndarray:
@@ -604,21 +709,28 @@ def _atr_pct(bars: pd.DataFrame, d: _Cascades, rows: np.ndarray, cfg: Liquidatio
     True range uses the previous close only when that bar opened exactly one minute earlier (after a gap,
     high - low). NaN when fewer than half of the window's minutes hold bars.
     """
-    g_h = _on_grid(bars["high"].to_numpy(), d.pos, d.size)
-    g_l = _on_grid(bars["low"].to_numpy(), d.pos, d.size)
-    g_c = _on_grid(bars["close"].to_numpy(), d.pos, d.size)
-    pr = d.pos[rows]
+    # the bar (row) at each grid minute the windows read, -1 for a minute without one: a few lookups
+    # instead of three full minute grids of high / low / close
+    m = cfg.atr_minutes
+    want = d.pos[rows][None, :] - np.arange(m + 1)[:, None]  # minutes t, t-1, ..., t-m
+    at = np.searchsorted(d.pos, want)
+    found = d.pos[np.minimum(at, len(d.pos) - 1)] == want
+    at = np.where(found, at, 0)
+
+    def on(col: str) -> np.ndarray:
+        return np.where(found, bars[col].to_numpy()[at], np.nan)
+
+    g_h, g_l, g_c = on("high"), on("low"), on("close")
     total = np.zeros(len(rows))
     count = np.zeros(len(rows))
-    for k in range(cfg.atr_minutes):
-        p = pr - k
-        h, lo, pc = g_h[p], g_l[p], g_c[p - 1]
+    for k in range(m):
+        h, lo, pc = g_h[k], g_l[k], g_c[k + 1]
         tr = np.fmax(h, pc) - np.fmin(lo, pc)
         ok = np.isfinite(tr)
         total += np.where(ok, tr, 0.0)
         count += ok
     with np.errstate(invalid="ignore", divide="ignore"):
-        atr = np.where(count >= cfg.atr_minutes / 2, total / count, np.nan)
+        atr = np.where(count >= m / 2, total / count, np.nan)
     return atr / bars["close"].to_numpy()[rows] * 100
 
 
