@@ -409,19 +409,49 @@ def _gate_rows(given: pd.DataFrame | None, fn: Callable[[pd.DataFrame], pd.DataF
 
 
 def _cents(x: np.ndarray) -> np.ndarray:
-    """Quote amounts as int64 cents, NaN -> 0 (the caller tracks unknowns separately)."""
-    return np.rint(np.where(np.isfinite(x), x, 0.0) * 100.0).astype(np.int64)
+    """Quote amounts as int64 cents, NaN -> 0 (the caller tracks unknowns separately). `x` is a fresh
+    temporary: it is overwritten."""
+    np.copyto(x, 0.0, where=~np.isfinite(x))
+    x *= 100.0
+    return np.rint(x, out=x).astype(np.int64)
 
 
 def _prefix(x: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(x, dtype=np.int64)))
 
 
+_PER_MINUTE = {"s": 60, "ms": 60_000, "us": 60_000_000, "ns": 60_000_000_000}
+
+
+def _minutes(index: pd.DatetimeIndex) -> np.ndarray:
+    """Open times as integer epoch minutes (bars are whole minutes; cheaper than as_unit("s"))."""
+    return index.asi8 // _PER_MINUTE[index.unit]
+
+
+def _first_after(minutes: np.ndarray, back: int) -> np.ndarray:
+    """np.searchsorted(minutes, minutes - back, side="right") for strictly increasing minutes: for each
+    row, the first row whose minute is after its own minute minus `back`. Arithmetic on a gap-free series,
+    a rank on the minute grid with gaps (both exact integers, cheaper than the binary searches)."""
+    n = len(minutes)
+    first = int(minutes[0])
+    size = int(minutes[-1]) - first + 1
+    if size == n:  # no gaps: row i is minute first + i
+        return np.maximum(np.arange(1 - back, n + 1 - back), 0)
+    if size > 4 * n:  # a sparse series over a long span: the grid would be large
+        return np.searchsorted(minutes, minutes - back, side="right")
+    before = np.zeros(size + 1, dtype=np.int64)  # before[k]: rows whose minute is < first + k
+    before[minutes - first + 1] = 1
+    np.cumsum(before, out=before)
+    return before[np.clip(minutes - (first + back - 1), 0, size)]
+
+
 @dataclasses.dataclass(frozen=True)
 class _BurstStats:
-    """Per-bar burst statistics (arrays over the bars); notionals in int64 cents."""
+    """Burst statistics; notionals in int64 cents. `known` covers every bar; the other arrays cover the
+    bars in `rows` (every bar when rows is None, else the potential bars only, in order)."""
 
     known: np.ndarray        # this bar's whale volumes known
+    rows: np.ndarray | None  # the bars the arrays below describe (None: all)
     net_c: np.ndarray        # net whale notional in the window (cents)
     norm_c: np.ndarray       # expected gross whale notional per window (cents, float)
     ratio: np.ndarray        # |net| / norm (inf when norm is 0)
@@ -434,38 +464,63 @@ class _BurstStats:
     side: np.ndarray         # sign of net (int8)
 
 
-def _burst_stats(bars: pd.DataFrame, cfg: WhaleFollowerConfig) -> _BurstStats:
-    """Burst statistics of validated bars (window sums by time, exact integer cents)."""
+def _burst_stats(bars: pd.DataFrame, cfg: WhaleFollowerConfig, potential_only: bool = False) -> _BurstStats:
+    """Burst statistics of validated bars (window sums by time, exact integer cents).
+
+    potential_only: the statistics of the potential bars only (`rows`; what evaluate reads, a few per
+    thousand bars): every array but the net notional then has their length instead of 130k rows, so
+    far fewer fresh pages. Each value is the same as in the full statistics (elementwise arithmetic on
+    the same exact integer window sums).
+    """
     close = bars["close"].to_numpy()
     wb, ws = bars["whale_buy_volume"].to_numpy(), bars["whale_sell_volume"].to_numpy()
     known = np.isfinite(wb) & np.isfinite(ws)
-    buy_c, sell_c = _cents(wb * close), _cents(ws * close)
     vol = bars["volume"].to_numpy()
-    vol_c = _cents(vol * close)
-    minutes = bars.index.as_unit("s").asi8 // 60
+    vol_bad = ~np.isfinite(vol)
     w, lb = cfg.window_minutes, cfg.lookback_minutes
-    lo_w = np.searchsorted(minutes, minutes - w, side="right")          # window (t - w, t]
-    lo_l = np.searchsorted(minutes, minutes - w - lb, side="right")     # lookback (t - w - lb, t - w]
-    hi = np.arange(1, len(minutes) + 1)
-
+    minutes = _minutes(bars.index)
+    lo_w_all = _first_after(minutes, w)  # window (t - w, t]: rows lo_w .. t
+    buy_c, sell_c = _cents(wb * close), _cents(ws * close)
     cs_net = _prefix(buy_c - sell_c)
+    net_all = cs_net[1:] - cs_net[lo_w_all]
+    if potential_only:
+        rows: np.ndarray | None = np.flatnonzero(known & (np.abs(net_all).astype(np.float64)
+                                                         >= cfg.min_net_notional * 100.0))
+        hi: np.ndarray | slice = rows + 1
+        lo_w = lo_w_all[rows]
+        lo_l = np.searchsorted(minutes, minutes[rows] - (w + lb), side="right")
+        net_c = net_all[rows]
+    else:
+        rows, hi, lo_w, net_c = None, slice(1, None), lo_w_all, net_all
+        lo_l = _first_after(minutes, w + lb)  # lookback (t - w - lb, t - w]: rows lo_l .. lo_w - 1
     cs_gross = _prefix(buy_c + sell_c)
-    cs_unk = _prefix((~known).astype(np.int64))
-    net_c = cs_net[hi] - cs_net[lo_w]
+    del buy_c, sell_c
     gross_lb = cs_gross[lo_w] - cs_gross[lo_l]
     lb_bars = lo_w - lo_l
-    unknown_w = cs_unk[hi] - cs_unk[lo_l]
-    vol_w = (cs := _prefix(vol_c))[hi] - cs[lo_w]
-    vol_unknown = (cv := _prefix((~np.isfinite(vol)).astype(np.int64)))[hi] - cv[lo_w]
+    cs_vol = _prefix(_cents(vol * close))
+    vol_w = cs_vol[hi] - cs_vol[lo_w]
+    # unknown bars are rare (none on most inputs): counted only when there are any
+    if known.all():
+        unknown_w = np.zeros(len(net_c), dtype=np.int64)
+    else:
+        cs = _prefix(~known)
+        unknown_w = cs[hi] - cs[lo_l]
+    if vol_bad.any():
+        cs = _prefix(vol_bad)
+        vol_unknown = cs[hi] - cs[lo_w]
+    else:
+        vol_unknown = np.zeros(len(net_c), dtype=np.int64)
     abs_net = np.abs(net_c).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm_c = gross_lb / np.maximum(lb_bars, 1) * w
         ratio = np.where(norm_c > 0, abs_net / norm_c, np.where(abs_net > 0, np.inf, 0.0))
         share = np.where(vol_w > 0, abs_net / vol_w, np.nan)
-    potential = known & (abs_net >= cfg.min_net_notional * 100.0)
+    potential = abs_net >= cfg.min_net_notional * 100.0
+    if rows is None:
+        potential &= known  # (the potential rows are known bars)
     burst = (potential & (unknown_w == 0) & (vol_unknown == 0) & (lb_bars * 2 >= lb)
              & (ratio >= cfg.burst_ratio) & (share >= cfg.min_whale_share))
-    return _BurstStats(known, net_c, norm_c, ratio, share, unknown_w, vol_unknown, lb_bars, potential, burst,
+    return _BurstStats(known, rows, net_c, norm_c, ratio, share, unknown_w, vol_unknown, lb_bars, potential, burst,
                        np.sign(net_c).astype(np.int8))
 
 
@@ -530,100 +585,56 @@ def evaluate(bars: pd.DataFrame, cfg: WhaleFollowerConfig, *, trend: pd.DataFram
         return idle_drafts(bars.index, NO_TRADE_SIZES)
     out = idle_draft_arrays(n)
     reasons = out["reason"]
-    s = _burst_stats(bars, cfg)
+    s = _burst_stats(bars, cfg, potential_only=True)  # arrays over the potential bars `pot`, in order
     reasons[~s.known] = NO_TRADE_SIZES
-    pot = np.flatnonzero(s.potential)
+    pot = s.rows
     if len(pot) == 0:
         return drafts_frame(bars.index, **out)
 
-    side_all = s.side
-    brows = np.flatnonzero(s.burst)
+    side = s.side  # never 0 at a potential bar (|net| >= min_net_notional > 0)
+    bj = np.flatnonzero(s.burst)  # burst bars, as positions in pot
+    brows = pot[bj]
     tg: dict[str, np.ndarray] = {}
     cg: dict[str, np.ndarray] = {}
-    allow = np.zeros(n, dtype=bool)
-    cvd_ok = np.zeros(n, dtype=bool)
+    allow = np.zeros(len(pot), dtype=bool)
+    cvd_ok = np.zeros(len(pot), dtype=bool)
     if len(brows):
         trend_cfg, cvd_cfg = _gate_configs()
         tg = _gate_rows(trend, lambda b: trend_state(b, trend_cfg), trend_cfg.warmup_minutes, bars, brows,
                         _TREND_GATE, "trend")
         cg = _gate_rows(cvd, lambda b: cvd_state(b, cvd_cfg), cvd_cfg.warmup_minutes, bars, brows,
                         _CVD_GATE, "cvd")
-        bside = side_all[brows]
-        allow[brows] = np.where(bside > 0, tg["allow_long"].astype(bool), tg["allow_short"].astype(bool))
+        bside = side[bj]
+        allow[bj] = np.where(bside > 0, tg["allow_long"].astype(bool), tg["allow_short"].astype(bool))
         cvd_v = cg["cvd"].astype(np.float64)
         avail = cg["available"].astype(bool) & np.isfinite(cvd_v)
-        cvd_ok[brows] = avail & (np.sign(cvd_v) == bside)
+        cvd_ok[bj] = avail & (np.sign(cvd_v) == bside)
     cand = s.burst & allow & cvd_ok
-    minutes = bars.index.as_unit("s").asi8 // 60
-    cs_cand = _prefix(cand.astype(np.int64))
-    lo_c = np.searchsorted(minutes, minutes - cfg.cooldown_minutes, side="left")  # [t - cooldown, t)
-    recent = cs_cand[np.arange(n)] - cs_cand[lo_c]
-    fire = cand & (recent == 0)
+    # edge trigger: no candidate in [t - cooldown, t); candidates are few, so counted among themselves
+    cj = np.flatnonzero(cand)
+    cmin = bars.index.asi8[pot[cj]] // _PER_MINUTE[bars.index.unit]
+    fire = np.zeros(len(pot), dtype=bool)
+    fire[cj] = np.searchsorted(cmin, cmin - cfg.cooldown_minutes, side="left") == np.arange(len(cj))
 
-    close = bars["close"].to_numpy()
-    trades = bars["trades"].to_numpy()
-    at = {int(r): j for j, r in enumerate(brows)}  # bar row -> position in the gate arrays
-    w, lb = cfg.window_minutes, cfg.lookback_minutes
-    for i in pot:  # bars with a large net whale flow only: few, and each needs its own words
-        sd = int(side_all[i])
-        word = "BUY" if sd > 0 else "SELL"
-        n_tr = f", {int(trades[i])} trades this bar" if np.isfinite(trades[i]) else ""
-        head = f"whale {word} flow: net {'+' if sd > 0 else '-'}{_q(abs(s.net_c[i]))} in {w} min{n_tr}"
-        if s.unknown_w[i]:
-            reasons[i] = (f"{head}, but trade sizes unknown for {int(s.unknown_w[i])} bar(s) of the {w}+{lb} "
-                          "minute window -> no trade")
-            continue
-        if s.vol_unknown[i]:
-            reasons[i] = f"{head}, but total volume unknown in the window -> no trade"
-            continue
-        if s.lb_bars[i] * 2 < lb:
-            reasons[i] = f"{head}, but only {int(s.lb_bars[i])} of {lb} lookback minutes present -> no trade"
-            continue
-        ratio_s = "no whale flow in the lookback" if np.isinf(s.ratio[i]) else (
-            f"x{s.ratio[i]:.1f} the norm {_q(s.norm_c[i])}/{w} min over {lb} min")
-        head = f"{head} = {ratio_s}, {s.share[i]:.0%} of traded notional"
-        if s.ratio[i] < cfg.burst_ratio:
-            reasons[i] = f"{head}; ratio below x{cfg.burst_ratio:g} -> no burst"
-            continue
-        if not s.share[i] >= cfg.min_whale_share:
-            reasons[i] = f"{head}; share below {cfg.min_whale_share:.0%} -> no burst"
-            continue
-        j = at[int(i)]
-        head = (f"{head}; trend {DIRECTION_NAMES.get(int(tg['direction'][j]), '?')} "
-                f"(confidence {float(tg['confidence'][j]):.2f})")
-        if not allow[i]:
-            why = "not ready" if not bool(tg["ready"][j]) else f"blocks {'longs' if sd > 0 else 'shorts'}"
-            reasons[i] = f"{head}: trend filter {why} -> no trade"
-            continue
-        cvd_v = float(cg["cvd"][j])
-        if not cvd_ok[i]:
-            reasons[i] = (f"{head}; CVD unknown (no taker split in its window) -> no trade"
-                          if not bool(cg["available"][j]) or not math.isfinite(cvd_v)
-                          else f"{head}; CVD {cvd_v:+.4g} base disagrees -> no trade")
-            continue
-        head = f"{head}; CVD {cvd_v:+.4g} base agrees"
-        if not fire[i]:
-            reasons[i] = (f"{head}, but a whale signal condition already held within the last "
-                          f"{cfg.cooldown_minutes} min (edge-triggered) -> no trade")
-            continue
-        reasons[i] = f"{head} -> follow {'LONG' if sd > 0 else 'SHORT'}"
+    _write_reasons(reasons, bars, cfg, s, tg, cg, allow, cvd_ok, fire)
 
-    rows = np.flatnonzero(fire)
-    if len(rows):
-        g = np.searchsorted(brows, rows)  # fired rows are burst rows
-        sd = side_all[rows].astype(np.float64)
-        entry = close[rows]
-        atr = tg["atr_pct"].astype(np.float64)[g]
+    fj = np.flatnonzero(fire[bj])  # firing bars, as positions in the gate arrays
+    if len(fj):
+        rows = brows[fj]
+        at = bj[fj]  # ... and in pot
+        sd = side[at].astype(np.float64)
+        entry = bars["close"].to_numpy()[rows]
+        atr = tg["atr_pct"].astype(np.float64)[fj]
         stop_pct = np.fmax(cfg.stop_atr_mult * atr, cfg.min_stop_pct)  # fmax: NaN ATR -> the floor
         target_pct = np.fmax(cfg.target_atr_mult * atr, cfg.min_target_pct)
-        t_conf = np.nan_to_num(tg["confidence"].astype(np.float64)[g], nan=0.0)
-        x_ratio = np.clip(s.ratio[rows] / cfg.burst_ratio - 1.0, 0.0, 1.0)
-        x_share = (np.clip(s.share[rows] / cfg.min_whale_share - 1.0, 0.0, 1.0) if cfg.min_whale_share > 0
+        t_conf = np.nan_to_num(tg["confidence"].astype(np.float64)[fj], nan=0.0)
+        x_ratio = np.clip(s.ratio[at] / cfg.burst_ratio - 1.0, 0.0, 1.0)
+        x_share = (np.clip(s.share[at] / cfg.min_whale_share - 1.0, 0.0, 1.0) if cfg.min_whale_share > 0
                    else np.ones(len(rows)))
         conf = np.minimum(1.0, 0.5 + 0.25 * x_ratio + 0.15 * x_share + 0.10 * np.clip(t_conf, 0.0, 1.0))
-        smult = np.where(sd > 0, tg["size_mult_long"].astype(np.float64)[g],
-                         tg["size_mult_short"].astype(np.float64)[g])
-        out["side"][rows] = side_all[rows]
+        smult = np.where(sd > 0, tg["size_mult_long"].astype(np.float64)[fj],
+                         tg["size_mult_short"].astype(np.float64)[fj])
+        out["side"][rows] = side[at]
         out["confidence"][rows] = conf
         out["entry"][rows] = entry
         out["stop"][rows] = entry * (1 - sd * stop_pct / 100)
@@ -632,6 +643,115 @@ def evaluate(bars: pd.DataFrame, cfg: WhaleFollowerConfig, *, trend: pd.DataFram
         out["max_hold_s"][rows] = float(cfg.max_hold_seconds)
         out["priority"][rows] = cfg.priority
     return drafts_frame(bars.index, **out)
+
+
+def _obj(texts: list[str]) -> np.ndarray:
+    """A list of str as an object array (assigned into the reasons without numpy's unicode detour)."""
+    out = np.empty(len(texts), dtype=object)
+    out[:] = texts
+    return out
+
+
+def _q_many(cents: np.ndarray) -> np.ndarray:
+    """`_q` of every value (object array of str): one list comprehension per magnitude class over Python
+    floats, the same divisions and formats as _q."""
+    v = np.asarray(cents) / 100.0
+    a = np.abs(v)
+    out = np.empty(len(v), dtype=object)
+    with np.errstate(invalid="ignore"):
+        bil = a >= 1e9
+        mil = (a >= 1e6) & (a < 1e9)
+        kil = (a >= 1e3) & (a < 1e6)
+        one = ~(a >= 1e3)  # NaN too, as _q
+    for mask, scale, fmt in ((bil, 1e9, "{:.2f}B"), (mil, 1e6, "{:.2f}M"), (kil, 1e3, "{:.0f}k")):
+        if mask.any():
+            out[mask] = _obj([fmt.format(x) for x in (v[mask] / scale).tolist()])
+    if one.any():
+        out[one] = _obj([f"{x:.0f}" for x in v[one].tolist()])
+    return out
+
+
+def _write_reasons(reasons: np.ndarray, bars: pd.DataFrame, cfg: WhaleFollowerConfig, s: _BurstStats,
+                   tg: dict[str, np.ndarray], cg: dict[str, np.ndarray], allow: np.ndarray, cvd_ok: np.ndarray,
+                   fire: np.ndarray) -> None:
+    """The reason of every potential bar (a large net whale flow), written into `reasons`: history,
+    ratio, share, trend, CVD, cooldown, or the signal. Arrays are over the potential bars (s.rows); tg /
+    cg over its burst bars. Built per outcome in bulk from Python scalars (numpy scalars format several
+    times slower)."""
+    pot, w, lb = s.rows, cfg.window_minutes, cfg.lookback_minutes
+    trades = bars["trades"].to_numpy()[pot]
+    tr_txt = np.full(len(pot), "", dtype=object)
+    fin = np.isfinite(trades)
+    if fin.any():
+        tr_txt[fin] = _obj([f", {int(t)} trades this bar" for t in trades[fin].tolist()])
+    lead = np.array(["whale SELL flow: net -", "", "whale BUY flow: net +"], dtype=object)[s.side + 1]
+    head = _obj([f"{a}{q} in {w} min{t}" for a, q, t in zip(lead.tolist(), _q_many(np.abs(s.net_c)).tolist(),
+                                                              tr_txt.tolist(), strict=True)])
+
+    def put(mask: np.ndarray, texts: list[str]) -> None:
+        reasons[pot[mask]] = _obj(texts)
+
+    unk = s.unknown_w != 0
+    if unk.any():
+        put(unk, [f"{h}, but trade sizes unknown for {u} bar(s) of the {w}+{lb} minute window -> no trade"
+                  for h, u in zip(head[unk].tolist(), s.unknown_w[unk].tolist(), strict=True)])
+    vol_unk = ~unk & (s.vol_unknown != 0)
+    if vol_unk.any():
+        put(vol_unk, [f"{h}, but total volume unknown in the window -> no trade" for h in head[vol_unk].tolist()])
+    short = ~unk & ~vol_unk & (s.lb_bars * 2 < lb)
+    if short.any():
+        put(short, [f"{h}, but only {b} of {lb} lookback minutes present -> no trade"
+                    for h, b in zip(head[short].tolist(), s.lb_bars[short].tolist(), strict=True)])
+    rest = ~unk & ~vol_unk & ~short
+    if not rest.any():
+        return
+    ratio, share = s.ratio[rest], s.share[rest]
+    ratio_txt = np.full(len(ratio), "no whale flow in the lookback", dtype=object)
+    fin = ~np.isinf(ratio)
+    if fin.any():
+        ratio_txt[fin] = _obj([f"x{r:.1f} the norm {q}/{w} min over {lb} min" for r, q in zip(
+            ratio[fin].tolist(), _q_many(s.norm_c[rest][fin]).tolist(), strict=True)])
+    head[rest] = _obj([f"{h} = {r}, {x:.0%} of traded notional" for h, r, x in zip(
+        head[rest].tolist(), ratio_txt.tolist(), share.tolist(), strict=True)])
+    low = rest & (s.ratio < cfg.burst_ratio)
+    if low.any():
+        put(low, [f"{h}; ratio below x{cfg.burst_ratio:g} -> no burst" for h in head[low].tolist()])
+    thin = rest & ~low & ~(s.share >= cfg.min_whale_share)
+    if thin.any():
+        put(thin, [f"{h}; share below {cfg.min_whale_share:.0%} -> no burst" for h in head[thin].tolist()])
+    burst = s.burst  # == rest & ~low & ~thin; the gate arrays follow these bars in order
+    if not burst.any():
+        return
+    head[burst] = _obj([f"{h}; trend {DIRECTION_NAMES.get(int(d), '?')} (confidence {float(c):.2f})"
+                        for h, d, c in zip(head[burst].tolist(), tg["direction"].tolist(), tg["confidence"].tolist(),
+                                           strict=True)])
+    blocked = burst & ~allow
+    if blocked.any():
+        b = blocked[burst]
+        why = np.where(s.side[blocked] > 0, "blocks longs", "blocks shorts").astype(object)
+        why[~tg["ready"][b].astype(bool)] = "not ready"
+        put(blocked, [f"{h}: trend filter {y} -> no trade" for h, y in zip(head[blocked].tolist(), why.tolist(),
+                                                                            strict=True)])
+    cvd_v = cg["cvd"].astype(np.float64)  # along the burst bars
+    no_cvd = burst & allow & ~cvd_ok
+    if no_cvd.any():
+        b = no_cvd[burst]
+        put(no_cvd, [f"{h}; CVD unknown (no taker split in its window) -> no trade"
+                     if not bool(a) or not math.isfinite(v) else f"{h}; CVD {v:+.4g} base disagrees -> no trade"
+                     for h, a, v in zip(head[no_cvd].tolist(), cg["available"][b].tolist(), cvd_v[b].tolist(),
+                                        strict=True)])
+    agree = burst & allow & cvd_ok
+    if not agree.any():
+        return
+    head[agree] = _obj([f"{h}; CVD {v:+.4g} base agrees"
+                        for h, v in zip(head[agree].tolist(), cvd_v[agree[burst]].tolist(), strict=True)])
+    late = agree & ~fire
+    if late.any():
+        put(late, [f"{h}, but a whale signal condition already held within the last {cfg.cooldown_minutes} min "
+                   "(edge-triggered) -> no trade" for h in head[late].tolist()])
+    if fire.any():
+        put(fire, [f"{h} -> follow {'LONG' if d > 0 else 'SHORT'}" for h, d in zip(
+            head[fire].tolist(), s.side[fire].tolist(), strict=True)])
 
 
 def state_summary(bars: pd.DataFrame, cfg: WhaleFollowerConfig | None = None) -> dict[str, str]:
