@@ -51,7 +51,6 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +103,11 @@ class ResearchError(LabError):
 
 # --- settings ------------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
 def code_version() -> str:
     """What decides a study's results besides data and settings: the engine's source (apps/engine/*.py), the
-    lab's and this module (settings, inputs), hashed; "engine-<12 hex>"."""
+    lab's and this module (settings, inputs), hashed; "engine-<12 hex>". Not cached (~1 ms): it is read when a
+    study is created and when a worker process first loads the study, so a long-lived process whose files
+    changed since it started (a dev server) does not stamp studies with a version it no longer has on disk."""
     from apps.lab import services as lab_services
 
     h = hashlib.sha256()
@@ -704,8 +704,10 @@ def daily_returns(daily_equity: pd.Series, days: Sequence[str]) -> list[float | 
 
 def _trial_write(trial: Trial, token: datetime | None, fields: dict[str, Any], *, queue_next: bool) -> bool:
     """Store a trial's outcome if this execution still owns it (status running, started_at = token); count it,
-    beat the study's heartbeat, queue the next step when the trial completes its fold's batch, and push the
-    progress (throttled over all workers by the study row's pushed_at). One transaction."""
+    beat the study's heartbeat and push the progress (throttled over all workers by the study row's pushed_at),
+    in one transaction. When the trial completes its fold's batch, the next step runs right after the commit in
+    this process (`queue_next`; a queued step task would wait behind every trial already queued, and the fold's
+    next batch with it); if that step fails, it is queued as a task instead."""
     now = timezone.now()
     with transaction.atomic():
         study = Study.objects.select_for_update().get(pk=trial.study_id)  # serialises the finishes of a study
@@ -720,7 +722,11 @@ def _trial_write(trial: Trial, token: datetime | None, fields: dict[str, Any], *
             update["pushed_at"] = now
             _push_on_commit(study.pk)
         Study.objects.filter(pk=study.pk).update(**update)
-        if not batch_open and queue_next and study.status == Study.Status.RUNNING:
+    if not batch_open and queue_next and study.status == Study.Status.RUNNING:
+        try:
+            study_step(study_id=study.pk)
+        except Exception:  # noqa: BLE001 - the trial is stored; the step gets another chance as a task
+            log.exception("study %s: step after trial %s failed; queued", study.pk, trial.pk)
             _queue_step(study.pk)
     return True
 
