@@ -81,6 +81,11 @@ def _day(value: Any) -> str:
     return str(value)[:10]
 
 
+def _span(a: str, b: str) -> str:
+    """A window of UTC days, end exclusive, compactly: "2025-05-20 → 06-19" within a year."""
+    return f"{a} → {b[5:]}" if a[:4] == b[:4] and a and b else f"{a} → {b}"
+
+
 def _score(v: Any, places: int = 3) -> str:
     return f"{v:,.{places}f}" if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else "—"
 
@@ -236,6 +241,8 @@ def _fold_progress_rows(study: Study, progress: dict[str, Any]) -> list[dict[str
         rows.append({
             "index": f["index"], "train_start": _day(f.get("train_start")), "train_end": _day(f.get("train_end")),
             "test_start": _day(f.get("test_start")), "test_end": _day(f.get("test_end")), "done": done,
+            "train": _span(_day(f.get("train_start")), _day(f.get("train_end"))),
+            "test": _span(_day(f.get("test_start")), _day(f.get("test_end"))),
             "total": per_fold, "pct": done / per_fold * 100 if per_fold else 0.0,
             "best_train": _score(p.get("best_train")) if p.get("best_train") is not None else None,
             "best_test": _score(p.get("best_test")) if p.get("best_test") is not None else None,
@@ -620,6 +627,8 @@ def _fold_rows_done(study: Study, folds: list[dict[str, Any]]) -> list[dict[str,
         rows.append({
             "index": f["index"], "train_start": _day(f.get("train_start")), "train_end": _day(f.get("train_end")),
             "test_start": _day(f.get("test_start")), "test_end": _day(f.get("test_end")),
+            "train": _span(_day(f.get("train_start")), _day(f.get("train_end"))),
+            "test": _span(_day(f.get("test_start")), _day(f.get("test_end"))),
             "trial_id": f.get("trial_id"), "number": f.get("number"), "none_why": f.get("reason", ""),
             "is_text": _score(f.get("is_value")), "oos_text": _score(oos),
             "oos_css": "" if oos is None else "pos" if oos > 0 else "neg" if oos < 0 else "",

@@ -236,7 +236,7 @@
       line: { width: 0 }, fillcolor: FOLD_COLORS[i % FOLD_COLORS.length], opacity: 0.06,
     }));
     const annotations = (d.folds || []).map((f) => ({
-      xref: "x", yref: "paper", x: msToX(f.start), y: 1, yanchor: "bottom", xanchor: "left", showarrow: false,
+      xref: "x", yref: "paper", x: msToX(f.start), y: 0.94, yanchor: "top", xanchor: "left", showarrow: false,
       text: f.label, font: { size: 10, color: "#8590b8" },
     }));
     window.Plotly.newPlot(holder, [
@@ -271,9 +271,11 @@
       line: { color: d.color, colorscale: [[0, "#ff3366"], [0.5, "#8590b8"], [1, "#00ff88"]], showscale: true,
         cmin: d.cmin, cmax: d.cmax, colorbar: { title: { text: d.color_label, side: "right" }, thickness: 10 } },
       dimensions: d.dimensions,
+      // long parameter names on many axes: tilted so neighbours do not overlap
+      labelangle: d.dimensions.length > 5 ? -18 : 0, labelside: "top",
       labelfont: { size: 11, color: "#dfe6ff" }, tickfont: { size: 10, color: "#8590b8" },
       rangefont: { size: 9, color: "#8590b8" },
-    }], layout({ margin: { l: 60, r: 60, t: 40, b: 20 } }), CONFIG);
+    }], layout({ margin: { l: 60, r: 60, t: d.dimensions.length > 5 ? 70 : 40, b: 20 } }), CONFIG);
   }
 
   function charts() {
