@@ -74,7 +74,7 @@ def _importance(s: Mapping[str, Any], trials: Sequence[Trial]) -> tuple[dict[str
         return None, "every trial scored the same: no parameter made a difference"
     study = optuna.create_study(direction="maximize")
     for t in scored:
-        study.add_trial(optuna.trial.create_trial(params=t.params, distributions=_distributions(ranges, t.params),
+        study.add_trial(optuna.trial.create_trial(params=t.params, distributions=_distributions(tuple(ranges)),
                                                   value=t.value))
     try:
         imp = optuna.importance.get_param_importances(study)

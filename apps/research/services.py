@@ -51,6 +51,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -464,9 +465,12 @@ def _sampler(s: Mapping[str, Any], fold: int, batch: int) -> optuna.samplers.Bas
                                       constant_liar=True)
 
 
-def _distributions(ranges: Sequence[Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """optuna's distributions of `params`, exactly as `search_space.suggest` declares them."""
-    ft = optuna.trial.FixedTrial(dict(params))
+@lru_cache(maxsize=64)
+def _distributions(ranges: tuple[Any, ...]) -> dict[str, Any]:
+    """optuna's distributions of a space, exactly as `search_space.suggest` declares them (a FixedTrial at each
+    range's low end records them; they depend on the ranges only), computed once per space and process."""
+    point = {r.name: r.low if r.kind in ("int", "float") else r.choices[0] for r in ranges}
+    ft = optuna.trial.FixedTrial(point)
     space_mod.suggest(ft, ranges)
     return ft.distributions
 
@@ -481,7 +485,7 @@ def fold_study(s: Mapping[str, Any], fold: int, batch: int, finished: Sequence[T
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(direction="maximize", sampler=_sampler(s, fold, batch))
         for t in sorted(finished, key=lambda t: t.number):
-            dists = _distributions(ranges, t.params)
+            dists = _distributions(tuple(ranges))
             if t.status == Trial.Status.FAILED:
                 ft = optuna.trial.create_trial(params=t.params, distributions=dists, state=optuna.trial.TrialState.FAIL)
             else:
