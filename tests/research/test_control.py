@@ -190,3 +190,31 @@ def test_apply_puts_a_trial_on_a_ghost_with_its_source_and_refuses_a_viewer(btc9
     ghost_update_params(ghost_id=fader.pk, params={**expected, "cooldown_seconds": 120}, actor=operator,
                         reason="by hand")
     assert Ghost.objects.get(pk=fader.pk).params_source is None
+
+
+def test_a_desk_study_searches_several_ghosts_and_applies_to_each_kind(btc9, operator) -> None:
+    study = study_create(actor=operator, queue=False, settings=study_request(
+        btc9, target="desk", params=None, budget_trials=4, space=[
+            {"name": "spike_fader.spike_threshold_pct", "low": 0.6, "high": 1.4, "step": 0.2},
+            {"name": "trend_filter.fast_periods", "low": 30, "high": 90, "step": 30}],
+        fixed={"spike_fader": {"take_profit_pct": 0.4, "min_target_pct": 0.2}}))
+    study = study_run_inline(study_id=study.pk)
+    assert study.status == "done", study.error
+    trial = Trial.objects.filter(study=study, status="done").first()
+    assert set(trial.params) == {"spike_fader.spike_threshold_pct", "trend_filter.fast_periods"}
+    trend = ghost_create(name="trend", kind="trend_filter", instrument=btc9)
+    ghost = study_apply(study_id=study.pk, trial_id=trial.pk, ghost_id=trend.pk, actor=operator, reason="desk")
+    assert ghost.params["fast_periods"] == trial.params["trend_filter.fast_periods"]
+    fader = ghost_create(name="fader", kind="spike_fader", instrument=btc9)
+    ghost = study_apply(study_id=study.pk, trial_id=trial.pk, ghost_id=fader.pk, actor=operator, reason="desk")
+    assert ghost.params["spike_threshold_pct"] == trial.params["spike_fader.spike_threshold_pct"]
+    assert ghost.params["take_profit_pct"] == 0.4  # the study's fixed params come with it
+
+
+def test_a_minutes_budget_stops_asking_when_spent(btc9, operator) -> None:
+    study = study_create(actor=operator, queue=False, settings=study_request(btc9, budget_trials=None,
+                                                                              budget_minutes=0.001))
+    assert study.trials_total is None
+    study = study_run_inline(study_id=study.pk)  # the first batches run, then the 60 ms are spent
+    assert study.status == "done" and study.trials_done == 3 * 4
+    assert progress_payload(study)["trials_total"] is None
