@@ -404,3 +404,21 @@ def test_a_desk_studys_trial_applies_to_a_ghost_of_a_searched_kind(op_client, bt
     fader.refresh_from_db()
     assert fader.params["spike_threshold_pct"] == trial.params["spike_fader.spike_threshold_pct"]
     assert fader.params["take_profit_pct"] == 0.4 and fader.params_source["trial_id"] == trial.pk
+
+
+def test_the_list_shows_each_studys_out_of_sample_headline_and_a_minutes_budget(op_client, btc9, operator):
+    study = done_study(btc9, operator)
+    figs = {f["key"]: f["value"] for f in study.results["oos"]["figures"]}
+    html = op_client.get(STUDIES).content.decode()
+    row = html[html.index(f'id="study-{study.pk}"'):]
+    row = row[:row.index("</tr>")]
+    from apps.dashboard.templatetags.desk import pct
+
+    assert "24 / 24" in row and pct(figs["return_pct"], 2) in row  # the desk's % format (a real minus sign)
+    assert ("—" if figs["sharpe"] is None else f"{figs['sharpe']:.2f}") in row
+    r = op_client.post(STUDIES, form_data(btc9, budget_mode="minutes", budget_minutes="0.5", budget_trials=""))
+    assert r.status_code == 302
+    s = Study.objects.latest("id")
+    assert s.settings["budget_minutes"] == 0.5 and s.settings["budget_trials"] is None and s.trials_total is None
+    page = op_client.get(r["Location"]).content.decode()
+    assert "budget 0.5 min of running time" in page and 'id="progress-total">—<' in page
