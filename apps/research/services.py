@@ -61,7 +61,7 @@ import pandas as pd
 from django.conf import settings as dj_settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
 from apps.accounts.roles import is_operator
@@ -532,27 +532,30 @@ def study_step(*, study_id: int, dispatch: bool = True) -> list[int]:
         if study.status != Study.Status.RUNNING:
             return []
         s = study.settings
-        by_fold: dict[int, list[Trial]] = {f["index"]: [] for f in study.folds}
-        for t in Trial.objects.filter(study=study).only("fold", "number", "batch", "status", "params", "value",
-                                                        "error").order_by("fold", "number"):
-            by_fold[t.fold].append(t)
+        # one aggregate per fold first: only the folds that get a new batch load their trials (a big study holds
+        # up to MAX_FOLDS x MAX_TRIALS_PER_FOLD rows; a step usually asks for one fold)
+        stats = {row["fold"]: row for row in Trial.objects.filter(study=study).order_by().values("fold").annotate(
+            n=Count("id"), open=Count("id", filter=Q(status__in=(Trial.Status.PENDING, Trial.Status.RUNNING))),
+            last_batch=Max("batch"))}
         cap = _fold_cap(s)
         over_time = bool(s["budget_minutes"]) and elapsed_s(study, now) >= s["budget_minutes"] * 60
         new: list[Trial] = []
-        in_flight = False
-        for k, trials in by_fold.items():
-            if any(t.status in (Trial.Status.PENDING, Trial.Status.RUNNING) for t in trials):
-                in_flight = True
+        in_flight = any(row["open"] for row in stats.values())
+        for k in (f["index"] for f in study.folds):
+            row = stats.get(k, {"n": 0, "open": 0, "last_batch": None})
+            if row["open"]:
                 continue
-            if trials:
-                last = [t for t in trials if t.batch == trials[-1].batch]
+            if row["n"]:
+                last = list(Trial.objects.filter(study=study, fold=k, batch=row["last_batch"]).only("status", "error"))
                 if all(t.status == Trial.Status.FAILED for t in last):
-                    failed = (f"every trial of fold {k + 1}'s batch {trials[-1].batch + 1} failed; the first: "
+                    failed = (f"every trial of fold {k + 1}'s batch {row['last_batch'] + 1} failed; the first: "
                               f"{last[0].error}")
                     break
-            if over_time or len(trials) >= cap:
+            if over_time or row["n"] >= cap:
                 continue
-            batch = trials[-1].batch + 1 if trials else 0
+            trials = list(Trial.objects.filter(study=study, fold=k).only("fold", "number", "batch", "status", "params",
+                                                                          "value").order_by("number"))
+            batch = row["last_batch"] + 1 if row["n"] else 0
             n = min(int(s["batch_size"]), cap - len(trials))
             for i, params in enumerate(_ask(s, k, batch, trials, n)):
                 new.append(Trial(study=study, fold=k, number=len(trials) + i, batch=batch, params=params))

@@ -39,3 +39,14 @@ def study_request(inst, **over) -> dict:
     }
     data.update(over)
     return data
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_cache():
+    """Each test runs its trials like a fresh worker process: no study context (bars, runs) cached by an earlier
+    test (row ids repeat between tests, and a study's fingerprint with them)."""
+    from apps.research import services
+
+    services._CONTEXTS.clear()
+    yield
+    services._CONTEXTS.clear()

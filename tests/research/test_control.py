@@ -218,3 +218,15 @@ def test_a_minutes_budget_stops_asking_when_spent(btc9, operator) -> None:
     study = study_run_inline(study_id=study.pk)  # the first batches run, then the 60 ms are spent
     assert study.status == "done" and study.trials_done == 3 * 4
     assert progress_payload(study)["trials_total"] is None
+
+
+def test_a_study_never_mixes_data_changed_after_it_was_created(btc9, operator) -> None:
+    from apps.market.models import Candle
+
+    study = study_create(actor=operator, settings=study_request(btc9), queue=False)
+    Candle.objects.filter(instrument=btc9, open_time=study.start + timedelta(days=4)).delete()  # one bar fewer
+    study = study_run_inline(study_id=study.pk)
+    assert study.status == "failed" and study.results is None
+    assert "every trial of fold 1's batch 1 failed" in study.error
+    assert "the stored bars or the engine's code changed since the study was created" in study.error
+    assert study.trials_done == 3 * 4 and not Trial.objects.filter(study=study, status="done").exists()
