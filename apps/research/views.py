@@ -25,6 +25,7 @@ from apps.dashboard.context_processors import request_is_operator
 from apps.dashboard.views import _plotly_version, _wants_json
 from apps.engine.objectives import OBJECTIVE_FORMULAS
 from apps.engine.registry import GHOSTS
+from apps.lab import charts as lab_charts
 from apps.lab.forms import SIZING_MODES
 from apps.lab.selectors import instruments_with_data
 from apps.lab.views import _fee_defaults, _initial
@@ -348,7 +349,7 @@ def _render_study(request: HttpRequest, study: Study, *, apply_form: ApplyForm |
         ctx.update(results=view, equity=view["equity"], importance=view["importance"],
                    parcoords=view["parcoords_meta"],
                    chart_data={"equity": view["equity"], "importance": view["importance"],
-                               "parcoords": view["parcoords"]})
+                               "parcoords": view["parcoords"], "logits": view["logits"]})
     best_trials = selectors.study_best_trials(study_id=study.pk, per_fold=BEST_PER_FOLD)
     ctx["best_trials"] = _trial_rows(best_trials, chosen_ids)
     if request_is_operator(request) and study.status == Study.Status.DONE:
@@ -707,6 +708,8 @@ def results_view(study: Study, results: dict[str, Any]) -> dict[str, Any]:
         "equity": equity,
         "importance": importance,
         "parcoords": plot,
+        # the CSCV logits' distribution: the mass at or below 0 is the PBO (lab's histogram shape)
+        "logits": lab_charts.histogram_bars((results.get("pbo") or {}).get("logit_hist")),
         "parcoords_meta": {k: plot[k] for k in ("n", "of", "left_out", "sampled")},
         "chosen_ids": {f["trial_id"] for f in folds if f.get("trial_id")},
     }

@@ -278,10 +278,25 @@
     }], layout({ margin: { l: 60, r: 60, t: d.dimensions.length > 5 ? 70 : 40, b: 20 } }), CONFIG);
   }
 
+  function logitChart(h) {
+    const holder = $("#logit-chart");
+    if (!holder || !h || !h.count.length) return;
+    const x = h.left.map((l, i) => l + h.width[i] / 2);
+    window.Plotly.newPlot(holder, [{
+      type: "bar", x, y: h.count, width: h.width.map((w) => w * 0.95),
+      marker: { color: h.left.map((l, i) => (l + h.width[i] <= 0 ? "#ff3366" : "#00ff88")) },
+      customdata: h.left.map((l, i) => [l, l + h.width[i]]),
+      hovertemplate: "λ %{customdata[0]:.1f} to %{customdata[1]:.1f}: %{y} splits<extra></extra>",
+    }], layout({ showlegend: false, hovermode: "closest", bargap: 0, margin: { l: 10, r: 40, t: 6, b: 26 },
+      xaxis: Object.assign({ title: { text: "logit λ (ends clipped at ±6)" }, zeroline: true }, AXIS),
+      yaxis: Object.assign({ side: "right" }, AXIS) }), Object.assign({}, CONFIG, { displayModeBar: false }));
+  }
+
   function charts() {
     if (!window.Plotly) return;
     const d = readJson("study-chart-data");
     if (!d) return;
+    logitChart(d.logits);
     equityChart(d.equity);
     importanceChart(d.importance);
     parcoordsChart(d.parcoords);

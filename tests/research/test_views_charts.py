@@ -119,3 +119,25 @@ def test_stability_spread_is_a_share_of_the_searched_range():
     assert rows["mode"]["distinct"] == 1
     lone = stability_rows([{"x": 1.0}], SPACE[:1])[0]
     assert lone["spread_pct"] is None and not math.isnan(lone["min"])
+
+
+def test_dsr_and_pbo_verdicts_follow_their_numbers():
+    from apps.research.views import DSR_FORMULA, PBO_FORMULA, _dsr_view, _pbo_view
+
+    base = {"sr0": 0.1, "sr": 0.2, "n_obs": 60, "skew": 0.0, "kurtosis": 3.0, "z": 1.0, "reason": ""}
+    ok = _dsr_view({**base, "probability": 0.97, "n_trials": 240})
+    assert (ok["level"], ok["text"]) == ("ok", "0.970") and "best of 240 trials" in ok["verdict"]
+    assert "×√365 = 3.82" in ok["detail"]  # 0.2 per day x sqrt(365)
+    assert _dsr_view({**base, "probability": 0.6, "n_trials": 10})["verdict"].startswith("not significant: 40%")
+    assert _dsr_view({**base, "probability": 0.2, "n_trials": 10})["level"] == "bad"
+    na = _dsr_view({"probability": None, "n_trials": 0, "reason": "fewer than 2 observations"})
+    assert na["text"] == "n/a" and na["verdict"] == "not computed: fewer than 2 observations"
+    assert ok["formula"] == DSR_FORMULA and "Φ⁻¹(1 − 1/N)" in DSR_FORMULA
+    p = {"n_splits": 16, "n_obs": 80, "n_combinations": 12870, "n_configs": 240, "prob_oos_loss": 0.5,
+         "logit_median": -0.4, "reason": ""}
+    assert [_pbo_view({**p, "value": v})["level"] for v in (0.1, 0.2, 0.3, 0.5, 0.51)] == [
+        "ok", "ok", "warn", "warn", "bad"]
+    bad = _pbo_view({**p, "value": 0.69})
+    assert bad["text"] == "69%" and "12,870 splits" in bad["detail"] and "in 50% of the splits" in bad["detail"]
+    assert _pbo_view({"value": None, "reason": "fewer than 2 trials"})["verdict"] == "not computed: fewer than 2 trials"
+    assert "λ = ln(ω ÷ (1 − ω))" in PBO_FORMULA
