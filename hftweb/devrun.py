@@ -89,6 +89,23 @@ def choose_feed(url: str = "https://api.binance.com/api/v3/ping", timeout: float
         return "sim", f"{url} not reachable ({type(exc).__name__}); set HFT_FEED=live to force"
 
 
+def ensure_secrets_key(run_dir: Path) -> None:
+    """HFT_SECRETS_KEY (the Fernet key that encrypts alert channel secrets) for this run: as set, else the one in
+    `<run_dir>/hft_secrets_key`, created on the first run beside the database (owner-only from the start) and
+    kept: a new key would leave every stored secret unreadable. `.run/` is git-ignored, so it is never committed."""
+    if os.environ.get("HFT_SECRETS_KEY", "").strip():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "hft_secrets_key"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(Fernet.generate_key().decode() + "\n")
+    os.environ["HFT_SECRETS_KEY"] = path.read_text().strip()
+
+
 def main() -> None:
     check_not_running()
     if "--check" in sys.argv:
@@ -102,6 +119,7 @@ def main() -> None:
         secret.write_text(secrets.token_urlsafe(50))
         secret.chmod(0o600)
     os.environ.setdefault("SECRET_KEY", secret.read_text().strip() if secret.exists() else "")
+    ensure_secrets_key(Path(os.environ.get("RUN_DIR", RUN)))  # before migrate: it encrypts existing plain rows
     os.environ["REDIS_URL"] = f"redis://{HOST}:{REDIS_PORT}/0"
     py = [sys.executable, "manage.py"]
     subprocess.run(py + ["migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
