@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -193,6 +194,23 @@ HFT_ALERT_MAX_RETRIES = int(os.environ.get("HFT_ALERT_MAX_RETRIES", "3"))  # ret
 HFT_ALERT_RETRY_BACKOFF = float(os.environ.get("HFT_ALERT_RETRY_BACKOFF", "2"))  # s; doubles per retry
 HFT_ALERT_RETRY_BACKOFF_MAX = float(os.environ.get("HFT_ALERT_RETRY_BACKOFF_MAX", "60"))  # s
 HFT_ALERT_FEED_COOLDOWN = int(os.environ.get("HFT_ALERT_FEED_COOLDOWN", "300"))  # s between feed-down alerts per feed
+# HFT_SECRETS_KEY encrypts alert channel secrets (bot tokens, webhook URLs) at rest (apps/alerts/crypto.py): one
+# Fernet key, or several comma-separated newest first (the first encrypts, all decrypt: rotation, `manage.py
+# alert_secrets_rotate`). Its own key, not derived from SECRET_KEY: changing one never loses the other.
+HFT_SECRETS_KEYS = [k.strip() for k in os.environ.get("HFT_SECRETS_KEY", "").split(",") if k.strip()]
+if not HFT_SECRETS_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "HFT_SECRETS_KEY must be set unless DEBUG=1: it encrypts the alert channels' secrets (make run "
+            "generates one in .run/; else: python -c "
+            "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
+    HFT_SECRETS_KEYS = ["aW5zZWN1cmUtZGVidWctb25seS1hbGVydHMta2V5ISE="]  # "insecure-debug-only-alerts-key!!"
+for _n, _key in enumerate(HFT_SECRETS_KEYS, 1):
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(f"HFT_SECRETS_KEY: key {_n} of {len(HFT_SECRETS_KEYS)} is not a Fernet key "
+                                   "(32 url-safe base64-encoded bytes)") from None
 
 # Login rate limiting (per username+IP, in the cache): attempts per window.
 HFT_LOGIN_MAX_ATTEMPTS = int(os.environ.get("HFT_LOGIN_MAX_ATTEMPTS", "5"))

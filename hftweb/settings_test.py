@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+# The tests' own alert-secrets key (base64 of "test-only-alerts-key-not-a-real!"), forced so that a developer's
+# real key in the shell is never used by a test; subprocesses (Daphne, workers) inherit it.
+TEST_SECRETS_KEY = "dGVzdC1vbmx5LWFsZXJ0cy1rZXktbm90LWEtcmVhbCE="
+os.environ["HFT_SECRETS_KEY"] = TEST_SECRETS_KEY
 
 from .settings import *  # noqa: E402,F403
 
