@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 
+from apps.common.forms import SafeJSONField
 from apps.ghosts.models import Ghost
 from apps.revenue.models import Period
 from apps.revenue.services import TargetError, parse_amount
@@ -40,7 +41,9 @@ class GhostToggleForm(forms.Form):
 
 class GhostParamsForm(forms.Form):
     # required=False: "{}" (every default) is a valid value; a missing field reaches the service as None.
-    params = forms.JSONField(required=False, error_messages={"invalid": "params must be valid JSON"})
+    # SafeJSONField: Django's JSONField lets 2,000 nested "[" (RecursionError) and a 4,301-digit integer (the
+    # int digit limit) through to a 500; this one says "too deeply nested" / "more than 30 digits" instead.
+    params = SafeJSONField(required=False)
     reason = forms.CharField(max_length=500, strip=True,
                              error_messages={"required": "a reason is required: it is written to the audit log"})
 

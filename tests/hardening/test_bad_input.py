@@ -1,0 +1,45 @@
+"""The six causes of the 129 server errors in the fuzzing run of issue 12, one test each (or two where the
+issue names two endpoints): each answers 400 (or an error frame on the socket) with a message that says what
+was wrong, logs no traceback, and changes nothing."""
+
+
+import pytest
+from django.urls import reverse
+
+from apps.audit.models import AuditEvent
+from apps.ghosts.models import Ghost
+
+pytestmark = pytest.mark.django_db
+
+
+def _params_url(ghost) -> str:
+    return reverse("dashboard:ghost-params", args=[ghost.pk])
+
+
+def _assert_refused(response, tracebacks, *words: str, status: int = 400) -> str:
+    body = response.content.decode() if not response.streaming else b"".join(response.streaming_content).decode()
+    assert response.status_code == status, (response.status_code, tracebacks.text())
+    assert not tracebacks.records, tracebacks.text()
+    for w in words:
+        assert w in body, f"{w!r} not in the {status} page"
+    return body
+
+
+# --- 1. ghost params: nesting depth and the int digit limit -------------------------------------------------
+
+
+def test_params_nested_2000_deep_is_a_400(op_http, desk, tracebacks):
+    ghost = desk["ghost"]
+    before = dict(ghost.params)
+    r = op_http.post(_params_url(ghost), {"params": "[" * 2000 + "]" * 2000, "reason": "fuzz"})
+    _assert_refused(r, tracebacks, "nested")
+    assert Ghost.objects.get(pk=ghost.pk).params == before
+    assert not AuditEvent.objects.filter(action="ghost.params_changed").exists()
+
+
+def test_params_int_of_4301_digits_is_a_400(op_http, desk, tracebacks):
+    ghost = desk["ghost"]
+    before = dict(ghost.params)
+    r = op_http.post(_params_url(ghost), {"params": '{"move_pct": ' + "9" * 4301 + "}", "reason": "fuzz"})
+    _assert_refused(r, tracebacks, "digits")
+    assert Ghost.objects.get(pk=ghost.pk).params == before
