@@ -21,6 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.common.parsing import ParseError, parse_int
 from apps.dashboard.context_processors import request_is_operator
 from apps.engine.performance import (
     PERIODS_PER_YEAR,
@@ -120,12 +121,20 @@ def _parse(post: Any, specs: list[FieldSpec]) -> tuple[dict[str, Any], list[str]
         if not raw:
             errors.append(f"{s.label}: enter a value ({s.unit})")
             continue
-        try:
-            value: float = int(raw) if s.kind == "int" else float(raw)
-        except ValueError:
-            errors.append(f"{s.label}: {raw[:40]!r} is not a {'whole number' if s.kind == 'int' else 'number'}"
-                          f" ({s.unit})")
-            continue
+        if s.kind == "int":
+            # parse_int: ASCII digits, at most 15 of them. int() took 400 nines, then math.isfinite overflowed
+            # converting it to float (a 500); it also reads "١٢" as 12.
+            try:
+                value: float = parse_int(raw)
+            except ParseError as e:
+                errors.append(f"{s.label}: {e} ({s.unit})")
+                continue
+        else:
+            try:
+                value = float(raw)  # never overflows: 1e999 and 400 nines are inf, refused just below
+            except ValueError:
+                errors.append(f"{s.label}: {raw[:40]!r} is not a number ({s.unit})")
+                continue
         if not math.isfinite(value):
             errors.append(f"{s.label}: must be a finite number ({s.unit})")
             continue

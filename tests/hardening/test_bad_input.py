@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from apps.audit.models import AuditEvent
 from apps.ghosts.models import Ghost
+from apps.trading.models import RiskSettings
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +44,34 @@ def test_params_int_of_4301_digits_is_a_400(op_http, desk, tracebacks):
     r = op_http.post(_params_url(ghost), {"params": '{"move_pct": ' + "9" * 4301 + "}", "reason": "fuzz"})
     _assert_refused(r, tracebacks, "digits")
     assert Ghost.objects.get(pk=ghost.pk).params == before
+
+
+# --- 2. overflowing integers in the risk and auto-disable forms ----------------------------------------------
+
+
+def _risk_post(**override: str) -> dict[str, str]:
+    from apps.dashboard.views_risk import LIMIT_SPECS
+    from apps.engine.risk import RiskLimits
+
+    current = RiskLimits().to_params()
+    data = {s.name: str(current[s.name]) for s in LIMIT_SPECS if s.kind != "bool"}
+    return {**data, "reason": "fuzz", **override}
+
+
+def test_risk_limit_of_400_nines_is_a_400(op_http, desk, tracebacks):
+    r = op_http.post(reverse("dashboard:risk"), _risk_post(max_open_positions="9" * 400))
+    _assert_refused(r, tracebacks, "Max open positions", "too large")
+    assert not RiskSettings.objects.exists()
+    assert not AuditEvent.objects.filter(action="risk.limits_changed").exists()
+
+
+def test_auto_disable_min_trades_of_400_nines_is_a_400(op_http, desk, tracebacks):
+    from apps.engine.performance import AutoDisableRules
+
+    ghost = desk["ghost"]
+    rules = {k: str(v) for k, v in AutoDisableRules().to_params().items()}
+    r = op_http.post(reverse("dashboard:ghost-auto-disable", args=[ghost.pk]),
+                     {**rules, "min_trades": "9" * 400, "reason": "fuzz"})
+    _assert_refused(r, tracebacks, "Min trades", "too large")
+    assert Ghost.objects.get(pk=ghost.pk).auto_disable == ghost.auto_disable
+    assert not AuditEvent.objects.filter(action="ghost.auto_disable_changed").exists()
