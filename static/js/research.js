@@ -287,8 +287,8 @@
       marker: { color: h.left.map((l, i) => (l + h.width[i] <= 0 ? "#ff3366" : "#00ff88")) },
       customdata: h.left.map((l, i) => [l, l + h.width[i]]),
       hovertemplate: "λ %{customdata[0]:.1f} to %{customdata[1]:.1f}: %{y} splits<extra></extra>",
-    }], layout({ showlegend: false, hovermode: "closest", bargap: 0, margin: { l: 10, r: 40, t: 6, b: 26 },
-      xaxis: Object.assign({ title: { text: "logit λ (ends clipped at ±6)" }, zeroline: true }, AXIS),
+    }], layout({ showlegend: false, hovermode: "closest", bargap: 0, margin: { l: 10, r: 40, t: 6, b: 40 },
+      xaxis: Object.assign({ title: { text: "logit λ (ends clipped at ±6)", standoff: 6 }, zeroline: true }, AXIS),
       yaxis: Object.assign({ side: "right" }, AXIS) }), Object.assign({}, CONFIG, { displayModeBar: false }));
   }
 
