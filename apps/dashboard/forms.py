@@ -7,7 +7,7 @@ from typing import Any
 
 from django import forms
 
-from apps.common.forms import SafeJSONField
+from apps.common.forms import BoundedDateField, SafeJSONField
 from apps.ghosts.models import Ghost
 from apps.revenue.models import Period
 from apps.revenue.services import TargetError, parse_amount
@@ -96,12 +96,14 @@ class TradeFilterForm(forms.Form):
         required=False,
         error_messages={"invalid_choice": "outcome must be win, loss or open"},
     )
-    date_from = forms.DateField(
+    date_from = BoundedDateField(  # 9999-12-31 passed a DateField; "+ 1 day" for the exclusive end overflowed
+        range_label="from",
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
         error_messages={"invalid": "from: enter a date as YYYY-MM-DD"},
     )
-    date_to = forms.DateField(
+    date_to = BoundedDateField(  # 9999-12-31 passed a DateField; "+ 1 day" for the exclusive end overflowed
+        range_label="to",
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
         error_messages={"invalid": "to: enter a date as YYYY-MM-DD"},

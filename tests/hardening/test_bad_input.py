@@ -3,12 +3,15 @@ issue names two endpoints): each answers 400 (or an error frame on the socket) w
 was wrong, logs no traceback, and changes nothing."""
 
 
+from datetime import UTC, datetime
+
 import pytest
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
 from apps.ghosts.models import Ghost
 from apps.trading.models import RiskSettings
+from tests.factories import make_position
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +78,14 @@ def test_auto_disable_min_trades_of_400_nines_is_a_400(op_http, desk, tracebacks
     _assert_refused(r, tracebacks, "Min trades", "too large")
     assert Ghost.objects.get(pk=ghost.pk).auto_disable == ghost.auto_disable
     assert not AuditEvent.objects.filter(action="ghost.auto_disable_changed").exists()
+
+
+# --- 3. out-of-range dates in the trades filter (a viewer can send them) --------------------------------------
+
+
+@pytest.mark.parametrize("name", ["dashboard:trades", "dashboard:trades-csv"])
+@pytest.mark.parametrize("query", [{"date_to": "9999-12-31"}, {"date_from": "0001-01-01", "date_to": "9999-12-31"}])
+def test_trades_filter_with_a_date_out_of_range_is_a_400(viewer_http, desk, tracebacks, name, query):
+    make_position(ghost=desk["ghost"], opened_at=datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
+    r = viewer_http.get(reverse(name), query)
+    _assert_refused(r, tracebacks, "between")
