@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 
 from apps.common.forms import BoundedDateField, SafeJSONField
+from apps.common.parsing import parse_id
 from apps.ghosts.models import Ghost
 from apps.revenue.models import Period
 from apps.revenue.services import TargetError, parse_amount
@@ -65,9 +66,10 @@ class TargetForm(forms.Form):
         raw = self.cleaned_data["owner"].strip()
         if raw == "portfolio":
             return None
-        if not raw.isdigit():
+        ghost_id = parse_id(raw)  # not isdigit(): it is true for "²", which int() refuses (a 500)
+        if ghost_id is None:
             raise forms.ValidationError("owner must be 'portfolio' or a ghost id")
-        return int(raw)
+        return ghost_id
 
     def clean_amount(self) -> Decimal:
         try:

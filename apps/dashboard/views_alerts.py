@@ -22,6 +22,7 @@ from apps.alerts.services import (
     alert_channel_update,
     alert_test_send,
 )
+from apps.common.parsing import parse_id
 from apps.dashboard.context_processors import request_is_operator
 
 EVENT_CHOICES = [(e, AlertEvent(e).label) for e in SUBSCRIBABLE]
@@ -137,6 +138,10 @@ def alert_channel_toggle(request: HttpRequest, channel_id: int) -> HttpResponse:
 def alert_test(request: HttpRequest) -> HttpResponse:
     _require_operator(request)
     key = request.POST.get("channel", "")
+    # "db:<id>" must be an id in ASCII digits before it reaches the selector: "db:²" passed its isdigit() and
+    # failed int() (a 500). Other keys name environment channels, matched exactly.
+    if key.startswith("db:") and parse_id(key[3:]) is None:
+        return _render(request, errors=[f"no such channel: {key[:40]}"], status=400)
     try:
         d = alert_test_send(actor=request.user, channel_key=key)
     except AlertConfigError:

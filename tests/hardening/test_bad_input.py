@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
+from apps.alerts.models import AlertChannel, AlertDelivery
+from apps.alerts.services import alert_channel_create
 from apps.audit.models import AuditEvent
 from apps.ghosts.models import Ghost
+from apps.revenue.models import RevenueTarget
 from apps.trading.models import RiskSettings
 from tests.factories import make_position
 
@@ -89,3 +92,21 @@ def test_trades_filter_with_a_date_out_of_range_is_a_400(viewer_http, desk, trac
     make_position(ghost=desk["ghost"], opened_at=datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
     r = viewer_http.get(reverse(name), query)
     _assert_refused(r, tracebacks, "between")
+
+
+# --- 4. unicode digits: isdigit() says yes, int() says no ----------------------------------------------------
+
+
+def test_target_owner_superscript_two_is_a_400(op_http, desk, tracebacks):
+    r = op_http.post(reverse("dashboard:targets"), {"owner": "²", "amount": "25", "period": "day"})
+    _assert_refused(r, tracebacks, "owner must be")
+    assert not RevenueTarget.objects.exists()
+
+
+def test_alert_test_to_channel_db_superscript_two_is_a_400(op_http, operator, desk, tracebacks):
+    alert_channel_create(actor=operator, kind="webhook", name="hook", events=["fill"], chat_id="",
+                         secret="https://hooks.example.invalid/x", enabled=True)
+    for key in ("db:²", "db:١", "db:" + "9" * 30):
+        r = op_http.post(reverse("dashboard:alert-test"), {"channel": key})
+        _assert_refused(r, tracebacks, "no such channel")
+    assert not AlertDelivery.objects.exists() and AlertChannel.objects.count() == 1
