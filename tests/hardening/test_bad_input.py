@@ -2,15 +2,17 @@
 issue names two endpoints): each answers 400 (or an error frame on the socket) with a message that says what
 was wrong, logs no traceback, and changes nothing."""
 
-
+import json
 from datetime import UTC, datetime
 
 import pytest
+from channels.testing import WebsocketCommunicator
 from django.urls import reverse
 
 from apps.alerts.models import AlertChannel, AlertDelivery
 from apps.alerts.services import alert_channel_create
 from apps.audit.models import AuditEvent
+from apps.dashboard.consumers import DeskConsumer
 from apps.ghosts.models import Ghost
 from apps.revenue.models import RevenueTarget
 from apps.trading.models import RiskSettings
@@ -110,3 +112,25 @@ def test_alert_test_to_channel_db_superscript_two_is_a_400(op_http, operator, de
         r = op_http.post(reverse("dashboard:alert-test"), {"channel": key})
         _assert_refused(r, tracebacks, "no such channel")
     assert not AlertDelivery.objects.exists() and AlertChannel.objects.count() == 1
+
+
+# --- 5. a websocket message nested 1,000 deep -----------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_websocket_message_nested_1000_deep_gets_an_error_and_the_socket_lives(operator, tracebacks):
+    comm = WebsocketCommunicator(DeskConsumer.as_asgi(), "/ws/desk/")
+    comm.scope["user"] = operator
+    ok, _ = await comm.connect()
+    assert ok
+    try:
+        for text in ("[" * 1000 + "]" * 1000, '{"action": "ping", "x": ' + "[" * 1000 + "]" * 1000 + "}",
+                     '{"action": "ping", "x": ' + "9" * 4000 + "}"):
+            await comm.send_to(text_data=text)
+            reply = await comm.receive_json_from(timeout=3)
+            assert reply["type"] == "error" and reply["code"] == "bad_json", reply
+        await comm.send_to(text_data=json.dumps({"action": "ping"}))  # still open, still answering
+        assert await comm.receive_json_from(timeout=3) == {"type": "pong"}
+        assert not tracebacks.records, tracebacks.text()
+    finally:
+        await comm.disconnect()
