@@ -212,9 +212,20 @@ for _n, _key in enumerate(HFT_SECRETS_KEYS, 1):
         raise ImproperlyConfigured(f"HFT_SECRETS_KEY: key {_n} of {len(HFT_SECRETS_KEYS)} is not a Fernet key "
                                    "(32 url-safe base64-encoded bytes)") from None
 
-# Login rate limiting (per username+IP, in the cache): attempts per window.
+# Login throttling (apps/accounts/throttle.py, README "Login throttling"), counted in the cache (Redis).
+# Wrong passwords per username from browsers without its device cookie, and per device cookie, per window:
 HFT_LOGIN_MAX_ATTEMPTS = int(os.environ.get("HFT_LOGIN_MAX_ATTEMPTS", "5"))
 HFT_LOGIN_WINDOW_SECONDS = int(os.environ.get("HFT_LOGIN_WINDOW_SECONDS", "300"))
+# Per client IP: free wrong passwords, then one check per back-off (s) that doubles per wrong password.
+HFT_LOGIN_IP_FREE_ATTEMPTS = int(os.environ.get("HFT_LOGIN_IP_FREE_ATTEMPTS", "10"))
+HFT_LOGIN_IP_BACKOFF_BASE = int(os.environ.get("HFT_LOGIN_IP_BACKOFF_BASE", "1"))
+HFT_LOGIN_IP_BACKOFF_MAX = int(os.environ.get("HFT_LOGIN_IP_BACKOFF_MAX", "900"))
+HFT_LOGIN_IP_FORGET_SECONDS = int(os.environ.get("HFT_LOGIN_IP_FORGET_SECONDS", "3600"))  # quiet time that resets it
+HFT_LOGIN_DEVICE_DAYS = int(os.environ.get("HFT_LOGIN_DEVICE_DAYS", "90"))  # device cookie lifetime
+# Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client. Empty: the header
+# is ignored and the client IP is the TCP peer. Set it to exactly the proxies in front of the desk.
+HFT_TRUSTED_PROXIES = [p.strip() for p in os.environ.get("HFT_TRUSTED_PROXIES", "").split(",") if p.strip()]
+AUTHENTICATION_BACKENDS = ["apps.accounts.backends.ThrottledModelBackend"]
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the page's JS reads the token from the form field, not the cookie

@@ -1,26 +1,10 @@
-import hashlib
-import unicodedata
-
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.views import LoginView
-from django.core.cache import cache
 from django.http import HttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 
-
-def normalise_username(raw: str) -> str:
-    """The username as authentication matches it, casefolded: the key of every per-username login counter.
-
-    The login form strips the field (CharField) and NFKC-normalises it (UsernameField, as
-    AbstractBaseUser.normalize_username), so " op", "op\u3000" and a full-width "ｏp" all authenticate as "op";
-    a counter keyed on the raw text gave each spelling five fresh guesses. Casefolding merges "OP" with "op"
-    (two accounts to the database, one counter here): the throttle must never be weaker than authentication.
-    NFKC again after casefold, as casefold can leave a string that is not NFKC-normal (Unicode's NFKC_Casefold).
-    """
-    once = unicodedata.normalize("NFKC", raw.strip()).strip().casefold()
-    return unicodedata.normalize("NFKC", once)
+from apps.accounts import throttle
 
 
 @method_decorator(login_not_required, name="dispatch")
@@ -30,26 +14,32 @@ class HealthView(View):
 
 
 class RateLimitedLoginView(LoginView):
-    """Django's login with a per (username, client IP) failure counter in the shared cache (Redis)."""
+    """Django's login; the throttle itself runs in authentication (apps.accounts.backends).
+
+    This view only says so (429 with Retry-After) and leaves a device cookie after a successful login, which
+    lets this browser past the per-IP and per-username limits next time (apps/accounts/throttle.py).
+    """
 
     template_name = "registration/login.html"
     redirect_authenticated_user = True
 
-    def _key(self, request) -> str:
-        # Hashed: a username may hold spaces or control characters, which are not valid cache keys.
-        username = hashlib.sha256(normalise_username(request.POST.get("username", "")).encode()).hexdigest()[:32]
-        return f"login-fail:{request.META.get('REMOTE_ADDR', '?')}:{username}"
-
-    def post(self, request, *args, **kwargs):
-        key = self._key(request)
-        if cache.get(key, 0) >= settings.HFT_LOGIN_MAX_ATTEMPTS:
-            form = self.get_form()
-            form.add_error(None, "Too many failed attempts. Try again in a few minutes.")
-            return self.render_to_response(self.get_context_data(form=form), status=429)
-        return super().post(request, *args, **kwargs)
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        throttle.device_cookie_set(response, form.get_user().get_username())
+        return response
 
     def form_invalid(self, form):
-        key = self._key(self.request)
-        cache.add(key, 0, settings.HFT_LOGIN_WINDOW_SECONDS)
-        cache.incr(key)
-        return super().form_invalid(form)
+        refused = getattr(self.request, "login_refused", None)
+        if refused is None:
+            return super().form_invalid(form)
+        form.errors.clear()
+        form.add_error(None, f"Too many failed attempts. Try again in {_wait_text(refused.retry_after)}.")
+        response = self.render_to_response(self.get_context_data(form=form), status=429)
+        response["Retry-After"] = str(refused.retry_after)
+        return response
+
+
+def _wait_text(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} s"
+    return f"{round(seconds / 60)} minutes"
