@@ -633,6 +633,8 @@ class _Loaded:
     fingerprint: str
     ctx: Any  # apps.engine.trial.TrialContext
     folds: list[Fold]
+    settings: dict[str, Any]  # the study's, never changed after create: read once per process
+    days: list[str]
     # param set -> its run: a trial runs the WHOLE range whatever its fold, so the same params asked again
     # (samplers repeat points of a stepped space; another fold asks them too) give the same run
     runs: OrderedDict[str, Any] = dataclasses.field(default_factory=OrderedDict)
@@ -653,15 +655,16 @@ class _Loaded:
 _CONTEXTS: OrderedDict[int, _Loaded] = OrderedDict()
 
 
-def _context(study: Study) -> _Loaded:
+def _context(study_id: int, fingerprint_: str) -> _Loaded:
     """This process's TrialContext of the study: the bars loaded ONCE (one query) and what does not depend on
-    the searched params precomputed by the engine, kept for the newest CONTEXTS_PER_PROCESS studies. The bars
-    must be the ones the study was created on (the fingerprint over code, data range and settings): a study
-    never mixes trials run on different data or code."""
-    hit = _CONTEXTS.get(study.pk)
-    if hit is not None and hit.fingerprint == study.fingerprint:
-        _CONTEXTS.move_to_end(study.pk)
+    the searched params precomputed by the engine, with the study's settings, kept for the newest
+    CONTEXTS_PER_PROCESS studies. The bars must be the ones the study was created on (the fingerprint over code,
+    data range and settings): a study never mixes trials run on different data or code."""
+    hit = _CONTEXTS.get(study_id)
+    if hit is not None and hit.fingerprint == fingerprint_:
+        _CONTEXTS.move_to_end(study_id)
         return hit
+    study = Study.objects.select_related("instrument__exchange").get(pk=study_id)
     s = study.settings
     bars = run_bars(instrument_id=study.instrument_id, start=study.start - timedelta(minutes=s["warmup_minutes"]),
                     end=study.end)
@@ -678,8 +681,9 @@ def _context(study: Study) -> _Loaded:
         cfg = dataclasses.replace(cfg, trade_from=pd.Timestamp(study.start))
     searched = {r["ghost"] for r in s["space"]}
     ctx = TrialContext(bars, setups, cfg, searched=[g.ghost_id for g in setups if g.name in searched])
-    loaded = _Loaded(fingerprint=study.fingerprint, ctx=ctx, folds=[Fold.from_dict(f) for f in study.folds])
-    _CONTEXTS[study.pk] = loaded
+    loaded = _Loaded(fingerprint=study.fingerprint, ctx=ctx, folds=[Fold.from_dict(f) for f in study.folds],
+                     settings=s, days=list(study.days))
+    _CONTEXTS[study_id] = loaded
     while len(_CONTEXTS) > CONTEXTS_PER_PROCESS:
         _CONTEXTS.popitem(last=False)
     return loaded
@@ -695,18 +699,28 @@ def trial_params(s: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, d
     return out
 
 
+_DAY_NS = 86_400_000_000_000
+
+
 def daily_returns(daily_equity: pd.Series, days: Sequence[str]) -> list[float | None]:
     """The run's daily returns aligned to the study's days: the return between consecutive points of
-    `TrialRun.daily_equity` (trading start, each UTC midnight, last close) belongs to the day it starts in;
-    None for a day the run has no point for (after the last stored bar)."""
-    if len(daily_equity) < 2:
-        return [None] * len(days)
+    `TrialRun.daily_equity` (trading start, each UTC midnight, last close) belongs to the UTC day it starts in
+    (two in one day, the partial first or last day, compound); None for a day the run has no point for (after
+    the last stored bar) or a non-finite return."""
+    n = len(days)
+    if len(daily_equity) < 2 or n == 0:
+        return [None] * n
     v = daily_equity.to_numpy(np.float64)
-    labels = pd.DatetimeIndex(daily_equity.index[:-1]).tz_convert("UTC").strftime("%Y-%m-%d")
-    by_day: dict[str, float] = {}
-    for day, r in zip(labels, (v[1:] / v[:-1] - 1.0).tolist(), strict=True):
-        by_day[day] = (1.0 + by_day.get(day, 0.0)) * (1.0 + r) - 1.0 if day in by_day else r
-    return [by_day.get(d) if by_day.get(d) is None or math.isfinite(by_day[d]) else None for d in days]
+    t = pd.DatetimeIndex(daily_equity.index).as_unit("ns").asi8
+    first = int(pd.Timestamp(days[0], tz="UTC").value) // _DAY_NS
+    pos = t[:-1] // _DAY_NS - first
+    ok = (pos >= 0) & (pos < n)
+    growth = np.ones(n)
+    np.multiply.at(growth, pos[ok], v[1:][ok] / v[:-1][ok])
+    seen = np.zeros(n, dtype=bool)
+    seen[pos[ok]] = True
+    r = growth - 1.0
+    return [float(x) if k and math.isfinite(x) else None for x, k in zip(r.tolist(), seen.tolist(), strict=True)]
 
 
 def _trial_write(trial: Trial, token: datetime | None, fields: dict[str, Any], *, queue_next: bool) -> bool:
@@ -717,7 +731,8 @@ def _trial_write(trial: Trial, token: datetime | None, fields: dict[str, Any], *
     next batch with it); if that step fails, it is queued as a task instead."""
     now = timezone.now()
     with transaction.atomic():
-        study = Study.objects.select_for_update().get(pk=trial.study_id)  # serialises the finishes of a study
+        # the study row locked first: serialises the finishes of a study (its JSON columns are not read)
+        study = Study.objects.select_for_update().only("status", "pushed_at").get(pk=trial.study_id)
         n = Trial.objects.filter(pk=trial.pk, status=Trial.Status.RUNNING, started_at=token).update(
             finished_at=now, **fields)
         if not n:
@@ -747,12 +762,14 @@ def trial_execute(*, trial_id: int, queue_next: bool = True) -> Trial | None:
         pk=trial_id, status__in=(Trial.Status.PENDING, Trial.Status.RUNNING), attempts__lt=MAX_ATTEMPTS,
         study__status=Study.Status.RUNNING).update(status=Trial.Status.RUNNING, started_at=now,
                                                    attempts=F("attempts") + 1)
-    trial = Trial.objects.select_related("study__instrument__exchange").filter(pk=trial_id).first()
+    trial = (Trial.objects.filter(pk=trial_id).only("study_id", "fold", "number", "params", "status", "attempts",
+                                                   "started_at")
+             .annotate(study_fingerprint=F("study__fingerprint"), study_status=F("study__status")).first())
     if trial is None:
         return None
     if not claimed:
         if trial.status in (Trial.Status.PENDING, Trial.Status.RUNNING) and trial.attempts >= MAX_ATTEMPTS \
-                and trial.study.status == Study.Status.RUNNING:
+                and trial.study_status == Study.Status.RUNNING:
             if trial.status == Trial.Status.PENDING:  # never claimed by a running execution: claim to fail it
                 Trial.objects.filter(pk=trial.pk, status=Trial.Status.PENDING).update(status=Trial.Status.RUNNING,
                                                                                      started_at=now)
@@ -763,10 +780,9 @@ def trial_execute(*, trial_id: int, queue_next: bool = True) -> Trial | None:
                 queue_next=queue_next)
             trial.refresh_from_db()
         return trial
-    study = trial.study
-    s = study.settings
     try:
-        loaded = _context(study)
+        loaded = _context(trial.study_id, trial.study_fingerprint)
+        s = loaded.settings
         fold = loaded.folds[trial.fold]
         run = loaded.run(trial.params)
         if run.infeasible:
@@ -775,14 +791,14 @@ def trial_execute(*, trial_id: int, queue_next: bool = True) -> Trial | None:
             ((train, test),) = run.scores([fold], objective=s["objective"], min_trades=s["min_trades"])
             fields = {"status": Trial.Status.DONE, "train": train.as_dict(), "test": test.as_dict(),
                       "value": train.value, "test_value": test.value, "n_trades": int(run.n_trades),
-                      "daily": daily_returns(run.daily_equity, study.days), "error": ""}
+                      "daily": daily_returns(run.daily_equity, loaded.days), "error": ""}
     except Exception as exc:  # noqa: BLE001 - every failure ends on the row, with its reason
         from celery.exceptions import SoftTimeLimitExceeded
 
         if isinstance(exc, SoftTimeLimitExceeded):
             msg = "stopped by the trial task's time limit"
         else:
-            log.exception("trial %s of study %s failed", trial.pk, study.pk)
+            log.exception("trial %s of study %s failed", trial.pk, trial.study_id)
             msg = f"{type(exc).__name__}: {exc}"
         fields = {"status": Trial.Status.FAILED, "error": msg[:4000]}
     if _trial_write(trial, now, fields, queue_next=queue_next):
