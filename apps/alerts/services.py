@@ -11,6 +11,8 @@ Trading never waits for, nor fails because of, an alert (issue 5):
   backoff `HFT_ALERT_RETRY_BACKOFF × 2^n` seconds (capped by `HFT_ALERT_RETRY_BACKOFF_MAX`, longer when
   the endpoint's Retry-After says so) up to `HFT_ALERT_MAX_RETRIES` retries; other 4xx (bad token, chat
   not found) fail at once: repeating them cannot succeed. Every attempt is recorded on the AlertDelivery.
+- Every error stored, shown or logged goes through `apps.alerts.redact.redact` first (an endpoint that echoes
+  its URL would otherwise print the token in it), and this module's logger redacts whatever it prints.
 Delivery is at least once: a worker killed between the POST and the row update sends the alert again.
 """
 
@@ -32,10 +34,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.alerts.models import SUBSCRIBABLE, AlertChannel, AlertDelivery, AlertEvent
+from apps.alerts.redact import RedactFilter, redact
 from apps.alerts.selectors import Target, delivery_target, delivery_targets, telegram_api_base
 from apps.audit.services import audit_record
 
 log = logging.getLogger(__name__)
+log.addFilter(RedactFilter())
 
 # Telegram bot tokens are "<bot id>:<35 url-safe chars>"; chat ids are numbers (negative for groups) or @channel.
 TELEGRAM_TOKEN_RE = re.compile(r"^\d{3,15}:[A-Za-z0-9_-]{20,64}$")
@@ -43,6 +47,7 @@ CHAT_ID_RE = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TELEGRAM_TEXT_MAX = 4096  # Telegram's sendMessage limit, characters
 DISCORD_CONTENT_MAX = 2000  # Discord's message content limit, characters
+ANSWER_MAX = 300  # characters of an endpoint's error answer kept in the delivery error (cut after redaction)
 # Broker publish: a couple of quick tries, then give up and mark the delivery failed (never block the caller).
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
@@ -231,10 +236,10 @@ def _enqueue(delivery_id: int) -> None:
     try:
         deliver_alert.apply_async((delivery_id,), retry=True, retry_policy=_PUBLISH_RETRY)
     except Exception as exc:  # broker down: the row says so, the caller is not held up
-        log.warning("alert delivery %s not queued: %s", delivery_id, exc)
+        error = redact(f"could not queue: {type(exc).__name__}: {exc}")  # a broker URL may carry its password
+        log.warning("alert delivery %s: %s", delivery_id, error)
         AlertDelivery.objects.filter(pk=delivery_id).update(
-            status=AlertDelivery.Status.FAILED, error=f"could not queue: {type(exc).__name__}: {exc}"[:500],
-            updated_at=timezone.now())
+            status=AlertDelivery.Status.FAILED, error=error[:500], updated_at=timezone.now())
 
 
 # --- event helpers (one guarded line at each call site) ---------------------------------------------
@@ -338,18 +343,6 @@ def _post_json(url: str, payload: dict, timeout: float) -> tuple[int, str, float
         return e.code, text, retry_after
 
 
-def _redact(text: str, secret: str) -> str:
-    if secret:
-        text = text.replace(secret, "***")
-        try:
-            path = urlsplit(secret).path
-        except ValueError:
-            path = ""
-        if len(path) > 1:
-            text = text.replace(path, "/***")
-    return text
-
-
 def retry_delay(retries: int) -> float:
     """Seconds before retry number `retries + 1`: base × 2^retries, capped."""
     return min(float(settings.HFT_ALERT_RETRY_BACKOFF_MAX), float(settings.HFT_ALERT_RETRY_BACKOFF) * 2 ** retries)
@@ -392,13 +385,14 @@ def alert_delivery_attempt(*, delivery_id: int, retries: int, max_retries: int) 
     try:
         status, text, retry_after = _post_json(url, body, float(settings.HFT_ALERT_TIMEOUT))
     except Exception as exc:  # refused, reset, DNS, TLS, timeout: the endpoint may come back
-        error, transient, retry_after = _redact(f"{type(exc).__name__}: {exc}", target.secret), True, None
+        error, transient, retry_after = redact(f"{type(exc).__name__}: {exc}", [target.secret]), True, None
     else:
         if 200 <= status < 300:
             _record(d, status=AlertDelivery.Status.SENT, entry={**entry, "http_status": status}, http_status=status,
                     error="")
             return d.status
-        error = _redact(f"HTTP {status}: {text[:300]}", target.secret).strip()
+        # redact the whole answer, then cut: a cut through a token would leave a piece redaction cannot recognise
+        error = f"HTTP {status}: {redact(text, [target.secret])[:ANSWER_MAX]}".strip()
         transient = status in (408, 425, 429) or status >= 500
     entry.update(http_status=status, error=error[:500])
     if transient and retries < max_retries:
@@ -419,4 +413,4 @@ def alert_delivery_attempt(*, delivery_id: int, retries: int, max_retries: int) 
 def alert_delivery_fail(*, delivery_id: int, error: str) -> None:
     """Mark a delivery failed for a reason outside the HTTP exchange (e.g. the retry could not be scheduled)."""
     AlertDelivery.objects.filter(pk=delivery_id).exclude(status=AlertDelivery.Status.SENT).update(
-        status=AlertDelivery.Status.FAILED, error=error[:2000], next_retry_at=None, updated_at=timezone.now())
+        status=AlertDelivery.Status.FAILED, error=redact(error)[:2000], next_retry_at=None, updated_at=timezone.now())

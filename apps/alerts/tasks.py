@@ -11,9 +11,11 @@ from celery import shared_task
 from celery.exceptions import Retry
 from django.conf import settings
 
+from apps.alerts.redact import RedactFilter
 from apps.alerts.services import AlertTransientError, alert_delivery_attempt, alert_delivery_fail
 
 log = logging.getLogger(__name__)
+log.addFilter(RedactFilter())  # a broker error or a traceback may hold a URL with its token or password
 
 
 # soft limit above the worst case of one attempt (HTTP timeout, default 5 s) with room for the DB writes

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,6 +30,8 @@ class Endpoint:
     url: str
     script: list[int] = field(default_factory=lambda: [200])
     retry_after: str | None = None  # sent with 429/503 answers when set
+    # the body of a failure answer, from the full URL requested (an endpoint that echoes its URL); None: scripted
+    error_body: Callable[[str], str] | None = None
     requests: list[Received] = field(default_factory=list)
 
     def answer(self) -> int:
@@ -52,6 +55,8 @@ def endpoint():
                                            time.monotonic()))
             code = state.answer()
             out = b'{"ok":true}' if code < 300 else b'{"ok":false,"description":"scripted failure"}'
+            if code >= 300 and state.error_body:
+                out = state.error_body(state.url + self.path).encode()
             self.send_response(code)
             if state.retry_after and code in (429, 503):
                 self.send_header("Retry-After", state.retry_after)
