@@ -2,14 +2,20 @@
 
 Sync consumer (Channels docs: sync unless everything called is async); the ORM calls are plain.
 Every command re-checks the role on the server, so a viewer's hand-made message is refused.
+Every client message first re-checks the login itself (session still there, user active, role unchanged), and
+the user's sockets are told to re-check at once on logout, deactivation and role change (apps/accounts/events.py).
 """
 
 import logging
+import time
 
 from channels.generic.websocket import JsonWebsocketConsumer
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist
 
-from apps.accounts.roles import is_operator
+from apps.accounts.events import CLOSE_LOGGED_OUT, CLOSE_ROLE_CHANGED, session_digest, user_group
+from apps.accounts.roles import is_operator, role_of
+from apps.accounts.selectors import session_user
 from apps.common.parsing import ParseError, parse_json
 from apps.ghosts.events import GHOSTS_GROUP
 from apps.ghosts.services import GhostError, ghost_set_enabled
@@ -21,17 +27,32 @@ from apps.trading.events import PORTFOLIO_GROUP
 log = logging.getLogger(__name__)
 FEEDS_GROUP = "feeds"
 MAX_MESSAGE_BYTES = 4096
+# A socket that only listens re-checks its login at least this often (s), in case an auth.check event was lost
+# (Redis down at that moment); a socket that sends re-checks before every message.
+AUTH_RECHECK_S = 30.0
 
 
 class DeskConsumer(JsonWebsocketConsumer):
+    # Until connect() accepts an authenticated user, the socket is closed for every purpose.
+    auth_closed = True
+    session_key: str | None = None
+    role: str | None = None
+    auth_checked_at = 0.0
+
     def connect(self) -> None:
         user = self.scope.get("user")
         if not getattr(user, "is_authenticated", False):
-            self.close(code=4401)
+            self.close(code=CLOSE_LOGGED_OUT)
             return
+        self.auth_closed = False
+        self.role = role_of(user)
+        session = self.scope.get("session")
+        self.session_key = session.session_key if session is not None else None
+        self.auth_checked_at = time.monotonic()
         # LAB_GROUP: lab run progress (bars done, bars/s, ETA) for every viewer of a run page
         self.groups_joined = [GHOSTS_GROUP, SIGNALS_GROUP, PORTFOLIO_GROUP, FEEDS_GROUP, LAB_GROUP]
         self.groups_joined += [i.group_name for i in instruments()]
+        self.groups_joined.append(user_group(user.pk))  # auth.check events for this user's sockets only
         for group in self.groups_joined:
             self.channel_layer_group_add(group)
         self.accept()
@@ -47,8 +68,55 @@ class DeskConsumer(JsonWebsocketConsumer):
         for group in getattr(self, "groups_joined", []):
             async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
 
+    # --- login re-checks -----------------------------------------------------------------------
+    def auth_recheck(self) -> bool:
+        """Is this socket's user still logged in through the same session, active, and in the same role?
+
+        Read afresh from the session store and the database. If not, the socket closes (4401 logged out or
+        deactivated, 4403 role changed: the browser reconnects in its new role) and this returns False.
+        """
+        if self.auth_closed:
+            return False
+        self.auth_checked_at = time.monotonic()
+        if "session" in self.scope:
+            user = session_user(self.session_key)
+        else:
+            # Only tests build a scope without a session (setting scope["user"] by hand): hftweb.asgi always wraps
+            # this consumer in AuthMiddlewareStack. Without one, the user is at least read afresh.
+            user = get_user_model()._default_manager.filter(pk=self.scope["user"].pk, is_active=True).first()
+        if user is None or user.pk != self.scope["user"].pk:
+            return self.auth_close(CLOSE_LOGGED_OUT)
+        if role_of(user) != self.role:
+            return self.auth_close(CLOSE_ROLE_CHANGED)
+        self.scope["user"] = user  # commands act as the fresh user
+        return True
+
+    def auth_close(self, code: int) -> bool:
+        self.auth_closed = True
+        self.close(code=code)
+        return False
+
+    def auth_check(self, message: dict) -> None:
+        """`auth.check` from apps.accounts.events: the user logged out, was changed or was deactivated."""
+        if self.auth_closed:
+            return
+        ended = message.get("ended_session")
+        if ended and self.session_key and ended == session_digest(self.session_key):
+            self.auth_close(CLOSE_LOGGED_OUT)  # logout sends this before it deletes the session
+            return
+        self.auth_recheck()
+
+    def websocket_receive(self, message: dict) -> None:
+        # Before anything the client sent is even parsed: a logged-out or deactivated user's socket acts no more.
+        if self.auth_recheck():
+            super().websocket_receive(message)
+
     # --- server -> browser -------------------------------------------------------------------
     def desk_event(self, message: dict) -> None:
+        if self.auth_closed:
+            return
+        if time.monotonic() - self.auth_checked_at > AUTH_RECHECK_S and not self.auth_recheck():
+            return
         self.send_json(message["event"])
 
     # --- browser -> server -------------------------------------------------------------------
