@@ -47,13 +47,16 @@ Money: the ledger mirrors the paper executor (`apps.trading.services`): prices a
 quantised to 1e-8 as Decimal, fees and gross P&L to 1e-8 of the quote currency, so the final equity is
 EXACTLY start capital + the sum of the trades' net P&L. Marks and the equity curve are float64.
 
-Cost: the ghosts and the trend gate are vectorised (`evaluate_ghosts` shares the trend and CVD states); the
+Cost: the ghosts and the trend gate are vectorised (`evaluate_ghosts` shares the trend and CVD states, and
+its result hands the trend gate to run_backtest when the bars are unchanged: `GhostDrafts.gate_for`); the
 walk is a Python loop (unavoidable: each decision depends on the ledger the previous ones made), but it
-visits only bars with an open position, a pending entry or a draft: with nothing open it jumps to the next
-draft bar (the equity is flat in between), and a bar with a position but no draft only marks it (and
-judges the daily loss when equity is below the day's start). A ghost's performance figures are recomputed
-only when it closes a trade, in numpy (`performance.sample_returns_daily`: the same figures as the pandas
-resample, bit for bit). benchmarks/system.py and benchmarks/lab_engine.py print the throughput.
+visits only bars with an open position, a pending entry or a draft of an enabled ghost: with nothing open
+it jumps to the next such draft bar (the equity is flat in between), and a bar with a position but no such
+draft only marks it (and judges the daily loss when equity is below the day's start). A disabled ghost's
+drafts get their fate (ghost_disabled, the manager's first rule) in bulk when it is disabled; Draft objects
+and bar Timestamps are made only for the drafts the manager sees. A ghost's performance figures are
+recomputed only when it closes a trade, in numpy (`performance.sample_returns_daily`: the same figures as
+the pandas resample, bit for bit). benchmarks/system.py and benchmarks/lab_engine.py print the throughput.
 """
 
 import bisect
@@ -68,7 +71,16 @@ import pandas as pd
 
 from apps.engine.exits import END_OF_DATA, bar_check, rebase_levels
 from apps.engine.fills import FillModel, fill_model_for
-from apps.engine.manager import TAKEN, Candidate, Decision, ManagerConfig, TrendGate, arbitrate
+from apps.engine.manager import (
+    DISABLED_DETAIL,
+    GHOST_DISABLED,
+    TAKEN,
+    Candidate,
+    Decision,
+    ManagerConfig,
+    TrendGate,
+    arbitrate,
+)
 from apps.engine.performance import (
     PERIODS_PER_YEAR,
     AutoDisableRules,
@@ -86,6 +98,7 @@ from apps.engine.risk import (
     RiskLimits,
     RiskState,
     daily_loss_breached,
+    daily_loss_hit,
     daily_loss_text,
     ghost_drawdown_breached,
     risk_check,
@@ -324,6 +337,40 @@ class _Open:
     entry_fee: Decimal
 
 
+_FATE_COLUMNS = ["bar_time", "ghost_id", "ghost", "side", "fate", "detail", "score"]
+
+
+def _fates_frame(idx: pd.DatetimeIndex, names: Mapping[int, str], rows: list[tuple],
+                 parts: list[tuple[np.ndarray, int, np.ndarray, str, str]]) -> pd.DataFrame:
+    """One row per draft: the walk's decisions `rows` (bar position, ghost id, side, fate, detail, score) and
+    the fates decided in bulk `parts` (bar positions, ghost id, sides, fate, detail; no score), in bar order,
+    ghosts in id order within a bar (one draft per ghost and bar). Built by column: the same frame as from
+    the rows with their boxed bar times, without boxing a Timestamp per draft."""
+    pos = [np.array([r[0] for r in rows], dtype=np.int64)] + [p[0] for p in parts]
+    if sum(len(p) for p in pos) == 0:
+        return pd.DataFrame([], columns=_FATE_COLUMNS)
+    gid = [np.array([r[1] for r in rows], dtype=np.int64)] + [np.full(len(p[0]), p[1], dtype=np.int64) for p in parts]
+    side = [np.array([r[2] for r in rows], dtype=np.int64)] + [np.asarray(p[2], dtype=np.int64) for p in parts]
+    score = [np.array([r[5] for r in rows], dtype=np.float64)] + [np.full(len(p[0]), np.nan) for p in parts]
+    fate = np.empty(sum(len(p) for p in pos), dtype=object)
+    detail = np.empty(len(fate), dtype=object)
+    fate[:len(rows)] = [r[3] for r in rows]
+    detail[:len(rows)] = [r[4] for r in rows]
+    at = len(rows)
+    for p in parts:
+        fate[at:at + len(p[0])] = p[3]
+        detail[at:at + len(p[0])] = p[4]
+        at += len(p[0])
+    pos_a, gid_a = np.concatenate(pos), np.concatenate(gid)
+    order = np.lexsort((gid_a, pos_a))
+    gid_s = gid_a[order]
+    return pd.DataFrame({
+        "bar_time": idx[pos_a[order]], "ghost_id": gid_s, "ghost": [names[g] for g in gid_s.tolist()],
+        "side": np.concatenate(side)[order], "fate": fate[order].tolist(), "detail": detail[order].tolist(),
+        "score": np.concatenate(score)[order],
+    }, columns=_FATE_COLUMNS)
+
+
 def _gate_label(direction: int, regime: int, ready: bool) -> str:
     """The label text of `apps.signals.manager.trend_gate` for one trend_state row."""
     from apps.engine.trend import DIRECTION_NAMES, REGIME_NAMES
@@ -364,22 +411,71 @@ def _signals_table(ghosts: Sequence[GhostSetup], drafts: Mapping[int, pd.DataFra
     for g in ghosts:
         d = drafts[g.ghost_id]
         side = d["side"].to_numpy()
-        reason = d["reason"].to_numpy(dtype=object)
-        said = np.flatnonzero((side == 0) & (reason != ""))
-        # the LAST idle reason: a ghost idle for lack of data says so on every bar, and a counted mode over
-        # 130k strings would cost more than the whole walk
-        last = str(reason[said[-1]]) if len(said) else ""
         rows.append({"ghost": g.name, "longs": int((side > 0).sum()), "shorts": int((side < 0).sum()),
-                     "idle_reason": last})
+                     "idle_reason": _last_idle_reason(side, d["reason"])})
     return pd.DataFrame(rows, columns=["ghost", "longs", "shorts", "idle_reason"]).set_index("ghost")
+
+
+def _last_idle_reason(side: np.ndarray, reason: pd.Series) -> str:
+    """The reason of the LAST bar without a draft that says one ("" if none): a ghost idle for lack of data
+    says so on every bar, and a counted mode over 130k strings would cost more than the whole walk. Searched
+    backwards in growing blocks (a busy ghost's last idle reason is near the end; comparing all 130k strings
+    costs ~1 ms a ghost)."""
+    hi, size = len(side), 256
+    while hi > 0:
+        lo = max(0, hi - size)
+        r = reason.iloc[lo:hi].to_numpy(dtype=object)
+        said = np.flatnonzero((side[lo:hi] == 0) & (r != ""))
+        if len(said):
+            return str(r[said[-1]])
+        hi, size = lo, size * 4
+    return ""
 
 
 Progress = Callable[[str, int, int], None]
 PROGRESS_EVERY = 2_000  # bars of the walk between two progress calls
 
 
+class GhostDrafts(dict[int, pd.DataFrame]):
+    """`evaluate_ghosts`' result: ghost id -> drafts frame, plus the trend states the evaluation computed
+    (trend_state per TrendConfig) and the validated bars they were computed from, so run_backtest can take
+    its trend gate from them instead of computing it again. `gate_for` hands one out only when the bars
+    given to run_backtest still hold exactly the values validated here (a dict otherwise)."""
+
+    def __init__(self, frames: Mapping[int, pd.DataFrame], bars: pd.DataFrame, valid: pd.DataFrame,
+                 trend: Mapping[Any, pd.DataFrame]) -> None:
+        super().__init__(frames)
+        self._source = (bars, valid)
+        self._trend = dict(trend)
+
+    def gate_for(self, bars: pd.DataFrame, trend_cfg: Any) -> pd.DataFrame | None:
+        """trend_state(bars, trend_cfg) when computed by the evaluation on these very bars, else None.
+
+        "These very bars": the same frame object, with the same index object and the same contract columns,
+        each bit for bit what validation produced (float64 as validate_bars converts it): validating and
+        computing again would give the same frame (~1 ms of comparisons instead of ~15 ms)."""
+        from apps.engine.types import BAR_COLUMNS
+
+        frame = self._trend.get(trend_cfg)
+        source, valid = self._source
+        if frame is None or bars is not source or bars.index is not source.index or bars.columns.has_duplicates:
+            return None
+        for c in BAR_COLUMNS:
+            if c not in bars.columns:
+                if not np.isnan(valid[c].to_numpy()).all():
+                    return None
+                continue
+            try:
+                a = np.asarray(bars[c].to_numpy(), dtype=np.float64)
+            except (TypeError, ValueError):
+                return None
+            if not np.array_equal(a.view(np.int64), valid[c].to_numpy().view(np.int64)):
+                return None
+        return frame
+
+
 def evaluate_ghosts(bars: pd.DataFrame, ghosts: Sequence[GhostSetup], progress: Progress | None = None
-                    ) -> dict[int, pd.DataFrame]:
+                    ) -> GhostDrafts:
     """Each ghost's drafts frame over the whole series (one causal, vectorised call per ghost), keyed by
     ghost id in the order of `ghosts`; `progress("evaluate", k, len(ghosts))` after each.
 
@@ -387,6 +483,7 @@ def evaluate_ghosts(bars: pd.DataFrame, ghosts: Sequence[GhostSetup], progress: 
     (`apps.engine.batch`'s shared path, which the desk's evaluate_all uses): each frame equals
     `get_spec(kind).evaluate(bars, config)` exactly (tests/engine/test_batch.py), at about 70 % of the cost
     with every ghost busy. Pass all the ghosts in one call to share; an exception propagates as raised.
+    The result (a dict) also carries the trend states for run_backtest's gate (`GhostDrafts`).
     """
     from apps.engine.bars import validate_bars
     from apps.engine.batch import _ORDER, _ghost_fn, _Shared
@@ -401,7 +498,8 @@ def evaluate_ghosts(bars: pd.DataFrame, ghosts: Sequence[GhostSetup], progress: 
         out[g.ghost_id] = _ghost_fn(g.kind, shared)(validate_bars(valid), configs[g.ghost_id])
         if progress is not None:
             progress("evaluate", k, len(ghosts))
-    return {g.ghost_id: out[g.ghost_id] for g in ghosts}
+    trend = {c: st.frame for c, st in shared.trend.items() if st is not None}
+    return GhostDrafts({g.ghost_id: out[g.ghost_id] for g in ghosts}, bars, valid, trend)
 
 
 def run_backtest(
@@ -422,7 +520,8 @@ def run_backtest(
     of the walk and ("walk", n_bars, n_bars) at its end. An exception it raises propagates (the lab's
     cancel): the engine never swallows it.
     `gate_state`: the trend gate (`trend.trend_state(bars, <the set's trend_filter config>)`) when the caller
-    already has it (a parameter study computes it once per study, not once per trial); None computes it.
+    already has it (a parameter study computes it once per study, not once per trial); None takes it from
+    `drafts` when evaluate_ghosts computed it on these bars (`GhostDrafts.gate_for`), else computes it.
     """
     ghosts = tuple(default_ghosts() if ghosts is None else ghosts)
     ids = [g.ghost_id for g in ghosts]
@@ -442,7 +541,6 @@ def run_backtest(
     capital_f = float(capital)
     idx = bars.index
     t_ns_arr = pd.DatetimeIndex(idx).as_unit("ns").asi8  # pandas 3 may hold us/s resolution
-    day = (t_ns_arr // _DAY_NS).tolist()  # Python ints: compared once per active bar
     # The walk reads single values: memoryviews hand out Python floats / ints without a copy of the columns
     # (numpy scalar indexing + float() costs ~3x as much per read, on up to every bar).
     t_ns = memoryview(np.ascontiguousarray(t_ns_arr))
@@ -455,6 +553,8 @@ def run_backtest(
     else:
         from apps.engine.trend import trend_state
 
+        if gate_state is None and isinstance(drafts, GhostDrafts):
+            gate_state = drafts.gate_for(bars, trend_setup.resolved_config())
         if gate_state is None:
             gate_state = trend_state(bars, trend_setup.resolved_config())
         elif len(gate_state) != n:
@@ -466,13 +566,23 @@ def run_backtest(
         g_ready = gate_state["ready"].to_numpy(bool)
     no_gate = TrendGate(label="no trend filter in the ghost set")
 
-    # Candidate drafts per bar position, ghosts in id order (arbitrate keeps the candidates' order). A draft
-    # on the side its ghost's direction leaves out is no candidate: its fate is direction_off at once.
-    by_bar: dict[int, list[tuple[GhostSetup, Draft]]] = {}
-    off_rows: list[tuple] = []
+    # Candidate drafts per bar position, ghosts in id order (arbitrate keeps the candidates' order): (ghost, k),
+    # the ghost's k-th candidate draft. A draft on the side its ghost's direction leaves out is no candidate:
+    # its fate is direction_off at once. A disabled ghost's drafts are no candidates either: their fate is
+    # ghost_disabled whatever the bar holds (the manager's first rule), so they leave by_bar when their ghost
+    # is disabled (`disable`), and a bar left without candidates is walked like any bar without a draft
+    # (the daily loss is still judged whenever equity is below the day's start: a limit > 0 cannot be
+    # breached otherwise). Fates are kept as (bar position, ghost id, side, fate, detail, score) parts and
+    # become one frame at the end, in bar order, ghosts in id order within a bar.
+    by_bar: dict[int, list[tuple[GhostSetup, int]]] = {}
+    fate_parts: list[tuple[np.ndarray, int, np.ndarray, str, str]] = []  # bulk fates: positions, ghost, sides...
     first = 0 if cfg.trade_from is None else int(idx.searchsorted(pd.Timestamp(cfg.trade_from)))
     if first >= n:
         raise ValueError(f"no bars at or after trade_from {cfg.trade_from}")
+    enabled = {g.ghost_id: g.enabled for g in ghosts}
+    cand_pos: dict[int, np.ndarray] = {}  # ghost id -> bar positions of its candidate drafts
+    cand_cols: dict[int, list[list]] = {}  # ghost id -> the drafts' values there, as Python values (tolist)
+    cand_times: dict[tuple[int, int], list[pd.Timestamp]] = {}  # (ghost id, k // 64) -> bar times, boxed in bulk
     for g in sorted(ghosts, key=lambda s: s.ghost_id):
         d = drafts[g.ghost_id]
         side = d["side"].to_numpy()
@@ -482,21 +592,30 @@ def run_backtest(
             keep = 1 if g.direction == "long" else -1
             off = np.flatnonzero(side[first:] == -keep) + first
             detail = f"{g.direction} only: {'short' if keep > 0 else 'long'} drafts are not traded"
-            off_rows += [(t, g.ghost_id, g.name, -keep, DIRECTION_OFF, detail, math.nan) for t in idx[off]]
+            fate_parts.append((off, g.ghost_id, np.full(len(off), -keep), DIRECTION_OFF, detail))
             pos = np.flatnonzero(side[first:] == keep) + first
         if len(pos) == 0:
             continue
-        # Python ints / floats / strs in bulk (tolist), the bar times boxed in bulk too (a Timestamp per idx[p]
-        # costs ~9 us, a quarter of a desk walk)
-        cols = [d[c].to_numpy()[pos].tolist() for c in ("side", "confidence", "priority", "entry", "stop", "target",
-                                                         "size_mult", "max_hold_s", "reason")]
-        for p, bar_time, side_k, conf, prio, entry, stop, target, mult, hold, reason in zip(
-                pos.tolist(), idx[pos], *cols, strict=True):
-            by_bar.setdefault(p, []).append((g, Draft(
-                side=side_k, confidence=conf, priority=prio, entry=entry, stop=stop, target=target, size_mult=mult,
-                max_hold_s=hold, reason=str(reason), bar_time=bar_time)))
+        cand_pos[g.ghost_id] = pos
+        cand_cols[g.ghost_id] = [d[c].to_numpy()[pos].tolist() for c in (
+            "side", "confidence", "priority", "entry", "stop", "target", "size_mult", "max_hold_s", "reason")]
+        if not enabled[g.ghost_id]:
+            fate_parts.append((pos, g.ghost_id, side[pos], GHOST_DISABLED, DISABLED_DETAIL))
+            continue
+        for k, p in enumerate(pos.tolist()):
+            by_bar.setdefault(p, []).append((g, k))
 
-    enabled = {g.ghost_id: g.enabled for g in ghosts}
+    def draft(g: GhostSetup, k: int) -> Draft:
+        """The ghost's k-th candidate draft as the manager sees it (made when its bar is decided)."""
+        gid = g.ghost_id
+        key = (gid, k >> 6)
+        times = cand_times.get(key)
+        if times is None:  # a Timestamp per idx[p] costs ~3-9 us; boxed 64 at a time, a fraction of that
+            times = cand_times[key] = idx[cand_pos[gid][k & ~63:(k | 63) + 1]].tolist()
+        side, conf, prio, entry, stop, target, mult, hold, reason = (c[k] for c in cand_cols[gid])
+        return Draft(side=side, confidence=conf, priority=prio, entry=entry, stop=stop, target=target, size_mult=mult,
+                     max_hold_s=hold, reason=str(reason), bar_time=times[k & 63])
+
     # each ghost's closes: exit bar open times (int64 ns), net P&L, and its cumulative P&L curve from 0
     close_ns: dict[int, list[int]] = {g.ghost_id: [] for g in ghosts}
     close_pnl: dict[int, list[float]] = {g.ghost_id: [] for g in ghosts}
@@ -508,7 +627,7 @@ def run_backtest(
     opened: list[_Open] = []
     pending: tuple[GhostSetup, Draft, Decision] | None = None
     trades: list[Trade] = []
-    fate_rows: list[tuple] = []
+    fate_rows: list[tuple] = []  # the walk's decisions: (bar position, ghost id, side, fate, detail, score)
     disables: list[DisableEvent] = []
     kill: tuple[pd.Timestamp, str] | None = None
     unfilled: list[tuple[pd.Timestamp, int]] = []
@@ -566,6 +685,28 @@ def run_backtest(
         if reasons:
             enabled[g.ghost_id] = False
             disables.append(DisableEvent(time=idx[i], ghost_id=g.ghost_id, ghost=g.name, reasons=tuple(reasons)))
+            disable(g, i)
+
+    def disable(g: GhostSetup, i: int) -> None:
+        """Ghost g was disabled during bar i (before its decisions): its drafts from bar i on are no candidates;
+        their fate is the manager's ghost_disabled."""
+        nonlocal draft_bars
+        gid = g.ghost_id
+        pos = cand_pos.get(gid)
+        if pos is None:
+            return
+        k0 = int(np.searchsorted(pos, i))
+        if k0 == len(pos):
+            return
+        fate_parts.append((pos[k0:], gid, np.asarray(cand_cols[gid][0][k0:], dtype=np.int64), GHOST_DISABLED,
+                           DISABLED_DETAIL))
+        for p in pos[k0:].tolist():
+            here = by_bar[p]
+            if len(here) == 1:  # (most bars hold one draft)
+                del by_bar[p]
+            else:
+                by_bar[p] = [c for c in here if c[0] is not g]
+        draft_bars = sorted(by_bar)
 
     draft_bars = sorted(by_bar)
     i = -1
@@ -583,11 +724,10 @@ def run_backtest(
         if progress is not None and i >= next_report:
             progress("walk", i, n)
             next_report = (i // PROGRESS_EVERY + 1) * PROGRESS_EVERY
-        if day[i] != cur_day:
-            cur_day = day[i]
+        if t_ns[i] // _DAY_NS != cur_day:  # the UTC day of the bar's open (walked bars only)
+            cur_day = t_ns[i] // _DAY_NS
             entries_today = 0
             day_start_equity = float(capital + realised_net)  # the live selector's start-of-day equity
-        cands = by_bar.get(i)
 
         # a. the entry decided at the previous close fills at this open
         if pending is not None:
@@ -624,12 +764,18 @@ def run_backtest(
                 review(g, i)
 
         # d. mark to the close; the daily loss trips the kill switch, which stays tripped
+        cands = by_bar.get(i)  # after b: a ghost disabled there has no candidate left
         close_i = closes[i]
-        marks = sum(p.side * p.qty_f * (close_i - p.entry_f) for p in opened)
+        if len(opened) == 1:  # the sum below, without its generator (0 + the one mark: the same float)
+            p = opened[0]
+            marks = 0 + p.side * p.qty_f * (close_i - p.entry_f)
+        else:
+            marks = sum(p.side * p.qty_f * (close_i - p.entry_f) for p in opened)
         eq = cash_f + marks
-        # the risk state is needed for this bar's decisions, or for the daily loss when equity is below the
-        # day's start (a loss limit > 0 cannot be breached otherwise): most bars with a position need neither
-        if cands is None and not (kill is None and cfg.kill_switch and eq < day_start_equity):
+        # the risk state is needed for this bar's decisions, or when the daily loss trips the kill switch (only
+        # possible with equity below the day's start, as the limit is > 0): most bars with a position need neither
+        if cands is None and not (kill is None and cfg.kill_switch and eq < day_start_equity
+                                  and daily_loss_hit(eq, day_start_equity, limits)):
             equity[i] = eq
             continue
         by_ghost: dict[int, int] = {}
@@ -652,11 +798,13 @@ def run_backtest(
         equity[i] = eq
 
         # e. the manager decides on this bar's drafts
+        cands = by_bar.get(i)  # again: a ghost disabled by the kill switch's flattening has none left
         if cands is None:
             continue
+        cand_drafts = [(g, draft(g, k)) for g, k in cands]
         candidates = [Candidate(ghost_id=g.ghost_id, ghost_name=g.name, draft=dr, enabled=enabled[g.ghost_id],
                                 performance_score=scores[g.ghost_id] if enabled[g.ghost_id] else 0.5)
-                      for g, dr in cands]
+                      for g, dr in cand_drafts]
 
         def risk(c: Candidate, size_mult: float, _state: RiskState = state) -> RiskDecision:
             verdict = risk_check(ghost_id=c.ghost_id, entry=c.draft.entry, stop=c.draft.stop, size_mult=size_mult,
@@ -677,14 +825,13 @@ def run_backtest(
                              size_mult_short=float(g_ms[i]),
                              label=_gate_label(int(g_dir[i]), int(g_reg[i]), bool(g_ready[i])))
         decisions = arbitrate(candidates, now_s=(t_ns[i] + _MINUTE_NS) / 1e9, trend=gate, risk=risk, cfg=mcfg)
-        bar_time = cands[0][1].bar_time  # == idx[i], already boxed
-        for (g, dr), dec in zip(cands, decisions, strict=True):
-            fate_rows.append((bar_time, g.ghost_id, g.name, dr.side, dec.fate, dec.detail, dec.score))
+        for (g, dr), dec in zip(cand_drafts, decisions, strict=True):
+            fate_rows.append((i, g.ghost_id, dr.side, dec.fate, dec.detail, dec.score))
             if dec.fate == TAKEN:
                 if i + 1 < n:
                     pending = (g, dr, dec)
                 else:
-                    unfilled.append((bar_time, g.ghost_id))
+                    unfilled.append((dr.bar_time, g.ghost_id))
 
     # a trade still open at the end of the data closes at the last close, marked as such
     for p in opened:
@@ -696,10 +843,7 @@ def run_backtest(
 
     perf = {g.name: perf_cache.get(g.ghost_id) or _ghost_performance_ns(close_ns[g.ghost_id], close_pnl[g.ghost_id],
                                                                           capital_f, cfg.perf_freq) for g in ghosts}
-    fates = pd.DataFrame(fate_rows + off_rows,
-                         columns=["bar_time", "ghost_id", "ghost", "side", "fate", "detail", "score"])
-    if off_rows:  # in bar order, ghosts in id order within a bar, as the walk writes the others
-        fates = fates.sort_values(["bar_time", "ghost_id"], kind="stable", ignore_index=True)
+    fates = _fates_frame(idx, {g.ghost_id: g.name for g in ghosts}, fate_rows, fate_parts)
     exposure = float(np.count_nonzero(np.cumsum(held[:n])[first:]) / (n - first))
     return BacktestResult(
         ghosts=ghosts, start_capital=capital, final_equity=cash, trades=tuple(trades), fates=fates,

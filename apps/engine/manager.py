@@ -32,6 +32,7 @@ BLOCKED_RISK = "blocked_risk"
 GHOST_DISABLED = "ghost_disabled"
 STALE = "stale"
 CONFLICT = "conflict"
+DISABLED_DETAIL = "ghost disabled before its draft was handled"  # the detail of every ghost_disabled fate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +125,7 @@ def arbitrate(candidates: Sequence[Candidate], *, now_s: float, trend: TrendGate
         d = c.draft
         age = now_s - (d.bar_time.timestamp() + 60.0)
         if not c.enabled:
-            decided[c.ghost_id] = Decision(c.ghost_id, GHOST_DISABLED, "ghost disabled before its draft was handled")
+            decided[c.ghost_id] = Decision(c.ghost_id, GHOST_DISABLED, DISABLED_DETAIL)
         elif age > cfg.max_age_s:
             decided[c.ghost_id] = Decision(c.ghost_id, STALE,
                                            f"draft {age:.0f} s old after its bar closed > {cfg.max_age_s:g} s")

@@ -114,9 +114,14 @@ def risk_check(*, ghost_id: int, entry: float, stop: float, size_mult: float, st
 
 def daily_loss_breached(state: RiskState, limits: RiskLimits) -> bool:
     """True when equity has fallen max_daily_loss_pct % or more below the start of the day."""
-    if not (state.day_start_equity > 0):
+    return daily_loss_hit(state.equity, state.day_start_equity, limits)
+
+
+def daily_loss_hit(equity: float, day_start_equity: float, limits: RiskLimits) -> bool:
+    """daily_loss_breached from the two figures (a backtest judges it on bars where it needs no RiskState)."""
+    if not (day_start_equity > 0):
         return False
-    return state.day_start_equity - state.equity >= state.day_start_equity * limits.max_daily_loss_pct / 100
+    return day_start_equity - equity >= day_start_equity * limits.max_daily_loss_pct / 100
 
 
 def daily_loss_text(state: RiskState, limits: RiskLimits) -> str:
