@@ -576,7 +576,8 @@ def _drafts(d: _Detail, cfg: CvdConfig) -> pd.DataFrame:
         return drafts_frame(d.bars.index, **out)
     reasons = out["reason"]
     E = cfg.extreme_lookback_minutes
-    for i, side, ratio, share in zip(*d.impulses, strict=True):  # rare: spikes above the band
+    # The texts below are built from Python scalars (tolist): numpy scalars format several times slower.
+    for i, side, ratio, share in zip(*(a.tolist() for a in d.impulses), strict=True):  # spikes above the band
         up = side > 0
         reasons[i] = (f"{'buying' if up else 'selling'} volume x{ratio:.2f} above the "
                       f"x{cfg.exhaustion_max_ratio:g} exhaustion band at the {E}-min {'high' if up else 'low'} "
@@ -585,18 +586,25 @@ def _drafts(d: _Detail, cfg: CvdConfig) -> pd.DataFrame:
     if "atr" not in d.events or len(d.events["atr"][0]) == 0:
         return drafts_frame(d.bars.index, **out)
 
-    # per-bar best confidence and count of flags on each side, and the extreme a stop must clear
+    # per flagged bar (sig: every flag's rows, sorted): best confidence and count of flags on each side, and
+    # the extreme a stop must clear
+    sig, atr = d.events["atr"][0], d.events["atr"][1]["atr"]
     close = d.bars["close"].to_numpy()
-    best = {-1: np.zeros(n), 1: np.zeros(n)}
-    count = {-1: np.zeros(n, dtype=np.int64), 1: np.zeros(n, dtype=np.int64)}
-    local_hi, local_lo = d.bars["high"].to_numpy().copy(), d.bars["low"].to_numpy().copy()
-    texts: dict[int, list[str]] = {}
+    best = {-1: np.zeros(len(sig)), 1: np.zeros(len(sig))}
+    count = {-1: np.zeros(len(sig), dtype=np.int64), 1: np.zeros(len(sig), dtype=np.int64)}
+    local_hi, local_lo = d.bars["high"].to_numpy()[sig], d.bars["low"].to_numpy()[sig]
+    texts: dict[int, str] = {}  # row -> its flags' texts, in the column order below, joined by "; "
+
+    def add(rows: np.ndarray, new: list[str]) -> None:
+        for r, t in zip(rows.tolist(), new, strict=True):
+            texts[r] = f"{texts[r]}; {t}" if r in texts else t
     lb, nm = cfg.divergence_lookback_minutes, cfg.volume_norm_minutes
     span = cfg.exhaustion_max_ratio - cfg.exhaustion_threshold
     for col in ("bearish_divergence", "bullish_divergence", "buying_exhaustion", "selling_exhaustion"):
         rows, e = d.events[col]
         if len(rows) == 0:
             continue
+        at = np.searchsorted(sig, rows)  # the rows' places in sig
         bearish = col.startswith(("bearish", "buying"))
         side = -1 if bearish else 1
         if col.endswith("divergence"):
@@ -605,42 +613,40 @@ def _drafts(d: _Detail, cfg: CvdConfig) -> pd.DataFrame:
             minute = (d.origin + e["prior_pos"].astype(np.int64))
             word, cp, cc = ("high", ">", "<") if bearish else ("low", "<", ">")
             name = "bearish" if bearish else "bullish"
-            for r, price, prior, hh, mm, c, cpr, g, st in zip(
-                    rows, e["price"], e["prior"], minute // 60 % 24, minute % 60, e["cvd"], e["cvd_prior"],
-                    e["gap"], strength, strict=True):
-                texts.setdefault(int(r), []).append(
-                    f"{name} divergence: {word} {price:.2f} {cp} prior {lb}-min {word} {prior:.2f} "
-                    f"({hh:02d}:{mm:02d}) but CVD {c:+.2f} {cc} {cpr:+.2f} there (gap {g:.1f} min of "
-                    f"typical volume, strength {st:.2f})")
+            add(rows, [f"{name} divergence: {word} {price:.2f} {cp} prior {lb}-min {word} {prior:.2f} "
+                       f"({hh:02d}:{mm:02d}) but CVD {c:+.2f} {cc} {cpr:+.2f} there (gap {g:.1f} min of "
+                       f"typical volume, strength {st:.2f})"
+                       for price, prior, hh, mm, c, cpr, g, st in zip(
+                           e["price"].tolist(), e["prior"].tolist(), (minute // 60 % 24).tolist(),
+                           (minute % 60).tolist(), e["cvd"].tolist(), e["cvd_prior"].tolist(), e["gap"].tolist(),
+                           strength.tolist(), strict=True)])
         else:
             aggr = e["share"] if bearish else 1.0 - e["share"]
             r_part = np.clip((e["ratio"] - cfg.exhaustion_threshold) / span, 0, 1) if span > 0 else 1.0
             a_part = np.clip((aggr - cfg.aggressor_min_share) / (1.0 - cfg.aggressor_min_share), 0, 1)
             conf = 0.5 + 0.25 * r_part + 0.25 * a_part
             if bearish:
-                local_hi[rows] = np.maximum(local_hi[rows], e["extreme"])
+                local_hi[at] = np.maximum(local_hi[at], e["extreme"])
             else:
-                local_lo[rows] = np.minimum(local_lo[rows], e["extreme"])
+                local_lo[at] = np.minimum(local_lo[at], e["extreme"])
             name, word, taker = ("buying", "high", "buy") if bearish else ("selling", "low", "sell")
-            for r, ratio, ag in zip(rows, e["ratio"], aggr, strict=True):
-                texts.setdefault(int(r), []).append(
-                    f"{name} exhaustion: volume x{ratio:.2f} of the {nm}-min norm at the {E}-min {word}, "
-                    f"taker {taker} {ag * 100:.0f}%")
-        best[side][rows] = np.maximum(best[side][rows], conf)
-        count[side][rows] += 1
+            add(rows, [f"{name} exhaustion: volume x{ratio:.2f} of the {nm}-min norm at the {E}-min {word}, "
+                       f"taker {taker} {ag * 100:.0f}%" for ratio, ag in zip(e["ratio"].tolist(), aggr.tolist(),
+                                                                             strict=True)])
+        best[side][at] = np.maximum(best[side][at], conf)
+        count[side][at] += 1
 
-    sig, atr = d.events["atr"][0], d.events["atr"][1]["atr"]
     atr = np.where(np.isfinite(atr), atr, 0.0)
-    ns, nl = count[-1][sig], count[1][sig]
+    ns, nl = count[-1], count[1]
     side = np.where(ns > 0, -1, 1)
     n_same = np.where(side < 0, ns, nl)
-    c = np.where(side < 0, best[-1][sig], best[1][sig])
+    c = np.where(side < 0, best[-1], best[1])
     conf = np.where(n_same > 1, np.minimum(1.0, c + 0.15), c)  # the prototype's +0.15 for a second signal
     entry = close[sig]
     s = side.astype(np.float64)
     stop = np.where(s < 0,
-                    np.maximum(local_hi[sig] + cfg.stop_atr_mult * atr, entry * (1 + cfg.min_stop_pct / 100)),
-                    np.minimum(local_lo[sig] - cfg.stop_atr_mult * atr, entry * (1 - cfg.min_stop_pct / 100)))
+                    np.maximum(local_hi + cfg.stop_atr_mult * atr, entry * (1 + cfg.min_stop_pct / 100)),
+                    np.minimum(local_lo - cfg.stop_atr_mult * atr, entry * (1 - cfg.min_stop_pct / 100)))
     target = entry + s * np.maximum(cfg.target_atr_mult * atr, entry * cfg.min_target_pct / 100)
     conflict = (ns > 0) & (nl > 0)
     ok = ~conflict
@@ -653,10 +659,11 @@ def _drafts(d: _Detail, cfg: CvdConfig) -> pd.DataFrame:
     out["target"][rows] = target[ok]
     out["size_mult"][rows] = 0.5 + 0.5 * conf[ok]
     out["max_hold_s"][rows] = float(cfg.max_hold_seconds)
-    for r, bad, sd, a in zip(sig, conflict, side, atr, strict=True):
-        text = "; ".join(texts[int(r)])
-        reasons[r] = (f"{text} -> conflicting sides, no trade" if bad
-                      else f"{text} -> {'SHORT' if sd < 0 else 'LONG'} (ATR {a:.2f})")
+    done = np.empty(len(sig), dtype=object)
+    done[:] = [f"{texts[r]} -> conflicting sides, no trade" if bad
+               else f"{texts[r]} -> {'SHORT' if sd < 0 else 'LONG'} (ATR {a:.2f})"
+               for r, bad, sd, a in zip(sig.tolist(), conflict.tolist(), side.tolist(), atr.tolist(), strict=True)]
+    reasons[sig] = done
     return drafts_frame(d.bars.index, **out)
 
 
