@@ -9,6 +9,11 @@ from pathlib import Path
 
 import dj_database_url
 from cryptography.fernet import Fernet
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -20,9 +25,18 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 DEBUG = env_bool("DEBUG")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set unless DEBUG=1 (make run generates one in .run/)")
+# Without DEBUG, refuse to start on a key `check --deploy` would call weak (security.W009, same numbers): sessions,
+# CSRF tokens, password reset links and the login device cookies are all signed with it.
+if not DEBUG and (
+    len(SECRET_KEY.strip()) < SECRET_KEY_MIN_LENGTH
+    or len(set(SECRET_KEY.strip())) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+    or SECRET_KEY.strip().startswith(SECRET_KEY_INSECURE_PREFIX)
+):
+    raise ImproperlyConfigured(
+        f"SECRET_KEY is unset or weak: without DEBUG=1 it must be at least {SECRET_KEY_MIN_LENGTH} characters, "
+        f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} of them distinct, random (make run generates one in .run/; else: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))')")
+if not SECRET_KEY.strip():
     SECRET_KEY = "insecure-debug-only-key"
 
 # Project-local runtime folder (sqlite file, redis data, pidfile). Created here because a fresh

@@ -2,7 +2,8 @@
 
 import os
 
-os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+# At least 50 characters, 5 distinct: settings refuse a weak key without DEBUG, and the tests run without it.
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789abcdef")
 # The tests' own alert-secrets key (base64 of "test-only-alerts-key-not-a-real!"), forced so that a developer's
 # real key in the shell is never used by a test; subprocesses (Daphne, workers) inherit it.
 TEST_SECRETS_KEY = "dGVzdC1vbmx5LWFsZXJ0cy1rZXktbm90LWEtcmVhbCE="
