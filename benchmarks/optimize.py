@@ -132,6 +132,8 @@ def run_bench(path: Path, processes: list[int], budgets: list[str], tmp: Path) -
             oos = {f["key"]: f["value"] for f in study.results["oos"]["figures"]}
             chosen = [f["is_value"] for f in study.results["folds"]]
             rows.append((budget, per_fold, n_proc, total, wall, busy))
+            spans = sorted((st_, fi) for st_, fi, _ in trials if st_ and fi)
+            gaps = [(b[0] - a[1]).total_seconds() for a, b in zip(spans, spans[1:], strict=False)]
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             print(f"\n{budget} budget ({per_fold}/fold, {total} trials), {n_proc} worker process(es): "
                   f"wall {wall:.1f} s, {total / wall:.1f} trials/s; trial tasks busy {busy:.1f} s "
@@ -142,6 +144,11 @@ def run_bench(path: Path, processes: list[int], budgets: list[str], tmp: Path) -
                   f"{oos['sharpe'] if oos['sharpe'] is None else round(oos['sharpe'], 2)}, OOS return "
                   f"{oos['return_pct']:.2f} %, DSR {study.results['dsr'].get('probability')}, "
                   f"PBO {study.results['pbo'].get('value')}")
+            if n_proc == 1 and gaps:
+                g = sorted(gaps)
+                print(f"  between two trials of the one process: median {statistics.median(g) * 1000:.1f} ms, "
+                      f"90th percentile {g[int(len(g) * 0.9)] * 1000:.0f} ms, total {sum(g):.1f} s (the task "
+                      "round trip; after a batch's last trial also the step)")
             last = study
     print("\nsummary:")
     for budget, _per_fold, n_proc, total, wall, _busy in rows:
