@@ -12,11 +12,13 @@ Study.results (JSON). Only OUT-OF-SAMPLE figures are headlines; in-sample scores
 - overfitting: the deflated Sharpe ratio of the stitched out-of-sample Sharpe for the number of trials run
   (every done trial's Sharpe over the same out-of-sample days gives the variance across trials), and per
   fold of the chosen trial's in-sample Sharpe among that fold's trials; the probability of backtest
-  overfitting by CSCV over every done trial's daily returns across the whole range.
+  overfitting by CSCV over every done trial's daily returns across the whole range. A param set run twice
+  (samplers repeat points; folds ask the same ones) is one configuration: counted once by both.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -139,6 +141,12 @@ def study_results(study: Study) -> dict[str, Any]:
     done = [t for t in trials if t.status == Trial.Status.DONE and t.daily is not None]
     matrix = np.array([[np.nan if x is None else x for x in t.daily] for t in done], dtype=np.float64).T \
         if done else np.empty((len(days), 0))  # T days x N trials
+    # a param set asked twice (within a fold, or by two folds) ran the same run: one configuration, counted once
+    # by the DSR's N and the PBO's columns
+    first_of: dict[str, int] = {}
+    for j, t in enumerate(done):
+        first_of.setdefault(json.dumps(t.params, sort_keys=True), j)
+    distinct = sorted(first_of.values())
 
     folds_out: list[dict[str, Any]] = []
     oos_days: list[str] = []
@@ -181,7 +189,8 @@ def study_results(study: Study) -> dict[str, Any]:
                 if best.daily is not None else [0.0] * len(test_days)
             # in-sample DSR: the chosen trial's train days among this fold's trials' train days
             rows_idx = [day_pos[d] for d in train_days if d in day_pos]
-            cols = [j for j, t in enumerate(done) if t.fold == k]
+            cols = sorted({json.dumps(t.params, sort_keys=True): j for j, t in reversed(list(enumerate(done)))
+                           if t.fold == k}.values())
             chosen_col = np.asarray([np.nan if best.daily[i] is None else best.daily[i] for i in rows_idx])
             entry["dsr"] = _dsr(chosen_col, [_sr(matrix[rows_idx, j]) for j in cols])
         oos_days += test_days
@@ -192,8 +201,8 @@ def study_results(study: Study) -> dict[str, Any]:
     oos_rows = [day_pos[d] for d in oos_days if d in day_pos]
     r = np.asarray(oos_ret, dtype=np.float64)
     # out-of-sample DSR: the stitched series against every done trial's Sharpe over the same days
-    headline_dsr = _dsr(r, [_sr(matrix[oos_rows, j]) for j in range(matrix.shape[1])])
-    pbo = _pbo(matrix)
+    headline_dsr = _dsr(r, [_sr(matrix[oos_rows, j]) for j in distinct])
+    pbo = _pbo(matrix[:, distinct])
 
     counts_all = {st: sum(1 for t in trials if t.status == st) for st in Trial.Status.values}
     return {
