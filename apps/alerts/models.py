@@ -1,12 +1,15 @@
 """Alert channels (Telegram, Discord, generic JSON webhook) and the record of every delivery attempt.
 
-Secrets (a Telegram bot token, a webhook URL whose path holds the token) are stored so the worker can
-send, but nothing renders them back: `__str__` omits them, the admin excludes them, the dashboard form
-only says "set" and offers "replace". Channels from the environment are not rows (see selectors).
+Secrets (a Telegram bot token, a webhook URL whose path holds the token) are stored encrypted (Fernet under
+HFT_SECRETS_KEY, apps/alerts/crypto.py) so the worker can send, but nothing renders them back: `__str__` omits
+them, the admin shows "set" and allows no lookup on them, the dashboard form only says "set" and offers
+"replace". Channels from the environment are not rows (see selectors).
 """
 
 from django.conf import settings
 from django.db import models
+
+from apps.alerts.crypto import secret_decrypt, secret_encrypt
 
 
 class AlertEvent(models.TextChoices):
@@ -34,8 +37,9 @@ class AlertChannel(models.Model):
     enabled = models.BooleanField(default=True)
     events = models.JSONField(default=list, blank=True)  # subset of SUBSCRIBABLE
     chat_id = models.CharField(max_length=64, blank=True)  # Telegram only; a target, not a secret
-    # Telegram: the bot token; Discord / webhook: the full URL (its path carries the token). Never rendered.
-    secret = models.TextField(blank=True)
+    # Telegram: the bot token; Discord / webhook: the full URL (its path carries the token). A Fernet token ("" for
+    # none), read and written through `secret`; not editable, so no ModelForm (the admin's) ever carries it.
+    secret_encrypted = models.TextField(blank=True, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -50,6 +54,21 @@ class AlertChannel(models.Model):
 
     def __str__(self) -> str:  # no secret, ever
         return f"{self.name} ({self.kind})"
+
+    @property
+    def secret(self) -> str:
+        """The plain secret, decrypted on each read (only the worker needs it); raises crypto.SecretUnreadable
+        when no key in HFT_SECRETS_KEY opens it. `AlertChannel(secret=...)` and assignment encrypt."""
+        return secret_decrypt(self.secret_encrypted)
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self.secret_encrypted = secret_encrypt(value or "")
+
+    @property
+    def secret_set(self) -> bool:
+        """What pages show ("set" / "not set"), without decrypting."""
+        return bool(self.secret_encrypted)
 
     @property
     def key(self) -> str:

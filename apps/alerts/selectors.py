@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db.models import OuterRef, QuerySet, Subquery
 
+from apps.alerts.crypto import SecretUnreadable
 from apps.alerts.models import SUBSCRIBABLE, AlertChannel, AlertDelivery
 
 
@@ -26,6 +27,7 @@ class Target:
     secret: str = field(default="", repr=False)
     channel_id: int | None = None
     from_env: bool = False
+    secret_unreadable: bool = False  # stored, but no key in HFT_SECRETS_KEY opens it (the delivery says so)
 
     @property
     def secret_set(self) -> bool:
@@ -58,8 +60,14 @@ def env_channels() -> list[Target]:
 
 
 def _target(ch: AlertChannel) -> Target:
+    """The channel with its secret decrypted; one that no key opens becomes a target without a secret (its
+    deliveries fail with the reason) rather than an exception that would hold up the other channels."""
+    try:
+        secret, unreadable = ch.secret, False
+    except SecretUnreadable:
+        secret, unreadable = "", True
     return Target(key=ch.key, kind=ch.kind, label=ch.name, enabled=ch.enabled, events=tuple(ch.events or ()),
-                  chat_id=ch.chat_id, secret=ch.secret, channel_id=ch.pk)
+                  chat_id=ch.chat_id, secret=secret, channel_id=ch.pk, secret_unreadable=unreadable)
 
 
 def delivery_targets(event: str) -> list[Target]:

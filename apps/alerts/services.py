@@ -33,6 +33,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from apps.alerts.crypto import SecretUnreadable, secret_rotate
 from apps.alerts.models import SUBSCRIBABLE, AlertChannel, AlertDelivery, AlertEvent
 from apps.alerts.redact import RedactFilter, redact
 from apps.alerts.selectors import Target, delivery_target, delivery_targets, telegram_api_base
@@ -47,6 +48,8 @@ CHAT_ID_RE = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TELEGRAM_TEXT_MAX = 4096  # Telegram's sendMessage limit, characters
 DISCORD_CONTENT_MAX = 2000  # Discord's message content limit, characters
+UNREADABLE_SECRET = ("the channel's secret cannot be decrypted with HFT_SECRETS_KEY (was the key replaced? put the "
+                     "old key after the new one, or enter the secret again)")
 ANSWER_MAX = 300  # characters of an endpoint's error answer kept in the delivery error (cut after redaction)
 # Broker publish: a couple of quick tries, then give up and mark the delivery failed (never block the caller).
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -117,7 +120,7 @@ def _check_common(*, kind: str, name: str, events, chat_id: str) -> tuple[str, l
 def _public(ch: AlertChannel) -> dict:
     """What the audit log may keep: everything but the secret."""
     return {"name": ch.name, "kind": ch.kind, "enabled": ch.enabled, "events": list(ch.events),
-            "chat_id": ch.chat_id, "secret": "set" if ch.secret else "not set"}
+            "chat_id": ch.chat_id, "secret": "set" if ch.secret_set else "not set"}
 
 
 @transaction.atomic
@@ -149,8 +152,8 @@ def alert_channel_update(*, actor, channel_id: int, name: str, events: list[str]
     ch.name, ch.events, ch.chat_id, ch.enabled = name, events, chat_id, bool(enabled)
     fields = ["name", "events", "chat_id", "enabled", "updated_at"]
     if new_secret is not None:
-        ch.secret = new_secret
-        fields.append("secret")
+        ch.secret = new_secret  # encrypted under the first key of HFT_SECRETS_KEY
+        fields.append("secret_encrypted")
     ch.save(update_fields=fields)
     after = _public(ch)
     after["secret"] = "replaced" if new_secret is not None else "kept"
@@ -167,6 +170,31 @@ def alert_channel_set_enabled(*, actor, channel_id: int, enabled: bool) -> Alert
         audit_record(actor=actor, action="alert_channel.enable" if enabled else "alert_channel.disable", obj=ch,
                      before={"enabled": not enabled}, after={"enabled": enabled})
     return ch
+
+
+class _AllChannels:
+    """The audit row's object for a change to every channel: type alerts.alertchannel, no id."""
+
+    _meta, pk = AlertChannel._meta, ""
+
+
+@transaction.atomic
+def alert_secrets_rotate(*, actor=None) -> tuple[int, list[str]]:
+    """Re-encrypt every stored channel secret under the first key of HFT_SECRETS_KEY (after a new key was put
+    first), so the old key can be dropped. Returns (re-encrypted, names of channels no key opens: left as they
+    are, the old key may still come back). Audited, without any secret."""
+    done, unreadable = 0, []
+    for ch in AlertChannel.objects.select_for_update().exclude(secret_encrypted="").order_by("name"):
+        try:
+            ch.secret_encrypted = secret_rotate(ch.secret_encrypted)
+        except SecretUnreadable:
+            unreadable.append(ch.name)
+            continue
+        ch.save(update_fields=["secret_encrypted"])  # not updated_at: the channel did not change
+        done += 1
+    audit_record(actor=actor, action="alert_secrets.rotate", obj=_AllChannels,
+                 after={"re_encrypted": done, "unreadable": unreadable})
+    return done, unreadable
 
 
 @transaction.atomic
@@ -374,7 +402,9 @@ def alert_delivery_attempt(*, delivery_id: int, retries: int, max_retries: int) 
     now = timezone.now()
     entry: dict[str, Any] = {"n": d.attempts + 1, "at": now.isoformat(), "http_status": None, "error": ""}
     target = delivery_target(d.channel_key)
-    refused = ("the channel was removed" if target is None else "the channel has no secret" if not target.secret
+    refused = ("the channel was removed" if target is None
+               else UNREADABLE_SECRET if target.secret_unreadable
+               else "the channel has no secret" if not target.secret
                else "the channel is disabled" if not target.enabled and d.event != AlertEvent.TEST else "")
     if refused:
         entry["error"] = refused

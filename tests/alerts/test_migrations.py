@@ -1,5 +1,6 @@
 """The alerts migrations on rows written by the code before them: delivery errors that printed a token are
-redacted. Real migrations on the test database (MigrationExecutor), back to 0001 and forward again."""
+redacted; plain secrets are encrypted (and decrypted going back). Real migrations on the test database
+(MigrationExecutor), back to 0001 and forward again."""
 
 from datetime import UTC, datetime
 
@@ -12,6 +13,7 @@ from apps.alerts.models import AlertDelivery
 PATH_TOKEN, QUERY_TOKEN = "tok3nInThePath99", "qu3rySecretValue"
 URL = f"https://hooks.example.com/hook/{PATH_TOKEN}?token={QUERY_TOKEN}"
 ENV_URL = "https://discord.com/api/webhooks/1234567890123456789/envT0kenFromTheEnvironment"
+TOKEN = "123456789:AAHfakeTokenForTests_0123456789abcdef"
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
@@ -62,3 +64,31 @@ def test_stored_delivery_errors_that_print_a_token_are_redacted(at_0001, monkeyp
         d = after[r.pk]
         assert [e["error"] for e in d.attempts_log] == [d.error, d.error]
         assert [e["http_status"] for e in d.attempts_log] == [500, 404] and d.updated_at == r.updated_at
+
+
+def raw_secrets() -> list:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM alerts_alertchannel ORDER BY name")
+        return cursor.fetchall()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_plain_secrets_are_encrypted_and_back_again(at_0001):
+    from apps.alerts.models import AlertChannel
+
+    Channel = at_0001.get_model("alerts", "AlertChannel")
+    Channel.objects.create(kind="webhook", name="a-hook", events=["fill"], secret=URL)
+    Channel.objects.create(kind="telegram", name="b-tg", events=["fill"], chat_id="42", secret=TOKEN)
+    Channel.objects.create(kind="webhook", name="c-none", events=["fill"], secret="")
+    stamps = dict(Channel.objects.values_list("name", "updated_at"))
+    assert URL in repr(raw_secrets())  # what 0001 stored: plain text
+    migrate("latest")
+    table = repr(raw_secrets())
+    assert URL not in table and TOKEN not in table and QUERY_TOKEN not in table and PATH_TOKEN not in table
+    rows = {c.name: c for c in AlertChannel.objects.all()}
+    assert [rows[n].secret for n in ("a-hook", "b-tg", "c-none")] == [URL, TOKEN, ""]
+    assert rows["c-none"].secret_encrypted == "" and not rows["c-none"].secret_set
+    assert {n: c.updated_at for n, c in rows.items()} == stamps
+    old = migrate("0002_redact_delivery_errors")  # backwards: plain again, as the code of then reads it
+    assert dict(old.get_model("alerts", "AlertChannel").objects.values_list("name", "secret")) == {
+        "a-hook": URL, "b-tg": TOKEN, "c-none": ""}
