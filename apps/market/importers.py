@@ -12,20 +12,22 @@ Formats (see ../shared/data/README.md):
 The standard frame: ``open_time`` (datetime64[ns, UTC]), ``open, high, low, close, volume,
 taker_buy_volume`` (float64, taker may be NaN) and ``trade_count`` (float64, NaN when unknown).
 ``sanitize`` drops bad rows and counts them by reason.
+
+Files are read whole and checked as `apps.market.parsers_trades` reads them (`read_bytes`, `split_table`):
+a file that cannot be read (empty, not a zip/gzip, truncated, corrupt) raises `parsers_trades.BadFile`
+(`UnknownFormat` is one), a line with the wrong column count is left out and counted.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from apps.market import parsers_trades as pt
 from apps.market.parsers_trades import apply_checks
 
 COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "taker_buy_volume", "trade_count"]
@@ -43,8 +45,11 @@ _TIMEFRAME_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _US_THRESHOLD = 10**14
 
 
-class UnknownFormat(ValueError):
-    pass
+class UnknownFormat(pt.BadFile):
+    """Not a kline file this module reads (or not readable at all: the reason says which)."""
+
+    def __init__(self, name: str, reason: str = "unknown kline format") -> None:
+        super().__init__(name, reason)
 
 
 @dataclass(frozen=True)
@@ -57,20 +62,10 @@ class FileInfo:
 
 
 def _first_line(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".zip"):
-        with zipfile.ZipFile(path) as zf:
-            members = [n for n in zf.namelist() if not n.endswith("/")]
-            if len(members) != 1:
-                raise UnknownFormat(f"{path.name}: zip must hold exactly one CSV, found {len(members)} files")
-            with zf.open(members[0]) as fh:
-                return io.TextIOWrapper(fh, encoding="utf-8", errors="replace").readline().strip()
-    opener = gzip.open if name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-            return fh.readline().strip()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise UnknownFormat(f"{path.name}: cannot read ({exc})") from exc
+        return pt.first_line(path)
+    except pt.BadFile as exc:
+        raise UnknownFormat(exc.name, exc.reason) from None
 
 
 def detect_format(path: Path) -> str:
@@ -84,9 +79,10 @@ def detect_format(path: Path) -> str:
     if head == VISION_COLUMNS or (len(head) == 12 and head[0].isdigit()):
         return "binance_vision"
     raise UnknownFormat(
-        f"{Path(path).name}: unknown kline format (first line {line[:80]!r}); expected a Binance Vision kline "
+        Path(path).name,
+        f"unknown kline format (first line {line[:80]!r}); expected a Binance Vision kline "
         "CSV/zip (12 columns, no header), a Binance API CSV (timestamp,...,tb_base_av) or a freqtrade CSV "
-        "(date,open,high,low,close,volume)"
+        "(date,open,high,low,close,volume)",
     )
 
 
@@ -135,36 +131,48 @@ def _num(s: pd.Series) -> pd.Series:
 
 def read_klines(path: Path, fmt: str | None = None) -> pd.DataFrame:
     """The standard candle frame of one file, unsanitised (bad rows are still there; see `sanitize`)."""
+    return load_klines(path, fmt).frame
+
+
+def load_klines(path: Path, fmt: str | None = None) -> pt.Loaded:
+    """`read_klines` with the file line of each row and the lines left out (wrong column count): a Binance
+    Vision row has 12 fields, a Binance API / freqtrade row its header's count."""
     path = Path(path)
     fmt = fmt or detect_format(path)
+    if fmt not in ("binance_vision", "binance_api", "freqtrade"):
+        raise UnknownFormat(path.name, f"unknown kline format {fmt!r}")
+    data = pt.read_bytes(path)
+    head = pt.first_line_of(data)
     if fmt == "binance_vision":
-        has_header = _first_line(path).lower().startswith("open_time")
-        raw = pd.read_csv(path, header=0 if has_header else None, names=VISION_COLUMNS, dtype=str)
+        table = pt.split_table(data, path.name, names=VISION_COLUMNS, widths={12},
+                               header=head.lower().startswith("open_time"))
+        raw = table.rows
         t = _num(raw["open_time"])
         ms = np.where(t >= _US_THRESHOLD, t / 1000.0, t)
         out = pd.DataFrame({"open_time": pd.to_datetime(ms, unit="ms", utc=True, errors="coerce")})
         out["taker_buy_volume"] = _num(raw["taker_buy_volume"]).to_numpy()
         out["trade_count"] = _num(raw["count"]).to_numpy()
-    elif fmt == "binance_api":
-        raw = pd.read_csv(path, dtype=str)
-        out = pd.DataFrame({"open_time": pd.to_datetime(raw["timestamp"], utc=True, errors="coerce", format="ISO8601")})
-        out["taker_buy_volume"] = _num(raw["tb_base_av"])
-        out["trade_count"] = _num(raw["trades"])
-    elif fmt == "freqtrade":
-        raw = pd.read_csv(path, dtype=str)
-        out = pd.DataFrame({"open_time": pd.to_datetime(raw["date"], utc=True, errors="coerce", format="ISO8601")})
-        out["taker_buy_volume"] = np.nan
-        out["trade_count"] = np.nan
     else:
-        raise UnknownFormat(f"unknown kline format {fmt!r}")
+        names = pt.header_names(head)
+        table = pt.split_table(data, path.name, names=names, widths={len(names)}, header=True)
+        raw = table.rows
+        when = raw["timestamp" if fmt == "binance_api" else "date"]
+        out = pd.DataFrame({"open_time": pd.to_datetime(when, utc=True, errors="coerce", format="ISO8601")})
+        if fmt == "binance_api":
+            out["taker_buy_volume"] = _num(raw["tb_base_av"])
+            out["trade_count"] = _num(raw["trades"])
+        else:
+            out["taker_buy_volume"] = np.nan
+            out["trade_count"] = np.nan
     for col in ("open", "high", "low", "close", "volume"):
         out[col] = _num(raw[col]).to_numpy()
     out["open_time"] = out["open_time"].astype("datetime64[ns, UTC]")
-    return out[COLUMNS]
+    return pt.Loaded(frame=out[COLUMNS], lines=table.lines, skipped=table.skipped, first=table.first)
 
 
-def sanitize(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(clean rows, skipped count by reason). Each bad row counts once, under its first failing check."""
+def sanitize(frame: pd.DataFrame, *, first: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(clean rows, skipped count by reason). Each bad row counts once, under its first failing check.
+    `first` gets the first bad row per reason (parsers_trades.apply_checks)."""
     df = frame.reset_index(drop=True)
     prices = df[["open", "high", "low", "close"]].to_numpy(dtype="float64")
     vol = df["volume"].to_numpy(dtype="float64")
@@ -182,7 +190,7 @@ def sanitize(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
             ("high_below_low", h < lo),
             ("open_close_outside_range", (o < lo) | (o > h) | (c < lo) | (c > h)),
         ]
-    return apply_checks(df, checks, ["open_time"])
+    return apply_checks(df, checks, ["open_time"], first)
 
 
 # -- trades -> 1-minute bars (the live aggregation, replayed over a file) ---------------------------------

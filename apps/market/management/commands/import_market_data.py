@@ -15,7 +15,14 @@
   same run get their liquidation volumes.
 
 Idempotent: every write is insert-or-ignore on the model's unique key. Each file reports rows read, stored
-and skipped by reason.
+and skipped by reason, and the first bad line of each reason (lines count from 1, the header included).
+
+Bad files never end in a traceback and never store anything wrong:
+* a file that cannot be read as a whole (empty, not the zip/gzip its name says, a zip not holding exactly
+  one file, truncated, corrupt, an unknown format, a market the name does not tell) is refused: nothing of
+  it is stored, the other files of the run are imported, and the command ends in a CommandError with one
+  line per refused file naming it (and the line, when the damage has one);
+* a bad row is skipped and counted: wrong column count, values the sanitisers refuse.
 """
 
 import time
@@ -41,9 +48,26 @@ DEFAULT_LIQ_SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
 _ORDER = {"klines": 0, "agg_trades": 1, "public_trades": 1, "large_trades": 2, "liquidations": 3}
 
 
-def _reasons(skipped: dict[str, int]) -> str:
+_NOT_BAD = {"symbol_not_selected"}  # rows left out by choice, not for being wrong: no line to point at
+
+
+def _reasons(skipped: dict[str, int], first: dict[str, int] | None = None) -> str:
+    """``skipped N (reason=count, ...)``, then ``; first bad line: reason=line, ...`` when lines are known."""
     n = sum(skipped.values())
-    return f"skipped {n} ({', '.join(f'{k}={v}' for k, v in sorted(skipped.items())) or 'none'})"
+    text = f"skipped {n} ({', '.join(f'{k}={v}' for k, v in sorted(skipped.items())) or 'none'})"
+    lines = {k: v for k, v in (first or {}).items() if k in skipped and k not in _NOT_BAD}
+    if lines:
+        text += f"; first bad line: {', '.join(f'{k}={v}' for k, v in sorted(lines.items()))}"
+    return text
+
+
+def _refusal(exc: pt.BadFile) -> str:
+    return f"{exc.name}: refused, {exc.reason}; nothing stored"
+
+
+def _with_lines(loaded: pt.Loaded):
+    """The loaded frame with its file lines as a "line" column (the sanitisers name bad rows by it)."""
+    return loaded.frame.assign(line=loaded.lines)
 
 
 def _merge(*dicts: dict[str, int]) -> dict[str, int]:
@@ -89,66 +113,78 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, paths, exchange=None, symbol=None, timeframe=None, liq_symbols="", **options):
-        jobs = []
+        for raw in paths:
+            if not Path(raw).is_file():
+                raise CommandError(f"{raw}: no such file")
+        jobs, refused = [], []
         for raw in paths:
             path = Path(raw)
-            if not path.is_file():
-                raise CommandError(f"{path}: no such file")
-            kind = pt.detect_trade_format(path)
-            if kind is None:
-                try:
+            try:
+                kind = pt.detect_trade_format(path)
+                if kind is None:
                     importers.detect_format(path)
-                except importers.UnknownFormat as exc:
-                    raise CommandError(str(exc)) from exc
-                kind = "klines"
+                    kind = "klines"
+            except pt.BadFile as exc:
+                refused.append(_refusal(exc))
+                continue
             jobs.append((_ORDER[kind], len(jobs), kind, path))
         for _, _, kind, path in sorted(jobs):
             started = time.perf_counter()
-            if kind == "klines":
-                line = self._klines(path, exchange, symbol, timeframe)
-            elif kind in ("agg_trades", "public_trades"):
-                line = self._trades(path, kind, exchange, symbol)
-            elif kind == "large_trades":
-                line = self._large_trades(path)
-            else:
-                line = self._liquidations(path, liq_symbols)
+            try:
+                if kind == "klines":
+                    line = self._klines(path, exchange, symbol, timeframe)
+                elif kind in ("agg_trades", "public_trades"):
+                    line = self._trades(path, kind, exchange, symbol)
+                elif kind == "large_trades":
+                    line = self._large_trades(path)
+                else:
+                    line = self._liquidations(path, liq_symbols)
+            except pt.BadFile as exc:
+                refused.append(_refusal(exc))
+                continue
             self.stdout.write(f"{line}, {time.perf_counter() - started:.2f}s")
+        if refused:
+            if len(paths) == 1:
+                raise CommandError(refused[0])
+            raise CommandError(f"{len(refused)} of {len(paths)} files refused:\n" + "\n".join(refused))
 
     # -- klines ----------------------------------------------------------------------------------------
     def _klines(self, path: Path, exchange, symbol, timeframe) -> str:
-        try:
-            fmt = importers.detect_format(path)
-            frame = importers.read_klines(path, fmt)
-        except importers.UnknownFormat as exc:
-            raise CommandError(str(exc)) from exc
+        fmt = importers.detect_format(path)
+        loaded = importers.load_klines(path, fmt)
+        frame = _with_lines(loaded)
         info = importers.infer_file_info(path)
         ex_code = exchange or info.exchange
         sym = symbol or info.symbol
         tf = timeframe or info.timeframe or importers.timeframe_from_spacing(frame)
         missing = [name for name, v in (("--exchange", ex_code), ("--symbol", sym), ("--timeframe", tf)) if not v]
         if missing:
-            raise CommandError(f"{path.name}: cannot tell {', '.join(missing)} from the file name; pass it")
+            raise pt.BadFile(path.name, f"cannot tell {', '.join(missing)} from the file name; pass it")
+        first = dict(loaded.first)
+        clean, skipped = importers.sanitize(frame, first=first)
+        skipped = _merge(loaded.skipped, skipped)
+        head = f"{path.name} [{fmt}] -> {ex_code}:{sym} {tf}: read {loaded.read}"
         inst = instrument_ensure(exchange_code=ex_code, symbol=sym)
-        report = candles_import(instrument=inst, frame=frame, timeframe=tf)
-        skipped = ", ".join(f"{k}={v}" for k, v in sorted(report.skipped.items())) or "none"
-        return (
-            f"{path.name} [{fmt}] -> {inst} {tf}: read {report.read}, stored {report.stored}, "
-            f"skipped {sum(report.skipped.values())} ({skipped})"
-        )
+        report = candles_import(instrument=inst, frame=clean, timeframe=tf)
+        return f"{head}, stored {report.stored}, {_reasons(_merge(skipped, report.skipped), first)}"
 
     # -- trades -> bars --------------------------------------------------------------------------------
     def _trades(self, path: Path, kind: str, exchange, symbol) -> str:
         if kind == "agg_trades":
             ex_code, sym, contract = trade_market(path, exchange, symbol)
-            frame = pt.read_agg_trades(path, contract_usd=contract)
             label = f"agg_trades, COIN-M {contract:g} USD contracts -> base" if contract else "agg_trades"
         else:
-            ex_code, sym, label = exchange, symbol, "public_trades"
-            frame = pt.read_public_trades(path)
+            ex_code, sym, label, contract = exchange, symbol, "public_trades", None
         if not (ex_code and sym):
-            raise CommandError(f"{path.name}: cannot tell the market from the file name; pass --exchange and --symbol")
+            raise pt.BadFile(path.name, "cannot tell the market from the file name; pass --exchange and --symbol")
+        loaded = (pt.load_agg_trades(path, contract_usd=contract) if kind == "agg_trades"
+                  else pt.load_public_trades(path))
+        frame = _with_lines(loaded)
+        first = dict(loaded.first)
+        clean, skipped = pt.sanitize_trades(frame, first=first)
+        skipped = _merge(loaded.skipped, skipped)
+        head = f"{path.name} [{label}] -> {ex_code}:{sym} 1m: trades read {loaded.read}"
         inst = instrument_ensure(exchange_code=ex_code, symbol=sym)
-        clean, skipped = pt.sanitize_trades(frame)
         t0 = time.perf_counter()
         built = importers.bars_from_trades(
             clean,
@@ -162,18 +198,21 @@ class Command(BaseCommand):
         if inst.whale_median_multiple > 0:
             rule += f" and >= {inst.whale_median_multiple:f}x rolling median size"
         return (
-            f"{path.name} [{label}] -> {inst} 1m: trades read {len(frame)}, aggregated {built.accepted}, "
-            f"{_reasons(_merge(skipped, built.rejected))}; bars built {len(built.bars)}, stored {stored}; "
+            f"{head}, aggregated {built.accepted}, {_reasons(_merge(skipped, built.rejected), first)}; "
+            f"bars built {len(built.bars)}, stored {stored}; "
             f"large trades ({rule}) {len(built.large)}, stored {large}; aggregation {rate:,.0f} trades/s"
         )
 
     # -- large-trade recordings ------------------------------------------------------------------------
     def _large_trades(self, path: Path) -> str:
-        frame = pt.read_large_trades(path)
-        clean, skipped = pt.sanitize_trades(frame)
+        loaded = pt.load_large_trades(path)
+        first = dict(loaded.first)
+        clean, skipped = pt.sanitize_trades(_with_lines(loaded), first=first)
+        skipped = _merge(loaded.skipped, skipped)
         bad = (clean["symbol"] == "").to_numpy()
         if bad.any():
             skipped = _merge(skipped, {"bad_symbol": int(bad.sum())})
+            first.setdefault("bad_symbol", int(clean["line"].to_numpy()[bad][0]))
             clean = clean[~bad]
         parts, stored = [], 0
         for sym, rows in clean.groupby("symbol", sort=True):
@@ -182,14 +221,17 @@ class Command(BaseCommand):
             stored += n
             parts.append(f"{sym} {n}/{len(rows)}")
         return (
-            f"{path.name} [large_trades] -> binanceusdm: read {len(frame)}, stored {stored}, {_reasons(skipped)}; "
-            f"per symbol stored/clean: {', '.join(parts)}"
+            f"{path.name} [large_trades] -> binanceusdm: read {loaded.read}, stored {stored}, "
+            f"{_reasons(skipped, first)}; per symbol stored/clean: {', '.join(parts) or 'none'}"
         )
 
     # -- liquidation recordings ------------------------------------------------------------------------
     def _liquidations(self, path: Path, liq_symbols: str) -> str:
-        frame = pt.read_liquidations(path)
-        clean, skipped = pt.sanitize_liquidations(frame)
+        loaded = pt.load_liquidations(path)
+        frame = loaded.frame
+        first = dict(loaded.first)
+        clean, skipped = pt.sanitize_liquidations(_with_lines(loaded), first=first)
+        skipped = _merge(loaded.skipped, skipped)
         junk = int((frame["junk_prefix"] != "").sum())
         if liq_symbols.strip().lower() != "all":
             wanted = {s.strip() for s in liq_symbols.split(",") if s.strip()} or set(DEFAULT_LIQ_SYMBOLS)
@@ -214,7 +256,8 @@ class Command(BaseCommand):
             parts.append(f"{sym} {n}/{len(rows)}")
         covered = sum((b // 60_000 - a // 60_000 + 1) for a, b in segments)
         return (
-            f"{path.name} [liquidations] -> binanceusdm: read {len(frame)}, stored {stored}, {_reasons(skipped)}"
+            f"{path.name} [liquidations] -> binanceusdm: read {loaded.read}, stored {stored}, "
+            f"{_reasons(skipped, first)}"
             f"{f'; junk prefix cut from {junk} row(s)' if junk else ''}; per symbol stored/clean: "
             f"{', '.join(parts) or 'none'}; recording covers {covered} min in {len(segments)} segment(s), "
             f"candle liq volumes set on {liq_set}"

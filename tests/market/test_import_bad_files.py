@@ -1,0 +1,181 @@
+"""`import_market_data` on broken files (issue 12, "Market data imports"): every bad file is built here, in
+tmp_path, from the REAL files of ../shared/data (truncated, corrupted, columns added or cut, timestamps
+shifted); no data file is committed.
+
+Contract checked for each: no traceback (a refused file is a CommandError whose one line names the file and,
+where the file has one, the line), the report line keeps the counts (read, stored, skipped by reason, and
+the first bad line per reason), and nothing wrong is stored: no row from a refused file, no row in the
+future, no instrument for a file without a good row. Line numbers count the file's physical lines from 1,
+the header included (what `sed -n Np` / `zcat | sed -n Np` shows).
+"""
+
+import gzip
+import random
+import zipfile
+import zlib
+from datetime import UTC, datetime
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from apps.market import parsers_trades as pt
+from apps.market.models import Candle, Exchange, Instrument, LargeTrade, LiquidationEvent
+from tests.datafiles import BTC_90D, require
+
+pytestmark = pytest.mark.django_db
+
+VISION_1M = "klines/binance_vision_spot_BTCUSDT_1m/BTCUSDT-1m-2020-01-01.zip"
+CM_DAY = "trades/binance_vision_cm_BTCUSD_PERP_aggTrades/BTCUSD_PERP-aggTrades-2026-05-08.zip"
+LIQ_B = "liquidations/binance_usdm_forceorder_2025-06-23_2122-2156.csv"
+LARGE_DEC = "trades/binance_usdm_large_aggtrades_ge15kusd_2025-12-18_2025-12-28.csv.gz"
+PUBLIC = "trades/freqtrade_orderflow_public_trades_list_2023-02-02.csv"
+MS_2099 = int(datetime(2099, 1, 1, tzinfo=UTC).timestamp() * 1000)
+MS_2100 = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command("import_market_data", *map(str, args), stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def refused(*args) -> tuple[str, str]:
+    """(the CommandError's message, stdout) of a run that must end in a CommandError, never a traceback."""
+    out = StringIO()
+    with pytest.raises(CommandError) as exc:
+        call_command("import_market_data", *map(str, args), stdout=out, stderr=StringIO())
+    return str(exc.value), out.getvalue()
+
+
+def member_lines(relpath: str) -> list[str]:
+    """The lines of the single CSV inside a real data zip."""
+    with zipfile.ZipFile(require(relpath)) as zf:
+        return zf.read(zf.namelist()[0]).decode().splitlines()
+
+
+def write_lines(path, lines: list[str]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
+    return path
+
+
+def nothing_stored() -> bool:
+    return not (Candle.objects.exists() or Instrument.objects.exists() or Exchange.objects.exists()
+                or LargeTrade.objects.exists() or LiquidationEvent.objects.exists())
+
+
+def set_field(line: str, i: int, value) -> str:
+    f = line.split(",")
+    f[i] = str(value)
+    return ",".join(f)
+
+
+# -- unreadable files: refused whole, named, nothing stored -----------------------------------------------
+def test_truncated_large_gzip_is_refused_naming_the_line_and_the_other_files_still_import(tmp_path):
+    raw = require(BTC_90D).read_bytes()
+    cut = raw[: len(raw) * 55 // 100]
+    bad = tmp_path / "binance_spot_BTCUSDT_1m_2025-05-20_2025-08-18__cut.csv.gz"
+    bad.write_bytes(cut)
+    partial = zlib.decompressobj(wbits=31).decompress(cut)  # what the cut file still holds
+    line = partial.count(b"\n") + 1  # the data stops inside this line
+    assert 60_000 < line < 80_000
+
+    msg, out = refused(bad, require(VISION_1M))
+    first, reason = msg.splitlines()
+    assert first == "1 of 2 files refused:"
+    assert reason.startswith(f"{bad.name}: refused, truncated gzip: the data ends inside line {line}")
+    assert reason.endswith("nothing stored")
+    assert "read 1440, stored 1440, skipped 0" in out  # the good file of the same run is imported
+    assert not Candle.objects.filter(instrument__symbol="BTC/USDT", open_time__year=2025).exists()
+    assert Candle.objects.count() == 1440
+
+
+@pytest.mark.parametrize("relpath", [VISION_1M, CM_DAY])
+def test_corrupt_zip_member_is_refused(tmp_path, relpath):
+    z = bytearray(require(relpath).read_bytes())
+    for i in range(len(z) // 2, len(z) // 2 + 64):  # inside the compressed data, far from both headers
+        z[i] ^= 0x5A
+    bad = tmp_path / require(relpath).name
+    bad.write_bytes(bytes(z))
+    msg, _ = refused(bad)
+    assert msg.startswith(f"{bad.name}: refused, corrupt zip") and "nothing stored" in msg
+    assert nothing_stored()
+
+
+def test_random_zip_and_other_unreadable_files_are_refused(tmp_path):
+    rng = random.Random(12)
+    cases = {}
+    p = tmp_path / "BTCUSDT-1m-2020-01-01.zip"
+    p.write_bytes(rng.randbytes(5000))  # not a zip at all
+    cases[p] = "not a zip archive"
+    p = tmp_path / "z2" / "BTCUSDT-1m-2020-01-02.zip"
+    p.parent.mkdir()
+    with zipfile.ZipFile(p, "w") as zf:  # a real zip holding random bytes
+        zf.writestr("BTCUSDT-1m-2020-01-02.csv", rng.randbytes(5000))
+    cases[p] = "unknown kline format"
+    p = tmp_path / "z3" / "BTCUSDT-1m-2020-01-03.zip"
+    p.parent.mkdir()
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("a.csv", "\n".join(member_lines(VISION_1M)))
+        zf.writestr("b.csv", "\n".join(member_lines(VISION_1M)))
+    cases[p] = "zip must hold exactly one CSV, found 2"
+    p = tmp_path / "binance_spot_BTCUSDT_1m_x.csv.gz"
+    p.write_bytes(rng.randbytes(3000))  # .gz that is not gzip
+    cases[p] = "not a gzip file"
+    p = tmp_path / "binance_spot_BTCUSDT_1m_empty.csv"
+    p.write_bytes(b"")
+    cases[p] = "empty file"
+    for path, reason in cases.items():
+        msg, _ = refused(path)
+        assert msg.startswith(f"{path.name}: refused, ") and reason in msg, msg
+        assert "nothing stored" in msg and "\n" not in msg.strip()
+    msg, _ = refused(*cases)  # all at once: one line each
+    assert msg.startswith(f"{len(cases)} of {len(cases)} files refused")
+    assert all(f"{path.name}: refused, " in msg for path in cases)
+    assert nothing_stored()
+
+
+# -- rows with the wrong column count: skipped, counted, the first one named ------------------------------
+def test_wrong_column_count_rows_are_skipped_counted_and_named(tmp_path):
+    lines = member_lines(VISION_1M)
+    lines[99] += ",7"  # 13 fields
+    lines[199] = lines[199].rsplit(",", 1)[0]  # 11 fields
+    lines[299] = ",".join(lines[299].split(",")[:6])  # 6: an OHLCV row inside a 12-column file
+    path = write_lines(tmp_path / "BTCUSDT-1m-2020-01-01.csv", lines)
+    out = run(path)
+    assert "read 1440, stored 1437, skipped 3 (wrong_column_count=3); first bad line: wrong_column_count=100" in out
+    stored = set(Candle.objects.values_list("open_time", flat=True))
+    bad_times = {datetime.fromtimestamp(int(lines[i].split(",")[0]) / 1000, tz=UTC) for i in (99, 199, 299)}
+    assert len(stored) == 1437 and not stored & bad_times
+
+    agg = member_lines(CM_DAY)[:3001]
+    agg[1500] += ",extra,fields"
+    agg[2500] = ",".join(agg[2500].split(",")[:5])
+    out = run(write_lines(tmp_path / "BTCUSD_PERP-aggTrades-2026-05-08.csv", agg))
+    assert "trades read 3000, aggregated 2998, skipped 2 (wrong_column_count=2)" in out
+    assert "first bad line: wrong_column_count=1501" in out
+
+    ft = gzip.open(require(BTC_90D), "rt").read().splitlines()[:2001]
+    ft[7] += ",1"
+    out = run(write_lines(tmp_path / "binance_spot_ETHUSDT_1m_2025-05-20_x.csv.gz", ft))
+    assert "read 2000, stored 1999, skipped 1 (wrong_column_count=1); first bad line: wrong_column_count=8" in out
+
+
+# -- time range: impossible times counted, rows beyond now refused ---------------------------------------
+# -- header-only files ------------------------------------------------------------------------------------
+# -- whatever the damage: a clear outcome, never a traceback, never an impossible candle --------------------
+def test_pure_loaders_say_which_line_is_bad(tmp_path):
+    lines = member_lines(CM_DAY)[:101]
+    lines[50] += ",x"
+    path = write_lines(tmp_path / "BTCUSD_PERP-aggTrades-2026-05-08.csv", lines)
+    loaded = pt.load_agg_trades(path)
+    assert len(loaded.frame) == 99 and loaded.skipped == {"wrong_column_count": 1}
+    assert loaded.first == {"wrong_column_count": 51}
+    assert loaded.lines[:3].tolist() == [2, 3, 4] and 51 not in loaded.lines.tolist()
+    assert pt.read_agg_trades(path).equals(loaded.frame)  # the replay feed's loader: the same rows
+    with pytest.raises(pt.BadFile, match="truncated"):
+        cut = tmp_path / "cut.csv.gz"
+        cut.write_bytes(gzip.compress("\n".join(lines).encode())[:-30])
+        pt.load_agg_trades(cut)
