@@ -15,7 +15,8 @@ taker_buy_volume`` (float64, taker may be NaN) and ``trade_count`` (float64, NaN
 
 Files are read whole and checked as `apps.market.parsers_trades` reads them (`read_bytes`, `split_table`):
 a file that cannot be read (empty, not a zip/gzip, truncated, corrupt) raises `parsers_trades.BadFile`
-(`UnknownFormat` is one), a line with the wrong column count is left out and counted.
+(`UnknownFormat` is one), a line with the wrong column count is left out and counted. An open time that
+does not parse, is not positive, or lies outside datetime64[ns] (1677..2262) is NaT (``bad_time``).
 """
 
 from __future__ import annotations
@@ -129,6 +130,16 @@ def _num(s: pd.Series) -> pd.Series:
     return pd.to_numeric(s, errors="coerce").astype("float64")
 
 
+_NS_MIN, _NS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+
+
+def _utc_ns(t: pd.Series) -> pd.Series:
+    """Parsed UTC times as datetime64[ns, UTC]; a time datetime64[ns] cannot hold (before 1677, after 2262)
+    becomes NaT instead of an OverflowError."""
+    t = pd.Series(t)
+    return t.where(t.notna() & (t >= _NS_MIN) & (t <= _NS_MAX)).astype("datetime64[ns, UTC]")
+
+
 def read_klines(path: Path, fmt: str | None = None) -> pd.DataFrame:
     """The standard candle frame of one file, unsanitised (bad rows are still there; see `sanitize`)."""
     return load_klines(path, fmt).frame
@@ -149,7 +160,9 @@ def load_klines(path: Path, fmt: str | None = None) -> pt.Loaded:
         raw = table.rows
         t = _num(raw["open_time"])
         ms = np.where(t >= _US_THRESHOLD, t / 1000.0, t)
-        out = pd.DataFrame({"open_time": pd.to_datetime(ms, unit="ms", utc=True, errors="coerce")})
+        with np.errstate(invalid="ignore"):
+            ms = np.where((ms > 0) & (ms <= pt.MAX_MS), ms, np.nan)  # not positive or past 2262: bad_time
+        out = pd.DataFrame({"open_time": _utc_ns(pd.to_datetime(ms, unit="ms", utc=True, errors="coerce"))})
         out["taker_buy_volume"] = _num(raw["taker_buy_volume"]).to_numpy()
         out["trade_count"] = _num(raw["count"]).to_numpy()
     else:
@@ -157,7 +170,7 @@ def load_klines(path: Path, fmt: str | None = None) -> pt.Loaded:
         table = pt.split_table(data, path.name, names=names, widths={len(names)}, header=True)
         raw = table.rows
         when = raw["timestamp" if fmt == "binance_api" else "date"]
-        out = pd.DataFrame({"open_time": pd.to_datetime(when, utc=True, errors="coerce", format="ISO8601")})
+        out = pd.DataFrame({"open_time": _utc_ns(pd.to_datetime(when, utc=True, errors="coerce", format="ISO8601"))})
         if fmt == "binance_api":
             out["taker_buy_volume"] = _num(raw["tb_base_av"])
             out["trade_count"] = _num(raw["trades"])
@@ -170,18 +183,47 @@ def load_klines(path: Path, fmt: str | None = None) -> pt.Loaded:
     return pt.Loaded(frame=out[COLUMNS], lines=table.lines, skipped=table.skipped, first=table.first)
 
 
-def sanitize(frame: pd.DataFrame, *, first: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(clean rows, skipped count by reason). Each bad row counts once, under its first failing check.
-    `first` gets the first bad row per reason (parsers_trades.apply_checks)."""
+def timeframe_ms(timeframe: str | None) -> int | None:
+    """'1m' -> 60000 ..., None for None or a label of months/unknown units."""
+    m = re.fullmatch(r"(\d+)([smhdw])", timeframe or "")
+    return int(m.group(1)) * _TIMEFRAME_SECONDS[m.group(2)] * 1000 if m else None
+
+
+def _on_epoch_grid(timeframe: str) -> bool:
+    """Candles of this timeframe open on multiples of it since the epoch (s, m, h and 1d: UTC-aligned);
+    weeks open on Mondays and multi-day bars on venue-specific days, so they are not checked."""
+    m = re.fullmatch(r"(\d+)([smhdw])", timeframe)
+    return bool(m) and (m.group(2) in "smh" or timeframe == "1d")
+
+
+def sanitize(frame: pd.DataFrame, *, now_ms: int | None = None, timeframe: str | None = None,
+             first: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(clean rows, skipped count by reason). Each bad row counts once, under its first failing check:
+    bad_time (NaT), too_old (before 2009-01-03), future, off_grid, then the value checks below, then
+    duplicate_in_file (same open time; the first is kept).
+
+    future: a candle that has not closed by now_ms (default: the wall clock) + 5 s: open_time + timeframe
+    beyond it (without a timeframe: open_time beyond it). off_grid (only with a timeframe of s/m/h or 1d):
+    an open time that is not a multiple of the timeframe. `first` gets the first bad row per reason
+    (parsers_trades.apply_checks)."""
     df = frame.reset_index(drop=True)
     prices = df[["open", "high", "low", "close"]].to_numpy(dtype="float64")
     vol = df["volume"].to_numpy(dtype="float64")
     buy = df["taker_buy_volume"].to_numpy(dtype="float64") if "taker_buy_volume" in df else np.full(len(df), np.nan)
     trades = df["trade_count"].to_numpy(dtype="float64") if "trade_count" in df else np.full(len(df), np.nan)
     o, h, lo, c = prices.T
+    times = df["open_time"].astype("datetime64[ns, UTC]")
+    t_ms = np.where(times.isna(), 0, times.to_numpy(dtype="datetime64[ns]").astype("int64") // 1_000_000)
+    now = pt.wall_clock_ms() if now_ms is None else int(now_ms)
+    tf_ms = timeframe_ms(timeframe) or 0
+    nat = times.isna().to_numpy()
+    grid = tf_ms > 0 and _on_epoch_grid(timeframe or "")
     with np.errstate(invalid="ignore"):
         checks = [
-            ("bad_time", df["open_time"].isna().to_numpy()),
+            ("bad_time", nat),
+            ("too_old", ~nat & (t_ms < pt.EARLIEST_MS)),
+            ("future", ~nat & (t_ms + tf_ms > now + pt.FUTURE_TOLERANCE_MS)),
+            ("off_grid", ~nat & (t_ms % tf_ms != 0) if grid else np.zeros(len(df), dtype=bool)),
             ("non_finite", ~np.isfinite(prices).all(axis=1) | ~np.isfinite(vol) | np.isinf(buy)),
             ("non_positive_price", (prices <= 0).any(axis=1)),
             ("negative_volume", (vol < 0) | (buy < 0)),

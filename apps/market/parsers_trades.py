@@ -42,8 +42,11 @@ not the format's is left out and counted as ``wrong_column_count``. The ``load_*
 frame with the file line of each row (1-based, header included) and those counts (`Loaded`); the
 ``read_*`` functions return just the frame.
 
-The sanitisers' ``first`` argument collects the first bad row per reason (its ``line`` column when the
-frame has one, else its position).
+Times: a ts that does not parse, is not positive, or lies outside what a datetime64[ns] holds (1677..2262)
+is -1 (``bad_time``). The sanitisers also refuse times before `EARLIEST_MS` (``too_old``: 2009-01-03, the
+first bitcoin block; no market existed, usually seconds read as ms) and after now + `FUTURE_TOLERANCE_MS`
+(``future``: the caller's clock, the wall clock by default). Their ``first`` argument collects the first
+bad row per reason (its ``line`` column when the frame has one, else its position).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 import zipfile
 import zlib
 from collections.abc import Collection
@@ -82,7 +86,15 @@ _COINM_RE = re.compile(r"(?<![A-Z0-9])([A-Z0-9]{2,12})USD_(PERP|\d{6})(?![A-Z0-9
 _SYMBOL_TAIL_RE = re.compile(r"[A-Z0-9_]+$")
 _BOOL = {"true": True, "false": False}
 AGG_WIDE_COLUMNS = [*AGG_COLUMNS, "is_best_match"]  # header-less spot dumps carry an 8th column
+
+EARLIEST_MS = 1_230_940_800_000  # 2009-01-03 00:00 UTC, the first bitcoin block: no market before it
+FUTURE_TOLERANCE_MS = 5_000  # the live Sanitiser's default: rows beyond now + this are refused as "future"
+MAX_MS = int(pd.Timestamp.max.timestamp() * 1000)  # 2262-04-11: the end of datetime64[ns]
 _CHUNK = 1 << 16
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
 
 
 # -- reading whole files ----------------------------------------------------------------------------------
@@ -267,11 +279,13 @@ def _num(s: pd.Series) -> np.ndarray:
 
 
 def _ts(s: pd.Series) -> np.ndarray:
-    """ms epoch as int64; unparsable -> -1 (counted as bad_time by the sanitisers). µs values become ms."""
+    """ms epoch as int64; unparsable, not positive or past datetime64[ns] (2262) -> -1 (counted as bad_time by
+    the sanitisers). µs values become ms."""
     x = _num(s)
     x = np.where(x >= 10**14, x / 1000.0, x)  # µs epoch (spot dumps since 2025) -> ms
     out = np.full(len(x), -1, dtype="int64")
-    ok = np.isfinite(x) & (x > 0)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(x) & (x > 0) & (x <= MAX_MS)
     out[ok] = x[ok].astype("int64")
     return out
 
@@ -516,11 +530,19 @@ def apply_checks(df: pd.DataFrame, checks: list[tuple[str, np.ndarray]], dup_col
     return df.reset_index(drop=True), skipped
 
 
-def sanitize_trades(frame: pd.DataFrame, *, first: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+def _time_checks(ts: np.ndarray, now_ms: int | None) -> list[tuple[str, np.ndarray]]:
+    now = wall_clock_ms() if now_ms is None else int(now_ms)
+    return [("too_old", ts < EARLIEST_MS), ("future", ts > now + FUTURE_TOLERANCE_MS)]
+
+
+def sanitize_trades(frame: pd.DataFrame, *, now_ms: int | None = None,
+                    first: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
     """(clean trades, skipped count by reason). Each bad row counts once, under its first failing check:
-    bad_time, non_finite, non_positive (price or amount), bad_side, then duplicate_in_file (same id, per
-    market_id when the frame has one; id-less rows are never duplicates). File order is kept: time order
-    is the live sanitiser's business."""
+    bad_time, non_finite, non_positive (price or amount), bad_side, too_old (before 2009-01-03), future
+    (after now_ms + 5 s; now_ms defaults to the wall clock), then duplicate_in_file (same id, per market_id
+    when the frame has one; id-less rows are never duplicates). File order is kept: time order is the live
+    sanitiser's business, and a row beyond now never reaches it (it would become its "newest" trade and
+    make every good trade after it "out of order")."""
     df = frame.reset_index(drop=True)
     p = df["price"].to_numpy(dtype="float64")
     a = df["amount"].to_numpy(dtype="float64")
@@ -530,6 +552,7 @@ def sanitize_trades(frame: pd.DataFrame, *, first: dict[str, int] | None = None)
             ("non_finite", ~np.isfinite(p) | ~np.isfinite(a)),
             ("non_positive", (p <= 0) | (a <= 0)),
             ("bad_side", ~df["side"].isin(["buy", "sell"]).to_numpy()),
+            *_time_checks(df["ts_ms"].to_numpy(), now_ms),
         ]
     clean, skipped = apply_checks(df, checks, None, first)
     ids = clean["id"].astype(str)
@@ -543,10 +566,11 @@ def sanitize_trades(frame: pd.DataFrame, *, first: dict[str, int] | None = None)
     return clean, skipped
 
 
-def sanitize_liquidations(frame: pd.DataFrame, *,
+def sanitize_liquidations(frame: pd.DataFrame, *, now_ms: int | None = None,
                           first: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
     """(clean liquidations, skipped count by reason): bad_time, bad_symbol, bad_side, non_finite, non_positive
-    (price or amount), then duplicate_in_file (same symbol, ts, side, price, amount: the DB's unique key)."""
+    (price or amount), too_old, future (as `sanitize_trades`), then duplicate_in_file (same symbol, ts, side,
+    price, amount: the DB's unique key)."""
     df = frame.reset_index(drop=True)
     p = df["price"].to_numpy(dtype="float64")
     a = df["amount"].to_numpy(dtype="float64")
@@ -557,6 +581,7 @@ def sanitize_liquidations(frame: pd.DataFrame, *,
             ("bad_side", ~df["side"].isin(["long", "short"]).to_numpy()),
             ("non_finite", ~np.isfinite(p) | ~np.isfinite(a)),
             ("non_positive", (p <= 0) | (a <= 0)),
+            *_time_checks(df["ts_ms"].to_numpy(), now_ms),
         ]
     return apply_checks(df, checks, ["symbol", "ts_ms", "side", "price", "amount"], first)
 

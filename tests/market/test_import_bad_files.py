@@ -16,9 +16,12 @@ import zlib
 from datetime import UTC, datetime
 from io import StringIO
 
+import numpy as np
+import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.market import importers
 from apps.market import parsers_trades as pt
 from apps.market.models import Candle, Exchange, Instrument, LargeTrade, LiquidationEvent
 from tests.datafiles import BTC_90D, require
@@ -164,6 +167,97 @@ def test_wrong_column_count_rows_are_skipped_counted_and_named(tmp_path):
 
 
 # -- time range: impossible times counted, rows beyond now refused ---------------------------------------
+def test_out_of_range_timestamps_are_counted_never_a_traceback(tmp_path):
+    lines = member_lines(VISION_1M)
+    lines[3] = set_field(lines[3], 0, "99999999999999999999")  # beyond every datetime
+    lines[4] = set_field(lines[4], 0, "-5")
+    lines[5] = set_field(lines[5], 0, "1577836800")  # seconds, read as ms: 1970-01-19
+    lines[6] = set_field(lines[6], 0, "9223372036854775807")
+    out = run(write_lines(tmp_path / "BTCUSDT-1m-2020-01-01.csv", lines))
+    assert "read 1440, stored 1436, skipped 4 (bad_time=3, too_old=1); first bad line: bad_time=4, too_old=6" in out
+
+    ft = gzip.open(require(BTC_90D), "rt").read().splitlines()[:101]
+    for i, date in ((10, "9999-12-31 00:00:00+00:00"), (11, "2262-05-01 00:00:00+00:00"),
+                    (12, "1677-01-01 00:00:00+00:00"), (13, "1970-01-01 00:00:00+00:00"), (14, "99999-01-01")):
+        ft[i] = set_field(ft[i], 0, date)
+    out = run(write_lines(tmp_path / "binance_spot_ETHUSDT_1m_2025-05-20.csv.gz", ft))
+    assert "read 100, stored 95, skipped 5 (bad_time=4, too_old=1); first bad line: bad_time=11, too_old=14" in out
+
+    agg = member_lines(CM_DAY)[:201]
+    agg[20] = set_field(agg[20], 5, "99999999999999999999")
+    agg[21] = set_field(agg[21], 5, "9223372036854775807")
+    agg[22] = set_field(agg[22], 5, "1000")
+    out = run(write_lines(tmp_path / "BTCUSD_PERP-aggTrades-2026-05-08.csv", agg))
+    assert "trades read 200, aggregated 197, skipped 3 (bad_time=2, too_old=1)" in out
+    assert "first bad line: bad_time=21, too_old=23" in out
+    assert not Candle.objects.filter(open_time__year__lt=2009).exists()
+    assert not Candle.objects.filter(open_time__year__gt=2026).exists()
+
+
+def test_klines_in_2099_are_refused_and_counted(tmp_path):
+    lines = member_lines(VISION_1M)
+    shift = MS_2099 - int(lines[0].split(",")[0])
+    for i in range(1430, 1440):  # the last ten rows, moved to 2099-01-01
+        f = lines[i].split(",")
+        f[0], f[6] = str(int(f[0]) + shift), str(int(f[6]) + shift)
+        lines[i] = ",".join(f)
+    out = run(write_lines(tmp_path / "BTCUSDT-1m-2020-01-01.csv", lines))
+    assert "read 1440, stored 1430, skipped 10 (future=10); first bad line: future=1431" in out
+    assert Candle.objects.count() == 1430
+    assert not Candle.objects.filter(open_time__year__gt=2020).exists()
+
+
+def test_a_candle_is_refused_until_it_has_closed():
+    now = pd.Timestamp("2026-01-01 12:00:30", tz="UTC")
+    frame = pd.DataFrame({
+        "open_time": pd.DatetimeIndex([now.floor("1min") - pd.Timedelta(minutes=1), now.floor("1min"),
+                                       now.floor("1min") + pd.Timedelta(days=3)]).astype("datetime64[ns, UTC]"),
+        "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0, "taker_buy_volume": np.nan,
+        "trade_count": np.nan,
+    })
+    now_ms = int(now.timestamp() * 1000)
+    clean, skipped = importers.sanitize(frame, now_ms=now_ms, timeframe="1m")
+    assert skipped == {"future": 2} and clean["open_time"].tolist() == [frame["open_time"].iloc[0]]
+    clean, skipped = importers.sanitize(frame, now_ms=now_ms)  # no timeframe: only open times beyond now
+    assert skipped == {"future": 1} and len(clean) == 2
+    # the tolerance: a 1m candle that closes within 5 s of now is taken
+    assert importers.sanitize(frame.iloc[[1]], now_ms=now_ms + 25_000, timeframe="1m")[1] == {}
+
+
+def test_agg_trade_in_2100_is_refused_and_the_good_trades_after_it_are_kept(tmp_path):
+    lines = member_lines(CM_DAY)[:2001]  # the header and the day's first 2000 trades
+    bad = list(lines)
+    bad[1850] = set_field(bad[1850], 5, MS_2100)  # line 1851: 150 good trades follow it
+    good = lines[:1850] + lines[1851:]
+    out = run(write_lines(tmp_path / "bad" / "BTCUSD_PERP-aggTrades-2026-05-08.csv", bad))
+    assert "trades read 2000, aggregated 1999, skipped 1 (future=1); first bad line: future=1851" in out
+    assert "out_of_order" not in out
+    run(write_lines(tmp_path / "good" / "BTCUSD_PERP-aggTrades-2026-05-08.csv", good),
+        "--symbol", "XBT/USD:XBT")  # the same trades without the bad one, on another instrument
+    cols = ["open_time", "open", "high", "low", "close", "volume", "taker_buy_volume", "taker_sell_volume",
+            "trade_count", "whale_buy_volume", "whale_sell_volume"]
+    got = list(Candle.objects.filter(instrument__symbol="BTC/USD:BTC").order_by("open_time").values_list(*cols))
+    want = list(Candle.objects.filter(instrument__symbol="XBT/USD:XBT").order_by("open_time").values_list(*cols))
+    assert got == want and sum(r[8] for r in got) == 1999
+    assert not Candle.objects.filter(open_time__year__gt=2026).exists()
+
+
+def test_liquidation_and_large_trade_rows_beyond_now_are_refused(tmp_path):
+    liq = (require(LIQ_B).read_text()).splitlines()
+    btc = [i for i, r in enumerate(liq) if r.startswith("BTC,")]
+    liq[btc[3]] = set_field(liq[btc[3]], 10, MS_2100)
+    out = run(write_lines(tmp_path / LIQ_B.split("/")[-1], liq), "--liq-symbols", "BTC/USDT:USDT")
+    assert "future=1" in out and f"first bad line: future={btc[3] + 1}" in out
+    assert LiquidationEvent.objects.count() == len(btc) - 1
+    assert not LiquidationEvent.objects.filter(ts__year__gt=2025).exists()
+
+    large = gzip.open(require(LARGE_DEC), "rt").read().splitlines()[:300]
+    large[42] = set_field(large[42], 5, MS_2100)
+    out = run(write_lines(tmp_path / LARGE_DEC.split("/")[-1], large))
+    assert "read 300, stored 299, skipped 1 (future=1); first bad line: future=43" in out
+    assert not LargeTrade.objects.filter(ts__year__gt=2025).exists()
+
+
 # -- header-only files ------------------------------------------------------------------------------------
 # -- whatever the damage: a clear outcome, never a traceback, never an impossible candle --------------------
 def test_pure_loaders_say_which_line_is_bad(tmp_path):

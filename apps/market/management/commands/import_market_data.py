@@ -22,7 +22,9 @@ Bad files never end in a traceback and never store anything wrong:
   one file, truncated, corrupt, an unknown format, a market the name does not tell) is refused: nothing of
   it is stored, the other files of the run are imported, and the command ends in a CommandError with one
   line per refused file naming it (and the line, when the damage has one);
-* a bad row is skipped and counted: wrong column count, values the sanitisers refuse.
+* a bad row is skipped and counted: wrong column count, a time that does not parse or lies outside
+  2009-01-03 .. now + 5 s (a candle must also have closed by then; an aggTrade beyond now is refused before
+  the aggregation, so the good trades after it are kept), values the sanitisers refuse.
 """
 
 import time
@@ -161,7 +163,7 @@ class Command(BaseCommand):
         if missing:
             raise pt.BadFile(path.name, f"cannot tell {', '.join(missing)} from the file name; pass it")
         first = dict(loaded.first)
-        clean, skipped = importers.sanitize(frame, first=first)
+        clean, skipped = importers.sanitize(frame, timeframe=tf, first=first)
         skipped = _merge(loaded.skipped, skipped)
         head = f"{path.name} [{fmt}] -> {ex_code}:{sym} {tf}: read {loaded.read}"
         inst = instrument_ensure(exchange_code=ex_code, symbol=sym)
