@@ -22,7 +22,7 @@ does not parse, is not positive, or lies outside datetime64[ns] (1677..2262) is 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -249,13 +249,17 @@ class TradeBars:
     bars: one row per minute that had an accepted trade (BAR_FRAME_COLUMNS; volumes base units, liq NaN);
     large: the accepted trades whose notional (price * amount, quote units) reaches the builder's
     whale_notional, i.e. exactly the trades counted in whale_buy/sell_volume; rejected: the live
-    sanitiser's and the BarBuilder's counts by reason; accepted: trades that reached a bar.
+    sanitiser's and the BarBuilder's counts by reason (trades left out); accepted: trades that reached a
+    bar; reanchored: accepted trades that moved the sanitiser's price band (counted, not left out); first:
+    the first rejected trade per reason (its "line" when the frame has that column, else its position).
     """
 
     bars: pd.DataFrame
     large: pd.DataFrame
     rejected: dict[str, int]
     accepted: int
+    reanchored: int = 0
+    first: dict[str, int] = field(default_factory=dict)
 
 
 def bars_from_trades(
@@ -264,11 +268,14 @@ def bars_from_trades(
     whale_notional: float = 100_000.0,
     whale_median_multiple: float = 0.0,
     sanitiser=None,
+    now_ms: int | None = None,
     **builder_kwargs,
 ) -> TradeBars:
     """Aggregate a trades frame (parsers_trades.read_*: ts_ms, price, amount, side, id) into closed 1m bars
     through the SAME objects as the live feed (apps.market.pipeline): Sanitiser then BarBuilder, one trade
-    at a time in file order, with the newest trade time as the clock (history: nothing is "in the future").
+    at a time in file order. The Sanitiser's clock is now_ms (default: the wall clock), so a trade beyond
+    now is refused as "future" and never becomes the newest trade (the trades after it would all be "out
+    of order"); `parsers_trades.sanitize_trades` refuses those rows before, with their file lines.
 
     The whale rule is the instrument's (whale_notional in quote units, whale_median_multiple, 0 = off);
     other BarBuilder options pass through. No liquidation feed: liq volumes are NaN (set later from the
@@ -288,21 +295,34 @@ def bars_from_trades(
     median = RollingMedian(builder_kwargs.get("whale_median_window", 1_000)) if multiple > 0 else None
     out: list[dict] = []
     large: list[int] = []
+    first: dict[str, int] = {}
+    labels = trades["line"].tolist() if "line" in trades else None
     check, add = sanitiser.check_trade, builder.add_trade
+    now = pt.wall_clock_ms() if now_ms is None else int(now_ms)
     newest = None
     columns = (trades["ts_ms"].tolist(), trades["price"].tolist(), trades["amount"].tolist(),
                trades["side"].tolist(), trades["id"].astype(str).tolist())
     for i, (ts, price, amount, side, ident) in enumerate(zip(*columns, strict=True)):
         t = Trade(ts_ms=ts, price=price, amount=amount, side=side, id=ident)
-        newest = ts if newest is None or ts > newest else newest
-        if check(t, newest) is not None:
+        reason = check(t, now)
+        if reason is not None:
+            first.setdefault(reason, labels[i] if labels is not None else i)
             continue
-        dropped = builder.duplicates + builder.late_trades + len(builder.rejected)
+        newest = ts if newest is None or ts > newest else newest
+        dup, late, rej = builder.duplicates, builder.late_trades, builder.rejected.copy()
         closed = add(t)
         if closed:
             out.extend(closed)
-        if builder.duplicates + builder.late_trades + len(builder.rejected) != dropped:
-            continue  # the builder did not count it (repeat id in its bar, or later than the grace)
+        if builder.duplicates != dup or builder.late_trades != late or builder.rejected != rej:
+            # the builder did not count it (repeat id in its bar, or later than the grace)
+            if builder.duplicates != dup:
+                reason = "duplicates"
+            elif builder.late_trades != late:
+                reason = "late_trades"
+            else:
+                reason = next(k for k, v in builder.rejected.items() if v != rej.get(k, 0))
+            first.setdefault(reason, labels[i] if labels is not None else i)
+            continue
         whale = price * amount >= notional
         if median is not None:
             if whale and len(median) >= min_trades:
@@ -315,9 +335,10 @@ def bars_from_trades(
     bars = pd.DataFrame(out, columns=BAR_FRAME_COLUMNS)
     bars["open_time"] = pd.to_datetime(bars["open_time"], utc=True).astype("datetime64[ns, UTC]")
     rejected = {**sanitiser.counts, **builder.rejected}
+    reanchored = int(rejected.pop("reanchored", 0))
     for name in ("late_trades", "duplicates", "late_liquidations", "orphan_liquidations"):
         if getattr(builder, name, 0):
             rejected[name] = int(getattr(builder, name))
     accepted = int(bars["trades"].sum()) if len(bars) else 0
     return TradeBars(bars=bars, large=trades.iloc[large].reset_index(drop=True), rejected=rejected,
-                     accepted=accepted)
+                     accepted=accepted, reanchored=reanchored, first=first)

@@ -242,6 +242,20 @@ def test_agg_trade_in_2100_is_refused_and_the_good_trades_after_it_are_kept(tmp_
     assert not Candle.objects.filter(open_time__year__gt=2026).exists()
 
 
+def test_the_aggregation_clock_is_now_not_the_newest_trade():
+    """bars_from_trades on its own (no sanitize_trades in front): the live Sanitiser, on the wall clock, refuses
+    the 2100 trade as future; it never becomes the newest trade, so the 150 after it are not out of order."""
+    trades = pt.read_agg_trades(require(CM_DAY)).iloc[:2000].copy()
+    trades.loc[1849, "ts_ms"] = MS_2100
+    built = importers.bars_from_trades(trades)
+    assert built.rejected == {"future": 1} and built.first == {"future": 1849} and built.accepted == 1999
+    ref = importers.bars_from_trades(trades.drop(index=1849).reset_index(drop=True))
+    pd.testing.assert_frame_equal(built.bars, ref.bars)
+    assert built.bars["open_time"].max() < pd.Timestamp("2026-05-09", tz="UTC")
+    # a data clock can still be given (a replay): then the same trade is in its present
+    assert importers.bars_from_trades(trades, now_ms=MS_2100).rejected["out_of_order"] == 150
+
+
 def test_liquidation_and_large_trade_rows_beyond_now_are_refused(tmp_path):
     liq = (require(LIQ_B).read_text()).splitlines()
     btc = [i for i, r in enumerate(liq) if r.startswith("BTC,")]

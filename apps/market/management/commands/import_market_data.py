@@ -23,8 +23,8 @@ Bad files never end in a traceback and never store anything wrong:
   it is stored, the other files of the run are imported, and the command ends in a CommandError with one
   line per refused file naming it (and the line, when the damage has one);
 * a bad row is skipped and counted: wrong column count, a time that does not parse or lies outside
-  2009-01-03 .. now + 5 s (a candle must also have closed by then; an aggTrade beyond now is refused before
-  the aggregation, so the good trades after it are kept), values the sanitisers refuse.
+  2009-01-03 .. now + 5 s (a candle must also have closed by then; an aggTrade beyond now never becomes the
+  aggregation's newest trade, so the good trades after it are kept), values the sanitisers refuse.
 """
 
 import time
@@ -193,14 +193,16 @@ class Command(BaseCommand):
             whale_notional=float(inst.whale_notional),
             whale_median_multiple=float(inst.whale_median_multiple),
         )
+        first.update({k: v for k, v in built.first.items() if k not in first})
         rate = len(clean) / max(time.perf_counter() - t0, 1e-9)
         stored = candles_from_trades_store(instrument=inst, bars=built.bars, timeframe="1m")
         large = large_trades_store(instrument=inst, trades=built.large, source=path.name)
         rule = f">= {inst.whale_notional:f} {inst.quote}".replace(".00 ", " ")
         if inst.whale_median_multiple > 0:
             rule += f" and >= {inst.whale_median_multiple:f}x rolling median size"
+        reanchored = f"; price band re-anchored on {built.reanchored} trade(s)" if built.reanchored else ""
         return (
-            f"{head}, aggregated {built.accepted}, {_reasons(_merge(skipped, built.rejected), first)}; "
+            f"{head}, aggregated {built.accepted}, {_reasons(_merge(skipped, built.rejected), first)}{reanchored}; "
             f"bars built {len(built.bars)}, stored {stored}; "
             f"large trades ({rule}) {len(built.large)}, stored {large}; aggregation {rate:,.0f} trades/s"
         )
