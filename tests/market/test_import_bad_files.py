@@ -273,6 +273,29 @@ def test_liquidation_and_large_trade_rows_beyond_now_are_refused(tmp_path):
 
 
 # -- header-only files ------------------------------------------------------------------------------------
+def test_header_only_files_store_nothing_and_create_no_instrument(tmp_path):
+    ft_header = gzip.open(require(BTC_90D), "rt").readline().strip()
+    files = [
+        write_lines(tmp_path / "binance_spot_BTCUSDT_1m_2025-05-20_empty.csv.gz", [ft_header]),
+        write_lines(tmp_path / "BTCUSD_PERP-aggTrades-2026-05-08.csv", member_lines(CM_DAY)[:1]),
+        write_lines(tmp_path / "BTCUSDT-1m-2020-01-01.csv", [",".join(importers.VISION_COLUMNS)]),
+    ]
+    for path in files:
+        out = run(path)
+        assert path.name in out and "read 0" in out and "no instrument created" in out, out
+    public = write_lines(tmp_path / "public.csv", require(PUBLIC).read_text().splitlines()[:1])
+    out = run(public, "--exchange", "binance", "--symbol", "ETH/USDT")
+    assert "trades read 0" in out and "no instrument created" in out
+    assert nothing_stored()
+
+    # a file whose every row is bad is the same: counted, nothing stored, no instrument
+    lines = member_lines(VISION_1M)[:5]
+    lines = [set_field(x, 1, "NaN") for x in lines]
+    out = run(write_lines(tmp_path / "all_bad" / "BTCUSDT-1m-2020-01-01.csv", lines))
+    assert "read 5, stored 0, skipped 5 (non_finite=5); first bad line: non_finite=1" in out
+    assert "no instrument created" in out and nothing_stored()
+
+
 # -- whatever the damage: a clear outcome, never a traceback, never an impossible candle --------------------
 def test_pure_loaders_say_which_line_is_bad(tmp_path):
     lines = member_lines(CM_DAY)[:101]

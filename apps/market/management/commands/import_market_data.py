@@ -24,7 +24,8 @@ Bad files never end in a traceback and never store anything wrong:
   line per refused file naming it (and the line, when the damage has one);
 * a bad row is skipped and counted: wrong column count, a time that does not parse or lies outside
   2009-01-03 .. now + 5 s (a candle must also have closed by then; an aggTrade beyond now never becomes the
-  aggregation's newest trade, so the good trades after it are kept), values the sanitisers refuse.
+  aggregation's newest trade, so the good trades after it are kept), values the sanitisers refuse;
+* a file with no good row (a header-only file) stores nothing and creates no instrument.
 """
 
 import time
@@ -166,6 +167,8 @@ class Command(BaseCommand):
         clean, skipped = importers.sanitize(frame, timeframe=tf, first=first)
         skipped = _merge(loaded.skipped, skipped)
         head = f"{path.name} [{fmt}] -> {ex_code}:{sym} {tf}: read {loaded.read}"
+        if clean.empty:
+            return f"{head}, stored 0, {_reasons(skipped, first)}; no good row: no instrument created"
         inst = instrument_ensure(exchange_code=ex_code, symbol=sym)
         report = candles_import(instrument=inst, frame=clean, timeframe=tf)
         return f"{head}, stored {report.stored}, {_reasons(_merge(skipped, report.skipped), first)}"
@@ -186,6 +189,8 @@ class Command(BaseCommand):
         clean, skipped = pt.sanitize_trades(frame, first=first)
         skipped = _merge(loaded.skipped, skipped)
         head = f"{path.name} [{label}] -> {ex_code}:{sym} 1m: trades read {loaded.read}"
+        if clean.empty:
+            return f"{head}, aggregated 0, {_reasons(skipped, first)}; no good row: no instrument created"
         inst = instrument_ensure(exchange_code=ex_code, symbol=sym)
         t0 = time.perf_counter()
         built = importers.bars_from_trades(
