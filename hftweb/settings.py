@@ -74,6 +74,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy (CONTENT_SECURITY_POLICY below)
+    "django_permissions_policy.PermissionsPolicyMiddleware",  # Permissions-Policy (PERMISSIONS_POLICY below)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -241,6 +243,34 @@ HFT_LOGIN_DEVICE_DAYS = int(os.environ.get("HFT_LOGIN_DEVICE_DAYS", "90"))  # de
 HFT_TRUSTED_PROXIES = [p.strip() for p in os.environ.get("HFT_TRUSTED_PROXIES", "").split(",") if p.strip()]
 AUTHENTICATION_BACKENDS = ["apps.accounts.backends.ThrottledModelBackend"]
 
+# Content-Security-Policy (django-csp; Django 5.2 has none built in). Scripts only from our own files: the
+# templates hold no inline script or handler (JSON data blocks from json_script are not run), which
+# tests/accounts/test_security_headers.py keeps true. Styles also allow 'unsafe-inline' because plotly.js
+# injects its own <style> rules at run time (modebar, hover labels; it ships no stylesheet we could serve) and
+# the progress bars' widths are style attributes. img-src data:/blob: for the empty data: favicon and plotly's
+# image export. connect-src 'self' covers the desk's fetches and its same-origin websocket (ws:/wss:).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# Permissions-Policy (django-permissions-policy): the desk uses none of these browser features.
+PERMISSIONS_POLICY = {
+    f: []
+    for f in ("accelerometer", "autoplay", "camera", "display-capture", "geolocation", "gyroscope", "magnetometer",
+              "microphone", "midi", "payment", "publickey-credentials-get", "screen-wake-lock", "usb",
+              "xr-spatial-tracking")
+}
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"  # Django's default, stated: no other window keeps a handle
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the page's JS reads the token from the form field, not the cookie
 X_FRAME_OPTIONS = "DENY"
