@@ -324,7 +324,8 @@ def alert_feed_state(*, feed, fields: dict) -> None:
         cooldown = int(settings.HFT_ALERT_FEED_COOLDOWN)
         if cooldown > 0 and not cache.add(f"alert:feed-down:{feed.instrument_id}", 1, cooldown):
             return
-        error = fields.get("last_error") or feed.last_error or ""
+        # a ccxt error names the URL it called (a signed request's query included): redacted before it leaves
+        error = redact(fields.get("last_error") or feed.last_error or "")
         retry = fields.get("next_retry_at")
         body = f"{feed.state} -> {new}" + (f": {error[:500]}" if error else "") + (
             f"; next retry {retry:%H:%M:%S} UTC" if retry else "")

@@ -185,3 +185,20 @@ def test_redact_hides_a_known_secret_in_any_form():
         assert "abcdefgh" not in out and QUERY_TOKEN not in out, out
     assert redact(f"bad token {TOKEN}", [TOKEN]) == "bad token ***"
     assert redact("nothing secret here", [url, "", TOKEN]) == "nothing secret here"
+
+
+def test_a_feed_error_naming_a_signed_url_is_redacted_before_it_is_sent(desk, endpoint, eager,
+                                                                         django_capture_on_commit_callbacks):
+    from apps.market.models import FeedStatus
+    from apps.market.services import feed_status_update
+
+    alert_channel_create(actor=None, kind="webhook", name="hook", events=["feed_down"], secret=endpoint.url + "/hook")
+    FeedStatus.objects.filter(instrument=desk["instrument"]).update(state="connected")
+    error = (f"binance GET https://api.binance.com/api/v3/account?timestamp=1700000000000&signature={QUERY_TOKEN} "
+             "418 I'm a teapot")
+    with django_capture_on_commit_callbacks(execute=True):
+        feed_status_update(instrument_id=desk["instrument"].pk, state="error", last_error=error)
+    [req] = endpoint.requests
+    assert "https://api.binance.com/api/v3/account?timestamp=***&signature=*** 418" in req.body["body"]
+    d = AlertDelivery.objects.get()
+    assert leaks(req.body["body"] + json.dumps(req.body["data"]) + d.body + json.dumps(d.data)) == []
