@@ -658,8 +658,10 @@ _CONTEXTS: OrderedDict[int, _Loaded] = OrderedDict()
 def _context(study_id: int, fingerprint_: str) -> _Loaded:
     """This process's TrialContext of the study: the bars loaded ONCE (one query) and what does not depend on
     the searched params precomputed by the engine, with the study's settings, kept for the newest
-    CONTEXTS_PER_PROCESS studies. The bars must be the ones the study was created on (the fingerprint over code,
-    data range and settings): a study never mixes trials run on different data or code."""
+    CONTEXTS_PER_PROCESS studies. The bars must be the ones the study was created on (the fingerprint over the
+    data range and the settings, with the code version stamped at create, as the lab's runs): a study never
+    mixes trials run on different data. A worker whose engine code differs from the study's stamp (a deploy
+    while it ran) is logged, not refused: refusing would fail every study running across a deploy."""
     hit = _CONTEXTS.get(study_id)
     if hit is not None and hit.fingerprint == fingerprint_:
         _CONTEXTS.move_to_end(study_id)
@@ -670,12 +672,14 @@ def _context(study_id: int, fingerprint_: str) -> _Loaded:
                     end=study.end)
     if len(bars) == 0:
         raise ResearchError("no stored bars in the study's range any more")
-    fp = fingerprint(settings=s, version=code_version(), first=bars.index[0].to_pydatetime(),
+    fp = fingerprint(settings=s, version=study.code_version, first=bars.index[0].to_pydatetime(),
                      last=bars.index[-1].to_pydatetime(), count=len(bars))
     if fp != study.fingerprint:
-        raise ResearchError("the stored bars or the engine's code changed since the study was created (fingerprint "
+        raise ResearchError("the stored bars changed since the study was created (fingerprint "
                             f"{fp[:12]} != {study.fingerprint[:12]}): its trials would not be comparable; start a "
                             "new study")
+    if (mine := code_version()) != study.code_version:
+        log.warning("study %s was created with %s; this worker runs %s", study_id, study.code_version, mine)
     setups, cfg = backtest_inputs(s, exchange=study.instrument.exchange.code)
     if bars.index[0] < pd.Timestamp(study.start):
         cfg = dataclasses.replace(cfg, trade_from=pd.Timestamp(study.start))

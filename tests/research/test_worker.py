@@ -94,7 +94,9 @@ def test_one_or_two_worker_processes_give_the_inline_study(btc9, operator, lone_
     assert all(e["type"] == "study.progress" for e in events)
     assert events[0]["status"] == "queued" and events[-1]["status"] == "done"
     counts = [e["trials_done"] for e in events]
-    assert counts == sorted(counts) and counts[-1] == 24
+    assert counts[-1] == 24 and max(counts) == 24
+    if processes == 1:  # two processes push after their own commits: two pushes can arrive swapped
+        assert counts == sorted(counts)
     assert [f["done"] for f in events[-1]["folds"]] == [8, 8, 8]
     # the best train value per fold as the results chose it
     assert [f["best_train"] for f in events[-1]["folds"]] == [f["is_value"] for f in reference[1]["folds"]]
