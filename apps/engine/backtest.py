@@ -390,13 +390,36 @@ def _ghost_performance(closed: list[tuple[pd.Timestamp, float]], capital: float,
     return performance(pnls, pd.Series(levels, index=times, dtype="float64"), freq=freq)
 
 
-def _ghost_performance_ns(t_ns: list[int], pnls: list[float], capital: float, freq: str) -> Performance:
+class _Closes:
+    """One ghost's closes in the walk: exit bar open times (int64 ns) and net P&L, in arrays grown by doubling
+    (its figures are recomputed after each close: arrays spare numpy converting the growing lists each time)."""
+
+    def __init__(self) -> None:
+        self.ns = np.empty(16, dtype=np.int64)
+        self.pnl = np.empty(16, dtype=np.float64)
+        self.k = 0
+
+    def append(self, t_ns: int, pnl: float) -> None:
+        if self.k == len(self.ns):
+            self.ns = np.concatenate((self.ns, np.empty_like(self.ns)))
+            self.pnl = np.concatenate((self.pnl, np.empty_like(self.pnl)))
+        self.ns[self.k] = t_ns
+        self.pnl[self.k] = pnl
+        self.k += 1
+
+    def performance(self, capital: float, freq: str) -> Performance:
+        return _ghost_performance_ns(self.ns[:self.k], self.pnl[:self.k], capital, freq)
+
+
+def _ghost_performance_ns(t_ns: Sequence[int] | np.ndarray, pnls: Sequence[float] | np.ndarray, capital: float,
+                          freq: str) -> Performance:
     """`_ghost_performance` of closes at `t_ns` (int64 ns, in time order) with net P&L `pnls`: the same
     figures, bit for bit, without pandas for the desk's daily sampling (a resample per close cost ~1.5 ms,
     90 % of a long lab run's walk)."""
-    if freq != "1D" or not pnls:
-        return _ghost_performance([(pd.Timestamp(t, tz="UTC"), p) for t, p in zip(t_ns, pnls, strict=True)],
-                                  capital, freq)
+    if freq != "1D" or len(pnls) == 0:
+        return _ghost_performance([(pd.Timestamp(t, tz="UTC"), p) for t, p in zip(
+            np.asarray(t_ns, dtype=np.int64).tolist(), np.asarray(pnls, dtype=np.float64).tolist(), strict=True)],
+            capital, freq)
     levels = np.empty(len(pnls) + 1, dtype=np.float64)
     levels[0] = capital
     levels[1:] = capital + np.cumsum(pnls)
@@ -617,8 +640,7 @@ def run_backtest(
                      max_hold_s=hold, reason=str(reason), bar_time=times[k & 63])
 
     # each ghost's closes: exit bar open times (int64 ns), net P&L, and its cumulative P&L curve from 0
-    close_ns: dict[int, list[int]] = {g.ghost_id: [] for g in ghosts}
-    close_pnl: dict[int, list[float]] = {g.ghost_id: [] for g in ghosts}
+    closes_of: dict[int, _Closes] = {g.ghost_id: _Closes() for g in ghosts}
     curves: dict[int, list[float]] = {g.ghost_id: [0.0] for g in ghosts}
     drawdown: dict[int, tuple[float, float]] = {g.ghost_id: (0.0, 0.0) for g in ghosts}  # (peak, max dd)
     dd_stop = capital_f * limits.ghost_drawdown_stop_pct / 100
@@ -649,16 +671,15 @@ def run_backtest(
         fee = _d(model.fee(exit_px * p.qty_f))
         gross = ((exit_price - p.entry_price) * p.qty * p.side).quantize(STEP)
         t = Trade(ghost_id=p.setup.ghost_id, ghost=p.setup.name, side=p.side, signal_time=p.signal_time,
-                  entry_time=idx[p.entry_i], entry_price=p.entry_price, exit_time=idx[i], exit_price=exit_price,
-                  qty=p.qty, stop=p.stop, target=p.target, entry_fee=p.entry_fee, exit_fee=fee, gross_pnl=gross,
-                  reason=reason)
+                  entry_time=idx[p.entry_i], entry_price=p.entry_price, exit_time=idx[i],
+                  exit_price=exit_price, qty=p.qty, stop=p.stop, target=p.target, entry_fee=p.entry_fee, exit_fee=fee,
+                  gross_pnl=gross, reason=reason)
         trades.append(t)
         cash += gross - fee
         cash_f = float(cash)
         realised_net += t.net_pnl
         gid, pnl = p.setup.ghost_id, float(t.net_pnl)
-        close_ns[gid].append(t_ns[i])
-        close_pnl[gid].append(pnl)
+        closes_of[gid].append(t_ns[i], pnl)
         curve = curves[gid]
         curve.append(curve[-1] + pnl)  # == np.cumsum (sequential) of the P&L, from 0.0
         held[p.entry_i] += 1
@@ -667,7 +688,7 @@ def run_backtest(
     def review(g: GhostSetup, i: int) -> None:
         """`revenue.services.ghost_review` after a close: auto-disable rules + per-ghost drawdown stop."""
         gid = g.ghost_id
-        perf = perf_cache[gid] = _ghost_performance_ns(close_ns[gid], close_pnl[gid], capital_f, cfg.perf_freq)
+        perf = perf_cache[gid] = closes_of[gid].performance(capital_f, cfg.perf_freq)
         scores[gid] = performance_score(perf, cfg.score_weights)
         curve = curves[gid]
         # the running peak and max drawdown of ghost_drawdown_breached, kept incrementally (same float ops)
@@ -841,8 +862,8 @@ def run_backtest(
     if progress is not None:
         progress("walk", n, n)
 
-    perf = {g.name: perf_cache.get(g.ghost_id) or _ghost_performance_ns(close_ns[g.ghost_id], close_pnl[g.ghost_id],
-                                                                          capital_f, cfg.perf_freq) for g in ghosts}
+    perf = {g.name: perf_cache.get(g.ghost_id) or closes_of[g.ghost_id].performance(capital_f, cfg.perf_freq)
+            for g in ghosts}
     fates = _fates_frame(idx, {g.ghost_id: g.name for g in ghosts}, fate_rows, fate_parts)
     exposure = float(np.count_nonzero(np.cumsum(held[:n])[first:]) / (n - first))
     return BacktestResult(
