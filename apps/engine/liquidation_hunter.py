@@ -531,7 +531,7 @@ def evaluate(bars: pd.DataFrame, cfg: LiquidationHunterConfig, *, trend: pd.Data
     if len(rows):
         s = trade[fire].astype(np.float64)
         entry = close[rows]
-        atr_pct = _atr_pct(bars, d, rows, cfg)
+        atr_pct = _atr_pct(bars, d, rows, cfg, row_of)
         scale = np.clip(np.where(np.isfinite(atr_pct), atr_pct / cfg.ref_atr_pct, 1.0),
                         cfg.atr_scale_min, cfg.atr_scale_max)
         own = (0.5 + 0.3 * np.clip((win[fire] / thr[fire] - 1.0) / 3.0, 0.0, 1.0)
@@ -703,18 +703,18 @@ def _write_reasons(reasons: np.ndarray, d: _Cascades, cfg: LiquidationHunterConf
             strict=True)])
 
 
-def _atr_pct(bars: pd.DataFrame, d: _Cascades, rows: np.ndarray, cfg: LiquidationHunterConfig) -> np.ndarray:
+def _atr_pct(bars: pd.DataFrame, d: _Cascades, rows: np.ndarray, cfg: LiquidationHunterConfig,
+             row_of: np.ndarray) -> np.ndarray:
     """Finite-window ATR at `rows`, % of close: mean 1m true range over atr_minutes of data time.
 
     True range uses the previous close only when that bar opened exactly one minute earlier (after a gap,
     high - low). NaN when fewer than half of the window's minutes hold bars.
     """
-    # the bar (row) at each grid minute the windows read, -1 for a minute without one: a few lookups
-    # instead of three full minute grids of high / low / close
+    # the bar (row) at each grid minute the windows read (row_of: the bar at each grid minute, -1 for none):
+    # a few lookups instead of three full minute grids of high / low / close
     m = cfg.atr_minutes
-    want = d.pos[rows][None, :] - np.arange(m + 1)[:, None]  # minutes t, t-1, ..., t-m
-    at = np.searchsorted(d.pos, want)
-    found = d.pos[np.minimum(at, len(d.pos) - 1)] == want
+    at = row_of[d.pos[rows][None, :] - np.arange(m + 1)[:, None]]  # minutes t, t-1, ..., t-m
+    found = at >= 0
     at = np.where(found, at, 0)
 
     def on(col: str) -> np.ndarray:
