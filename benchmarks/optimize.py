@@ -146,10 +146,12 @@ def run_bench(path: Path, processes: list[int], budgets: list[str], tmp: Path) -
                   f"PBO {study.results['pbo'].get('value')}")
             if n_proc == 1 and gaps:
                 g = sorted(gaps)
-                print(f"  between two trials of the one process: median {statistics.median(g) * 1000:.1f} ms, "
-                      f"90th percentile {g[int(len(g) * 0.9)] * 1000:.0f} ms, total {sum(g):.1f} s (the task "
-                      "round trip; after a batch's last trial also the step)")
-            last = study
+                med = statistics.median(g)
+                print(f"  between two trials of the one process: median {med * 1000:.1f} ms (the task round trip), "
+                      f"90th percentile {g[int(len(g) * 0.9)] * 1000:.0f} ms, total {sum(g):.1f} s; beyond the "
+                      f"round trips, the steps after each batch: ~{sum(g) - med * len(g):.1f} s")
+            if last is None or total > Trial.objects.filter(study=last).count():
+                last = study
     print("\nsummary:")
     for budget, _per_fold, n_proc, total, wall, _busy in rows:
         print(f"  {budget:<9} {total:>5} trials  {n_proc} process(es)  wall {wall:6.1f} s  "
@@ -197,7 +199,7 @@ def breakdown(study) -> None:
     n = len(Trial.objects.filter(study=study))
     batches = n // s["batch_size"]
     eng = statistics.median(times)
-    print(f"\nwhere the time goes (in-process, last study: {n} trials, {batches} batches):")
+    print(f"\nwhere the time goes (in-process, the {n}-trial study: {batches} batches):")
     print(f"  per worker process once: load {len(bars):,} bars {load:.2f} s + TrialContext {build:.2f} s")
     print(f"  engine per trial (run_trial, median of {len(times)}): {eng * 1000:.0f} ms -> {n * eng:.1f} s of CPU")
     print(f"  driver per batch of {s['batch_size']} (rebuild the fold's optuna study + TPE asks): "
