@@ -24,9 +24,10 @@ How a study runs (DESIGN §13; the plan in research_spec.md):
   same trial (Celery re-delivers a task whose worker died: acks_late, reject_on_worker_lost, and the broker's
   visibility timeout) takes the trial over and a stale execution can never write. A trial is deterministic, so
   a re-run gives exactly the result the killed run would have given. After MAX_ATTEMPTS claims it is failed.
-- When a trial completes its fold's batch, it queues the next step; the step that finds every fold's budget
-  spent (and nothing in flight) computes the results (apps.research.results) and sets status done in ONE
-  transaction.
+- When a trial completes its fold's batch, its worker runs the next step right after the commit (a queued
+  step would wait behind every queued trial; if it fails it is queued as a task); the step that finds every
+  fold's budget spent (and nothing in flight) computes the results (apps.research.results) and sets status
+  done in ONE transaction.
 - The sweeper (beat, `studies_sweep`) re-dispatches trials running past HFT_RESEARCH_STALE_S (a worker died
   and nobody re-delivered), pending trials of a study whose heartbeat is stale (a lost message), and the step.
 - Pause keeps the trials already running (their results are stored) and starts no more; resume re-dispatches
