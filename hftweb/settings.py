@@ -75,6 +75,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",  # Content-Security-Policy (CONTENT_SECURITY_POLICY below)
+    "apps.accounts.middleware.CSPViewUpdatesMiddleware",  # ... widened for HFT_CSP_VIEW_UPDATES' views only
     "django_permissions_policy.PermissionsPolicyMiddleware",  # Permissions-Policy (PERMISSIONS_POLICY below)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -263,6 +264,10 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     }
 }
+# The views whose pages need more, by view name (apps.accounts.middleware). The study page draws plotly's
+# parallel coordinates with WebGL through regl, which compiles its draw calls with Function(): without
+# 'unsafe-eval' the chart stays empty, without an error. That page only.
+HFT_CSP_VIEW_UPDATES = {"research:study": {"script-src": ["'unsafe-eval'"]}}
 # Permissions-Policy (django-permissions-policy): the desk uses none of these browser features.
 PERMISSIONS_POLICY = {
     f: []

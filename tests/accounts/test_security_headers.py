@@ -62,3 +62,13 @@ def test_templates_have_no_inline_script():
         offenders += [f"{path.relative_to(ROOT)}: {m.group(1)}=" for m in HANDLER.finditer(text)]
         offenders += [f"{path.relative_to(ROOT)}: javascript: URL" for m in JS_URL.finditer(text)]
     assert not offenders, offenders
+
+
+def test_only_the_study_page_allows_eval_for_plotlys_parcoords(op_client, settings):
+    from django.urls import resolve
+
+    assert set(settings.HFT_CSP_VIEW_UPDATES) == {"research:study"}
+    assert resolve("/lab/studies/1/").view_name == "research:study"  # the name still names the page
+    missing = op_client.get("/lab/studies/999999/")  # a 404 from that view still carries the widened policy
+    assert directives(missing)["script-src"] == ["'self'", "'unsafe-eval'"]
+    assert directives(op_client.get("/lab/studies/999999/trials/"))["script-src"] == ["'self'"]
