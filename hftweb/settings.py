@@ -105,22 +105,31 @@ TEMPLATES = [
 WSGI_APPLICATION = "hftweb.wsgi.application"
 ASGI_APPLICATION = "hftweb.asgi.application"
 
-# SQLite in WAL mode by default (web, worker and beat write one file); DATABASE_URL switches.
-if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("SQLITE_PATH", str(RUN_DIR / "hftweb.sqlite3")),
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
-            "TEST": {"NAME": str(RUN_DIR / "test-db.sqlite3")},
-        }
+# SQLite in WAL mode by default (web, worker and beat write one file); DATABASE_URL switches (README "Configuration").
+# A SQLite file gets the same options however it is named (SQLITE_PATH or DATABASE_URL=sqlite:///...): WAL, and
+# IMMEDIATE transactions, so a transaction that reads and then writes holds the write lock from its start (two
+# DEFERRED ones that both read first cannot both upgrade: one fails with "database is locked").
+def _sqlite_database(path: str, options: dict | None = None) -> dict:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            **(options or {}),
+        },
+        "TEST": {"NAME": str(RUN_DIR / "test-db.sqlite3")},
     }
+
+
+if os.environ.get("DATABASE_URL", "").strip():
+    _db = dj_database_url.parse(os.environ["DATABASE_URL"].strip(), conn_max_age=60)
+    if _db["ENGINE"] == "django.db.backends.sqlite3":
+        _db = _sqlite_database(_db["NAME"], _db.get("OPTIONS"))
+    DATABASES = {"default": _db}
+else:
+    DATABASES = {"default": _sqlite_database(os.environ.get("SQLITE_PATH", str(RUN_DIR / "hftweb.sqlite3")))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
