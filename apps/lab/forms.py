@@ -17,6 +17,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
+from apps.common.parsing import ParseError, parse_id, parse_json
 from apps.dashboard.views_risk import LIMIT_SPECS
 from apps.engine.registry import GHOSTS, warmup_minutes_for
 from apps.engine.types import ConfigError
@@ -115,9 +116,10 @@ class LabRunForm(forms.Form):
             if not data.get(f"g_{kind}_on"):
                 continue
             try:
-                params = json.loads(raw) if raw else {}
-            except json.JSONDecodeError as e:
-                self.add_error(f"g_{kind}_params", f"{kind} parameters: not valid JSON ({e.msg} at character {e.pos})")
+                # parse_json: json.loads let 2,000 nested "[" (RecursionError) and a 4,301-digit integer through
+                params = parse_json(raw) if raw else {}
+            except ParseError as e:
+                self.add_error(f"g_{kind}_params", f"{kind} parameters: {e}")
                 continue
             if not isinstance(params, dict):
                 self.add_error(f"g_{kind}_params",
@@ -377,10 +379,11 @@ def parse_run_ids(values: list[str]) -> tuple[list[int], str]:
             part = part.strip()
             if not part:
                 continue
-            if not part.isdigit():
+            run_id = parse_id(part)  # not isdigit(): "²" passed it and failed int()
+            if run_id is None:
                 return [], f"runs: {part[:20]!r} is not a run number"
-            if int(part) not in ids:
-                ids.append(int(part))
+            if run_id not in ids:
+                ids.append(run_id)
     if not 2 <= len(ids) <= 4:
         return ids, f"choose 2 to 4 runs to compare (got {len(ids)})"
     return ids, ""

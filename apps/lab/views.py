@@ -24,6 +24,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.common.parsing import ParseError, parse_id, parse_int, parse_json
 from apps.dashboard.context_processors import request_is_operator
 from apps.dashboard.views import _aiter_batches, _csv_text, _Echo, _plotly_version, _wants_json
 from apps.dashboard.views_risk import FATE_WORDS, _show, fate_words
@@ -207,8 +208,8 @@ def _ghost_params(form: LabRunForm, kind: str) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     try:
-        value = json.loads(raw or "{}")
-    except (TypeError, ValueError):
+        value = parse_json(raw or "{}")  # not json.loads: 2,000 nested "[" raised RecursionError (a 500)
+    except ParseError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -228,10 +229,8 @@ def _form_window(form: LabRunForm) -> tuple[Instrument | None, datetime | None, 
                 continue
         return None
 
-    raw_inst = form["instrument"].value()
-    inst = None
-    if str(raw_inst or "").isdigit():
-        inst = Instrument.objects.select_related("exchange").filter(pk=int(raw_inst)).first()
+    inst_id = parse_id(str(form["instrument"].value() or ""))  # not isdigit(): "²" passed it and failed int()
+    inst = Instrument.objects.select_related("exchange").filter(pk=inst_id).first() if inst_id else None
     return inst, when("start"), when("end")
 
 
@@ -261,8 +260,7 @@ def _runs_rows(before: int | None) -> tuple[list[BacktestRun], int | None]:
 
 
 def _render_runs(request: HttpRequest, form: LabRunForm, *, status: int = 200, preset_note: str = "") -> HttpResponse:
-    before = request.GET.get("before")
-    before_id = int(before) if before and before.isdigit() else None
+    before_id = parse_id(request.GET.get("before"))
     runs, next_before = _runs_rows(before_id)
     data = instruments_with_data()
     inst, start, end = _form_window(form)
@@ -312,9 +310,10 @@ def runs_page(request: HttpRequest) -> HttpResponse:
     note = ""
     if request.GET.get("preset") == "textbook":
         note = _preset_textbook(init)
-    elif (src := request.GET.get("from", "")).isdigit():
-        run = BacktestRun.objects.filter(pk=int(src)).first()
-        note = _from_run(init, run) if run else f"No run {src} to copy from."
+    elif src := request.GET.get("from", ""):
+        run_id = parse_id(src)
+        run = BacktestRun.objects.filter(pk=run_id).first() if run_id else None
+        note = _from_run(init, run) if run else f"No run {src[:20]} to copy from."
     return _render_runs(request, LabRunForm(initial=init), preset_note=note)
 
 
@@ -329,8 +328,8 @@ def coverage_json(request: HttpRequest) -> JsonResponse:
     out: dict[str, Any] = {}
     for kind in GHOSTS:
         try:
-            params = json.loads(request.GET.get(f"params_{kind}") or "{}")
-        except ValueError:
+            params = parse_json(request.GET.get(f"params_{kind}") or "{}")
+        except ParseError:
             params = {}
         r = ghost_readiness(kind, params if isinstance(params, dict) else {}, cov or {})
         out[kind] = {"state": r.state, "notes": list(r.notes)}
@@ -493,9 +492,13 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 def _ms(value: str | None) -> int | None:
-    if value is None or not value.strip().lstrip("-").isdigit():
+    """Milliseconds since the epoch typed in a query (ASCII digits, at most 15: year 33658), else None."""
+    if value is None:
         return None
-    return int(value)
+    try:
+        return parse_int(value)  # not isdigit()+int(): "²" passed the one and failed the other (a 500)
+    except ParseError:
+        return None
 
 
 @require_GET
