@@ -73,11 +73,15 @@ class Order(models.Model):
     class Purpose(models.TextChoices):
         ENTRY = "entry"
         EXIT = "exit"
+        # Live only: the protective stop resting on the exchange (apps.trading.live_protect). One row per
+        # position, re-pointed at the newest exchange order when the stop moves; a stop fill closes the position.
+        PROTECT = "protect"
 
     class Status(models.TextChoices):
-        NEW = "new"
+        NEW = "new"  # placed, no fill known yet (a protective stop: resting on the exchange)
         FILLED = "filled"
         REJECTED = "rejected"
+        CANCELLED = "cancelled"  # a protective stop cancelled by the desk (exit, or moved and not replaced)
 
     position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="orders")
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
@@ -87,6 +91,7 @@ class Order(models.Model):
     quantity = qty_field()
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.PAPER)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    trigger_price = price_field(null=True, blank=True)  # a protective stop's trigger price on the exchange
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
