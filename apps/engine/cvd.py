@@ -60,8 +60,8 @@ STATE_COLUMNS: tuple[str, ...] = (
     "divergence_strength", "available",
 )
 _STATE_INDEX = pd.Index(list(STATE_COLUMNS))
-# block placements of the idle state (OHLCV-only bars): float64 delta, cvd, strength; bool the rest
-_IDLE_PLACEMENTS = {
+# block placements of the state frame: float64 delta, cvd, strength; bool the rest (flags, then available)
+_STATE_PLACEMENTS = {
     "float": np.array([STATE_COLUMNS.index(c) for c in ("delta", "cvd", "divergence_strength")]),
     "bool": np.array([i for i, c in enumerate(STATE_COLUMNS) if c not in ("delta", "cvd", "divergence_strength")]),
 }
@@ -236,8 +236,11 @@ def _rolling_sum(x: np.ndarray, origin: int, w: int) -> np.ndarray:
     """
     n = len(x)
     rows, lead = _blocks(x, origin, w, 0.0)
-    pre = np.cumsum(rows, axis=1).ravel()
-    suf = np.cumsum(rows[:, ::-1], axis=1)[:, ::-1].ravel()
+    # (written through a reversed view: no reversed copy; then the prefix sums in place of the rows)
+    suf = np.empty_like(rows)
+    np.cumsum(rows[:, ::-1], axis=1, out=suf[:, ::-1])
+    np.cumsum(rows, axis=1, out=rows)
+    pre, suf = rows.ravel(), suf.ravel()
     out = suf[lead - w + 1:lead - w + 1 + n] + pre[lead:lead + n]
     # a window that is exactly one block: the prefix alone (the suffix would count the block twice)
     first = (w - 1 - lead) % w
@@ -253,17 +256,25 @@ def _rolling_count(flags: np.ndarray, w: int) -> np.ndarray:
     return out
 
 
-def _rolling_extreme(x: np.ndarray, origin: int, w: int, op: np.ufunc) -> np.ndarray:
-    """op (np.maximum / np.minimum) of x over the w grid minutes ending at each position.
+def _rolling_extreme(x: np.ndarray, origin: int, w: int, op: np.ufunc, before: float | None = None) -> np.ndarray:
+    """op (np.maximum / np.minimum) of x over the w grid minutes ending at each position; with `before`
+    given, over the w minutes ending one minute earlier instead (`_shift(..., 1, before)` of it).
 
     van Herk / Gil-Werman: block prefix and suffix extremes. Missing values must be -inf for a max and
     +inf for a min. (A max is exact in any order; the blocks are for O(n) cost.)
     """
     n = len(x)
     rows, lead = _blocks(x, origin, w, -np.inf if op is np.maximum else np.inf)
-    pre = op.accumulate(rows, axis=1).ravel()
-    suf = op.accumulate(rows[:, ::-1], axis=1)[:, ::-1].ravel()
-    return op(suf[lead - w + 1:lead - w + 1 + n], pre[lead:lead + n])
+    suf = np.empty_like(rows)
+    op.accumulate(rows[:, ::-1], axis=1, out=suf[:, ::-1])
+    op.accumulate(rows, axis=1, out=rows)
+    pre, suf = rows.ravel(), suf.ravel()
+    if before is None:
+        return op(suf[lead - w + 1:lead - w + 1 + n], pre[lead:lead + n])
+    out = np.empty(n)
+    out[:1] = before
+    op(suf[lead - w + 1:lead - w + n], pre[lead:lead + n - 1], out=out[1:])
+    return out
 
 
 def _shift(x: np.ndarray, k: int, fill: float) -> np.ndarray:
@@ -374,7 +385,7 @@ def _detail(bars: pd.DataFrame, cfg: CvdConfig, full: bool = False) -> _Detail:
         floats[1] = np.nan
         floats[2] = 0.0
         state = create_dataframe_from_blocks(
-            [(floats, _IDLE_PLACEMENTS["float"]), (np.zeros((5, n), dtype=bool), _IDLE_PLACEMENTS["bool"])],
+            [(floats, _STATE_PLACEMENTS["float"]), (np.zeros((5, n), dtype=bool), _STATE_PLACEMENTS["bool"])],
             index=bars.index, columns=_STATE_INDEX)
         return _Detail(state, bars, np.ones(n, dtype=np.int8), _no_events(flag_cols), _NO_IMPULSES, 0)
     minute = bars.index.asi8 // _PER_MINUTE[bars.index.unit]  # epoch minutes (no unit conversion copy)
@@ -428,8 +439,8 @@ def _detail(bars: pd.DataFrame, cfg: CvdConfig, full: bool = False) -> _Detail:
 
     # divergence candidates: the bar breaks the high (low) of the previous divergence_lookback_minutes
     L = cfg.divergence_lookback_minutes
-    prior_hi = _shift(_rolling_extreme(hi_g, origin, L, np.maximum), 1, np.inf)   # over [t - L, t - 1]
-    prior_lo = _shift(_rolling_extreme(lo_g, origin, L, np.minimum), 1, -np.inf)
+    prior_hi = _rolling_extreme(hi_g, origin, L, np.maximum, before=np.inf)   # over [t - L, t - 1]
+    prior_lo = _rolling_extreme(lo_g, origin, L, np.minimum, before=-np.inf)
     cands: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}  # col -> (grid positions, numbers)
     for col, sign in (("bearish_divergence", 1.0), ("bullish_divergence", -1.0)):
         ext_g, prior = (hi_g, prior_hi) if sign > 0 else (lo_g, prior_lo)
@@ -473,16 +484,17 @@ def _detail(bars: pd.DataFrame, cfg: CvdConfig, full: bool = False) -> _Detail:
 
     # edge trigger: the condition now and not once in the previous rearm_minutes (grid minutes, exact)
     R = cfg.rearm_minutes
-    flags: dict[str, np.ndarray] = {}
     events: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
-    strength = np.zeros(n)
-    for col in flag_cols:
+    # the state frame's two blocks, written in place (pandas would stack separate columns into new ones)
+    floats = np.empty((3, n))  # delta, cvd, divergence_strength
+    bools = np.zeros((5, n), dtype=bool)  # the four flags (flag_cols order), available
+    strength = floats[2]
+    strength[:] = 0.0
+    for k, col in enumerate(flag_cols):
         p, nums = cands[col]
         keep = np.diff(p, prepend=-(R + 1)) > R
         rows = row_of(p[keep])
-        f = np.zeros(n, dtype=bool)
-        f[rows] = True
-        flags[col] = f
+        bools[k, rows] = True
         kept = {name: arr[keep] for name, arr in nums.items()}
         if "gap" in kept:
             strength[rows] = np.minimum(1.0, kept["gap"] / cfg.divergence_full_gap)
@@ -493,8 +505,12 @@ def _detail(bars: pd.DataFrame, cfg: CvdConfig, full: bool = False) -> _Detail:
     if not avail.all():
         unk_rows = at(nunk_g) > 0 if any_unknown else np.zeros(n, dtype=bool)
         why = np.where(avail, 0, np.where(unk_rows, 1, 2)).astype(np.int8)
-    state = pd.DataFrame({"delta": delta, "cvd": at(cvd_g), **flags, "divergence_strength": strength,
-                          "available": avail}, index=bars.index)
+    floats[0] = delta
+    floats[1] = at(cvd_g)
+    bools[4] = avail
+    state = create_dataframe_from_blocks(
+        [(floats, _STATE_PLACEMENTS["float"]), (bools, _STATE_PLACEMENTS["bool"])], index=bars.index,
+        columns=_STATE_INDEX)
 
     if full:
         # mean true range over atr_minutes ending at each flagged bar (previous close by time: none after
