@@ -38,7 +38,7 @@ def lone_broker():
     assert not others, f"other Celery workers share this broker and would take the tasks: {others}"
 
 
-def wait_done(study_id: int, proc, timeout: float = 90) -> Study:
+def wait_done(study_id: int, proc, timeout: float = 180) -> Study:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         study = Study.objects.get(pk=study_id)
