@@ -149,7 +149,8 @@ def main() -> None:
         ),
         ("worker", celery + ["worker", "-Q", "feeds,ghosts,default", "-c", "3", "-l", "info"]),
         # lab runs (minutes of CPU each) on their own worker, so a backtest never delays a feed or a bar
-        ("lab", celery + ["worker", "-Q", "research", "-c", "1", "-n", "research@%h", "-l", "info"]),
+        ("lab", celery + ["worker", "-Q", "research", "-c", os.environ.get("HFT_RESEARCH_CONCURRENCY", "2"),
+                           "-n", "research@%h", "-l", "info"]),
         (
             "beat",
             celery
