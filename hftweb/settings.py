@@ -152,8 +152,15 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = RUN_DIR / "staticfiles"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# channels-redis 4.3 waits for a socket's messages with a blocking BZPOPMIN of 5 s (its brpop_timeout); redis-py 8
+# made the client's read timeout 5 s by default (it was None), so the read timed out first and Daphne closed every
+# quiet websocket with 1011 every 5-6 s (django/channels_redis#422, redis/redis-py#4091). The read timeout must stay
+# above the blocking pop; 15 s still notices a Redis that went silent without closing the connection.
 CHANNEL_LAYERS = {
-    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}]},
+    }
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
