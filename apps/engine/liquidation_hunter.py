@@ -248,6 +248,10 @@ def _on_grid(values: np.ndarray, pos: np.ndarray, size: int, fill: float = np.na
 def _window_sum(grid: np.ndarray, pos: np.ndarray, start: int, length: int) -> np.ndarray:
     """Sum of grid[pos-start-length+1 .. pos-start] in a fixed order; NaN if any minute is NaN."""
     total = np.zeros(len(pos))
+    if len(pos) and pos[-1] - pos[0] == len(pos) - 1:  # consecutive minutes: shifted views, no gathers
+        for k in range(start, start + length):
+            total += grid[pos[0] - k:pos[-1] - k + 1]
+        return total
     for k in range(start, start + length):
         total += grid[pos - k]
     return total
