@@ -59,7 +59,7 @@ from apps.market.models import Exchange, Instrument
 from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
 from apps.trading import selectors
-from apps.trading.models import Fill, Mode, Order, Position
+from apps.trading.models import ExitReason, Fill, Mode, Order, Position
 from apps.trading.risk_selectors import risk_limits
 from apps.trading.services import _review_after_close, fill_push
 
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 STEP = Decimal("0.00000001")  # the ledger's 1e-8 precision (price, quantity and money fields)
 PLACE_ATTEMPTS = 3  # lookup + place rounds on network errors; backoff 0.5 s, 1 s (inside the 50 s task limit)
 FILL_POLLS = (0.2, 0.5, 1.0)  # seconds between re-reads of a market order the exchange returned unfilled
-CLIENT_ID_RE = re.compile(r"^hft-?(\d+)-?(entry|exit)$")
+CLIENT_ID_RE = re.compile(r"^hft-?(\d+)-?(entry|exit|stop\d+)$")
 # ccxt logs every request's headers at DEBUG, and Binance's X-MBX-APIKEY header is the key. Live clients log
 # through this logger, pinned at INFO so that LOG_LEVEL=DEBUG on the root never writes the key anywhere.
 CCXT_LOG = logging.getLogger("apps.trading.live.ccxt")
@@ -172,9 +172,12 @@ def exchange_client_id(exchange_code: str, cid: str) -> str:
 
 
 def parse_client_id(exchange_id: str | None) -> tuple[int, str] | None:
-    """(signal id, purpose) for an id this desk sent, None for a foreign one (a manual order)."""
+    """(signal id, purpose) for an id this desk sent, None for a foreign one (a manual order). A protective
+    stop's id (hft-<signal id>-stop<n>, apps.trading.live_protect) has purpose "protect"."""
     m = CLIENT_ID_RE.match(exchange_id or "")
-    return (int(m.group(1)), m.group(2)) if m else None
+    if not m:
+        return None
+    return int(m.group(1)), Order.Purpose.PROTECT if m.group(2).startswith("stop") else m.group(2)
 
 
 # ---------------------------------------------------------------- orders on the exchange
@@ -204,11 +207,18 @@ def order_place_market(ex, *, symbol: str, side: str, amount: float, ecid: str,
     and how it was obtained ("placed", "found" by the lookup before placing, "duplicate" after the
     exchange rejected our id as already used). Raises LiveOrderUncertain after PLACE_ATTEMPTS network errors.
     """
+    return order_place(ex, symbol=symbol, kind="market", side=side, amount=amount, ecid=ecid,
+                       params={"reduceOnly": True} if reduce_only else None)
+
+
+def order_place(ex, *, symbol: str, kind: str, side: str, amount: float, ecid: str, price: float | None = None,
+                params: dict | None = None) -> tuple[dict, str]:
+    """Exactly one order of ccxt type `kind` with client id `ecid` (see order_place_market); `params` are
+    ccxt's unified extras (a protective stop's stopLossPrice). Exchange refusals other than a duplicate id
+    are raised as ccxt gives them."""
     import ccxt
 
-    params: dict[str, Any] = {"clientOrderId": ecid}
-    if reduce_only:
-        params["reduceOnly"] = True
+    params = {**(params or {}), "clientOrderId": ecid}
     last_error: Exception | None = None
     for attempt in range(PLACE_ATTEMPTS):
         if attempt:
@@ -218,7 +228,7 @@ def order_place_market(ex, *, symbol: str, side: str, amount: float, ecid: str,
             if existing is not None:
                 return existing, "found"
             try:
-                return ex.create_order(symbol, "market", side, amount, None, params), "placed"
+                return ex.create_order(symbol, kind, side, amount, price, params), "placed"
             except ccxt.ExchangeError as exc:
                 if not _is_duplicate(exc):
                     raise
@@ -359,7 +369,22 @@ def signal_execute_live(*, signal_id: int, price: Decimal, at: datetime, quantit
     side = "buy" if signal.side == Side.LONG else "sell"
     order, how = order_place_market(ex, symbol=market["symbol"], side=side, amount=amount, ecid=ecid)
     order = _order_settled(ex, market["symbol"], order, ecid)
-    return entry_record(signal_id=signal_id, order=order, how=how, ex=ex, market=market)
+    position = entry_record(signal_id=signal_id, order=order, how=how, ex=ex, market=market)
+    _protect_after_entry(position, ex, market)
+    return Position.objects.get(pk=position.pk)
+
+
+def _protect_after_entry(position: Position, ex, market: dict) -> None:
+    """The protective stop on the exchange (apps.trading.live_protect). The entry stands whatever happens
+    here: a failure is logged and reconciliation places the stop."""
+    from apps.trading.live_protect import protect_sync
+
+    try:
+        outcome, detail = protect_sync(position.pk, ex=ex, market=market)
+    except Exception:
+        log.exception("protective stop of live position %s not placed; reconcile places it", position.pk)
+        return
+    (log.info if outcome in ("placed", "kept") else log.error)("entry %s: %s", outcome, detail)
 
 
 def entry_record(*, signal_id: int, order: dict, how: str, ex, market: dict) -> Position:
@@ -426,41 +451,87 @@ def position_close_live(*, position_id: int, price: float, at: datetime, reason:
     code = position.instrument.exchange.code
     ex = live_exchange(code, symbol=position.instrument.symbol)
     market = ex.market(position.instrument.symbol)
-    amount = _exit_amount(ex, position, market)
+    # The protective stop first: it holds the coins this exit sells, and it may have filled already.
+    stop_part = None
+    stop_row = Order.objects.filter(position_id=position_id, purpose=Order.Purpose.PROTECT,
+                                    status=Order.Status.NEW).first()
+    if stop_row is not None:
+        from apps.trading.live_protect import protect_cancel
+
+        final = protect_cancel(ex, market["symbol"], exchange_client_id(code, stop_row.client_order_id))
+        if final is not None and float(final.get("filled") or 0) > 0:
+            stop_part = (stop_row, final)
+        else:
+            Order.objects.filter(pk=stop_row.pk).update(status=Order.Status.CANCELLED)
+    amount = None
+    if stop_part is not None and stop_part[1].get("status") != "closed":  # partly filled, then cancelled
+        import ccxt
+
+        try:
+            amount = _exit_amount(ex, position, market)
+        except ccxt.InvalidOrder:  # below the amount precision: nothing left to sell
+            amount = 0.0
+    min_amount = (market.get("limits", {}).get("amount") or {}).get("min") or 0
+    if stop_part is not None and (amount is None or amount <= 0 or amount < min_amount):
+        # The exchange's stop filled first (all of it, or all but dust): that fill is the exit, nothing is sold.
+        log.info("live position %s: its protective stop filled on the exchange before the %s exit", position_id,
+                 reason)
+        return exit_record(position_id=position_id, order=stop_part[1], how="stop filled on the exchange", ex=ex,
+                           market=market, reason=ExitReason.STOP, trigger_price=price, db_order=stop_part[0])
+    if amount is None:
+        amount = _exit_amount(ex, position, market)
     ecid = exchange_client_id(code, client_order_id(position.signal_id, Order.Purpose.EXIT))
     side = "sell" if position.side == Side.LONG else "buy"
     order, how = order_place_market(ex, symbol=market["symbol"], side=side, amount=amount, ecid=ecid,
                                     reduce_only=bool(market.get("contract")))
     order = _order_settled(ex, market["symbol"], order, ecid)
     return exit_record(position_id=position_id, order=order, how=how, ex=ex, market=market, reason=reason,
-                       trigger_price=price)
+                       trigger_price=price, stop_part=stop_part)
 
 
 def exit_record(*, position_id: int, order: dict, how: str, ex, market: dict, reason: str,
-                trigger_price: float | None = None, db_order: Order | None = None) -> Position | None:
+                trigger_price: float | None = None, db_order: Order | None = None,
+                stop_part: tuple[Order, dict] | None = None) -> Position | None:
     """Record a filled exchange exit order and close the position, in one transaction. `db_order`: a ledger
-    exit order still marked new (reconcile) is completed instead of a new row being written."""
+    order still marked new (reconcile's exit, or the protective stop that filled) is completed instead of an
+    exit row being written. `stop_part`: the protective stop's row and exchange order when it filled part of
+    the position before the desk's exit sold the rest: both fills are the exit (price: their average)."""
 
     avg, filled, fee, fee_source, at = _fill_figures(ex, order, market)
+    parts = [(db_order, order, avg, filled, fee)]
+    if stop_part is not None:
+        s_avg, s_filled, s_fee, _, s_at = _fill_figures(ex, stop_part[1], market)
+        parts.append((stop_part[0], stop_part[1], s_avg, s_filled, s_fee))
+        at = max(at, s_at)
     with transaction.atomic():
         position = Position.objects.select_for_update().get(pk=position_id)
         if position.status != Position.Status.OPEN:
             return None
         sign = 1 if position.side == Side.LONG else -1
-        if db_order is not None:
-            db_order.status, db_order.quantity = Order.Status.FILLED, filled
-            db_order.save(update_fields=["status", "quantity"])
+        fills = []
+        for row, exchange_order, p_avg, p_filled, p_fee in parts:
+            if row is not None:
+                row.status, row.quantity = Order.Status.FILLED, p_filled
+                row.save(update_fields=["status", "quantity"])
+            else:
+                row = Order.objects.create(
+                    position=position, instrument_id=position.instrument_id,
+                    client_order_id=client_order_id(position.signal_id, Order.Purpose.EXIT),
+                    purpose=Order.Purpose.EXIT, side=exchange_order["side"], quantity=p_filled, mode=Mode.LIVE,
+                    status=Order.Status.FILLED,
+                )
+            fills.append(Fill.objects.create(order=row, price=p_avg, quantity=p_filled, fee=p_fee, filled_at=at))
+        if stop_part is not None:
+            gross = sum((p[2] - position.entry_price) * p[3] * sign for p in parts)
+            filled, fee = sum(p[3] for p in parts), sum(p[4] for p in parts)
+            avg = (sum(p[2] * p[3] for p in parts) / filled).quantize(STEP)
         else:
-            db_order = Order.objects.create(
-                position=position, instrument_id=position.instrument_id,
-                client_order_id=client_order_id(position.signal_id, Order.Purpose.EXIT), purpose=Order.Purpose.EXIT,
-                side=order["side"], quantity=filled, mode=Mode.LIVE, status=Order.Status.FILLED,
-            )
-        fill = Fill.objects.create(order=db_order, price=avg, quantity=filled, fee=fee, filled_at=at)
+            gross = (avg - position.entry_price) * filled * sign
+        fill = fills[0]
         position.status = Position.Status.CLOSED
         position.closed_at, position.exit_price, position.exit_reason = at, avg, reason
         # The exit quantity, not the entry's: see the module docstring (spot buy commission in base).
-        position.gross_pnl = ((avg - position.entry_price) * filled * sign).quantize(STEP)
+        position.gross_pnl = gross.quantize(STEP)
         position.fees = position.fees + fee
         position.save(update_fields=["status", "closed_at", "exit_price", "exit_reason", "gross_pnl", "fees",
                                      "updated_at"])
@@ -468,6 +539,7 @@ def exit_record(*, position_id: int, order: dict, how: str, ex, market: dict, re
             "mode": "live", "reason": reason, "trigger_price": None if trigger_price is None else str(trigger_price),
             "price": str(avg), "qty": str(filled), "fee": str(fee), "fee_source": fee_source,
             "exchange_order_id": str(order["id"]), "obtained": how, "net_pnl": str(position.net_pnl),
+            **({"stop_order_id": str(stop_part[1]["id"]), "stop_qty": str(parts[1][3])} if stop_part else {}),
         })
         fill_push(position, fill, "exit")
         ghost_id = position.ghost_id

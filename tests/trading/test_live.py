@@ -107,8 +107,8 @@ def test_entry_is_a_market_order_with_the_client_id_derived_from_the_signal(desk
     position = signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
 
     posted = fake.posted_orders()
-    assert len(posted) == 1
-    assert posted[0]["newClientOrderId"] == f"hft-{signal.pk}-entry"
+    # The entry, then its protective stop on the exchange (tests/trading/test_live_protect.py).
+    assert [p["newClientOrderId"] for p in posted] == [f"hft-{signal.pk}-entry", f"hft-{signal.pk}-stop1"]
     assert (posted[0]["side"], posted[0]["type"], Decimal(posted[0]["quantity"])) == ("BUY", "MARKET", ORDERED)
     assert ORDERED < Decimal("0.01")  # sized from the fill price, not the signal's close
     assert posted[0]["newOrderRespType"] == "FULL"
@@ -118,7 +118,7 @@ def test_entry_is_a_market_order_with_the_client_id_derived_from_the_signal(desk
     assert position.mode == Mode.LIVE and position.status == Position.Status.OPEN
     assert position.quantity == qty.quantize(D8)
     assert abs(position.entry_price - avg) <= D8
-    order = Order.objects.get(position=position)
+    order = Order.objects.get(position=position, purpose="entry")
     fill = Fill.objects.get(order=order)
     assert (order.client_order_id, order.mode, order.status) == (f"hft-{signal.pk}-entry", Mode.LIVE, "filled")
     # The fee is the exchange's commission (BTC on a buy), converted at the fill price, not the fill model's.
@@ -137,8 +137,8 @@ def test_running_the_execution_twice_places_one_order(desk, live_settings):
     first = signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
     again = signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
     assert first is not None and again is None
-    assert len(live_settings.posted_orders()) == 1 and len(live_settings.orders) == 1
-    assert Position.objects.count() == 1 and Order.objects.count() == 1 and Fill.objects.count() == 1
+    assert [p["type"] for p in live_settings.posted_orders()] == ["MARKET", "STOP_LOSS_LIMIT"]  # entry + its stop
+    assert Position.objects.count() == 1 and Order.objects.count() == 2 and Fill.objects.count() == 1
 
 
 def test_retry_after_a_crash_between_order_and_record_finds_the_order(desk, live_settings):
@@ -150,7 +150,9 @@ def test_retry_after_a_crash_between_order_and_record_finds_the_order(desk, live
     assert not Position.objects.exists()
 
     position = signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
-    assert len(fake.posted_orders()) == 1  # the retry looked the order up and did not POST
+    # The retry looked the entry up and did not POST it again (it posted the protective stop only).
+    assert [p["newClientOrderId"] for p in fake.posted_orders()] == [f"hft-{signal.pk}-entry",
+                                                                     f"hft-{signal.pk}-stop1"]
     assert ("GET", "/api/v3/order") in [(m, p) for m, p, _ in fake.requests]
     qty, avg, _, fee_quote = exchange_figures(fake, fake.orders[0]["orderId"])
     assert position.quantity == qty and abs(position.entry_price - avg) <= D8
@@ -172,8 +174,10 @@ def test_duplicate_client_id_rejection_records_the_existing_order(desk, live_set
 
     position = signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
     posted = fake.posted_orders()
-    assert [p["newClientOrderId"] for p in posted] == [cid, cid]  # the second POST was rejected
-    assert len(fake.orders) == 1 and fake.balances["BTC"] == Decimal("0.01") * Decimal("0.999")
+    # The second POST was rejected; then the position's protective stop.
+    assert [p["newClientOrderId"] for p in posted] == [cid, cid, f"hft-{signal.pk}-stop1"]
+    assert [o["type"] for o in fake.orders] == ["MARKET", "STOP_LOSS_LIMIT"]
+    assert fake.balances["BTC"] == Decimal("0.01") * Decimal("0.999")
     assert position is not None and position.quantity == Decimal("0.01")
     assert AuditEvent.objects.get(action="position.opened").after["obtained"] == "duplicate"
 
@@ -188,7 +192,8 @@ def test_signal_execute_at_market_goes_live_through_the_dispatch(desk, live_sett
     position = Position.objects.get(signal=signal)
     assert position.mode == Mode.LIVE
     posted = live_settings.posted_orders()
-    assert len(posted) == 1 and Decimal(posted[0]["quantity"]) == position.quantity
+    assert [p["type"] for p in posted] == ["MARKET", "STOP_LOSS_LIMIT"]
+    assert Decimal(posted[0]["quantity"]) == position.quantity
     # Default limits (10 000 start capital, 10 % notional cap) size it: a 0.01 step-rounded lot, below 1 100 USDT.
     assert Decimal("500") < position.quantity * position.entry_price < Decimal("1100")
 
@@ -221,10 +226,11 @@ def test_live_exit_sells_what_the_account_holds_and_the_ledger_matches_the_cash(
     closed = position_exit(position_id=opened.pk, price=float(opened.target), at=AT + timedelta(minutes=5),
                            reason=ExitReason.TARGET)
     posted = fake.posted_orders()
-    assert [p["newClientOrderId"] for p in posted] == [f"hft-{signal.pk}-entry", f"hft-{signal.pk}-exit"]
+    assert [p["newClientOrderId"] for p in posted] == [f"hft-{signal.pk}-entry", f"hft-{signal.pk}-stop1",
+                                                       f"hft-{signal.pk}-exit"]
     # The buy commission was paid in BTC: the account holds 0.1 % less than it bought; the lot step truncates.
     held = ORDERED * Decimal("0.999")
-    assert (posted[1]["side"], Decimal(posted[1]["quantity"])) == ("SELL", held.quantize(LOT, rounding=ROUND_DOWN))
+    assert (posted[2]["side"], Decimal(posted[2]["quantity"])) == ("SELL", held.quantize(LOT, rounding=ROUND_DOWN))
     assert closed.status == Position.Status.CLOSED and closed.exit_reason == ExitReason.TARGET
     assert Order.objects.filter(position=closed, purpose="exit", mode=Mode.LIVE).count() == 1
     # Ledger net P&L equals the account's quote cash flow plus the BTC dust left, valued at the entry price.
@@ -233,7 +239,7 @@ def test_live_exit_sells_what_the_account_holds_and_the_ledger_matches_the_cash(
     assert dust == held - held.quantize(LOT, rounding=ROUND_DOWN) > 0
     assert abs(closed.net_pnl - (usdt_delta + dust * closed.entry_price)) < Decimal("0.0001")
     assert position_exit(position_id=closed.pk, price=95760.0, at=AT, reason="target") is None
-    assert len(fake.posted_orders()) == 2
+    assert len(fake.posted_orders()) == 3
 
 
 def test_a_live_position_is_never_closed_on_paper(desk, live_settings, settings):
@@ -242,7 +248,8 @@ def test_a_live_position_is_never_closed_on_paper(desk, live_settings, settings)
     settings.HFT_LIVE_TRADING = False  # switched off while a live position is open
     assert position_exit(position_id=opened.pk, price=90000.0, at=AT, reason="stop") is None
     opened.refresh_from_db()
-    assert opened.status == Position.Status.OPEN and len(live_settings.posted_orders()) == 1
+    assert opened.status == Position.Status.OPEN and len(live_settings.posted_orders()) == 2  # entry + its stop
+    assert not live_settings.cancel_requests()
 
 
 # ---------------------------------------------------------------- reconciliation
