@@ -1,14 +1,19 @@
 """One way to push an event to browsers: after the surrounding transaction commits (DESIGN §3)."""
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
+UNREACHABLE_WARN_EVERY_S = 60.0  # one line a minute while the channel layer is down, not a traceback per push
+_last_unreachable_warning = [float("-inf")]
 
 
 def send_now(group: str, event: Mapping[str, Any]) -> None:
@@ -18,6 +23,12 @@ def send_now(group: str, event: Mapping[str, Any]) -> None:
         return
     try:
         async_to_sync(layer.group_send)(group, {"type": "desk.event", "event": dict(event)})
+    except (OSError, RedisConnectionError, RedisTimeoutError) as exc:  # Redis down: a known state, said once a minute
+        now = time.monotonic()
+        if now - _last_unreachable_warning[0] >= UNREACHABLE_WARN_EVERY_S:
+            _last_unreachable_warning[0] = now
+            log.warning("push to %s failed: the channel layer is unreachable (%s); browsers miss live events "
+                        "until it is back (said at most once a minute)", group, exc)
     except Exception:  # the desk must keep trading when the browser push fails
         log.exception("push to %s failed", group)
 
