@@ -18,14 +18,13 @@ order in the lookup: the loser fetches the order by client id and records that. 
 placing is retried (lookup first, so an order whose response was lost is found, not repeated); after the
 last attempt the signal stays pending and `reconcile` records the order if the exchange has it.
 
-Exits: MARKET orders on price checks, not resting stop/target orders. The feed already checks stops,
-targets and time stops on every trade (`positions_check_price`); live exits use the same decision
-(`apps.engine.exits.tick_exit`) so paper and live close on the same prices, and it works the same on every
-exchange (a resting stop plus target needs Binance spot OCO lists, reduce-only STOP_MARKET /
-TAKE_PROFIT_MARKET pairs on futures, cancel-the-other bookkeeping, and more orders to reconcile). The price
-of that choice, stated plainly: while the desk (feed + worker) is down, a live position has NO protective
-order on the exchange, and targets fill as taker market orders, not at the target price. Exchange-side
-protective stops are the next step before real size.
+Exits: MARKET orders on price checks, with a protective stop resting on the exchange underneath. The feed
+checks stops, targets and time stops on every trade (`positions_check_price`); live exits use the same
+decision (`apps.engine.exits.tick_exit`) so paper and live close on the same prices, and it works the same on
+every exchange. Targets therefore fill as taker market orders, not at the target price. While the desk (feed
++ worker) is down, the exchange's protective stop at the position's stop is what protects it
+(apps.trading.live_protect: placed after the entry, moved with the stop, cancelled before the desk's exit,
+and when that cancel finds it filled the position closes from the stop's fill; reconciliation checks it).
 
 Ledger. One Order (mode=live) and one Fill per exchange order: the average fill price, the filled
 quantity, and the fee from the exchange (the order's `fees` or, when the order response has none, the
@@ -51,6 +50,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from apps.audit.services import audit_record
 from apps.engine.fills import fill_model_for
@@ -169,6 +169,12 @@ def client_order_id(signal_id: int, purpose: str) -> str:
 def exchange_client_id(exchange_code: str, cid: str) -> str:
     """The id sent to the exchange. OKX's clOrdId allows letters and digits only (1-32 chars)."""
     return cid.replace("-", "") if exchange_code == "okx" else cid
+
+
+def ledger_client_id(exchange_id: str) -> str:
+    """The ledger's id of an order this desk sent (OKX's ids have no hyphens)."""
+    m = CLIENT_ID_RE.match(exchange_id)
+    return f"hft-{m.group(1)}-{m.group(2)}" if m else exchange_id
 
 
 def parse_client_id(exchange_id: str | None) -> tuple[int, str] | None:
@@ -430,10 +436,11 @@ def entry_record(*, signal_id: int, order: dict, how: str, ex, market: dict) -> 
 # ---------------------------------------------------------------- exits
 
 
-def _exit_amount(ex, position: Position, market: dict) -> float:
+def _exit_amount(ex, position: Position, market: dict, cap: float | None = None) -> float:
     """What to sell/buy back: the position's quantity, or for a spot long what the account holds of it
-    (the buy commission was paid in the base asset), after the exchange's lot step."""
-    qty = float(position.quantity)
+    (the buy commission was paid in the base asset), after the exchange's lot step. `cap`: what the
+    position's protective stop was placed for (what it holds, less what the stop sold)."""
+    qty = float(position.quantity) if cap is None else min(float(position.quantity), cap)
     if market.get("spot"):
         free = (ex.fetch_balance().get("free") or {}).get(market["base"])
         if free is not None:
@@ -452,15 +459,17 @@ def position_close_live(*, position_id: int, price: float, at: datetime, reason:
     ex = live_exchange(code, symbol=position.instrument.symbol)
     market = ex.market(position.instrument.symbol)
     # The protective stop first: it holds the coins this exit sells, and it may have filled already.
-    stop_part = None
+    stop_part, cap = None, None
     stop_row = Order.objects.filter(position_id=position_id, purpose=Order.Purpose.PROTECT,
                                     status=Order.Status.NEW).first()
     if stop_row is not None:
+        cap = float(stop_row.quantity)
         from apps.trading.live_protect import protect_cancel
 
         final = protect_cancel(ex, market["symbol"], exchange_client_id(code, stop_row.client_order_id))
         if final is not None and float(final.get("filled") or 0) > 0:
             stop_part = (stop_row, final)
+            cap = float(stop_row.quantity - Decimal(repr(float(final["filled"]))))  # exact: no float dust
         else:
             Order.objects.filter(pk=stop_row.pk).update(status=Order.Status.CANCELLED)
     amount = None
@@ -468,7 +477,7 @@ def position_close_live(*, position_id: int, price: float, at: datetime, reason:
         import ccxt
 
         try:
-            amount = _exit_amount(ex, position, market)
+            amount = _exit_amount(ex, position, market, cap) if cap > 0 else 0.0
         except ccxt.InvalidOrder:  # below the amount precision: nothing left to sell
             amount = 0.0
     min_amount = (market.get("limits", {}).get("amount") or {}).get("min") or 0
@@ -479,7 +488,7 @@ def position_close_live(*, position_id: int, price: float, at: datetime, reason:
         return exit_record(position_id=position_id, order=stop_part[1], how="stop filled on the exchange", ex=ex,
                            market=market, reason=ExitReason.STOP, trigger_price=price, db_order=stop_part[0])
     if amount is None:
-        amount = _exit_amount(ex, position, market)
+        amount = _exit_amount(ex, position, market, cap)
     ecid = exchange_client_id(code, client_order_id(position.signal_id, Order.Purpose.EXIT))
     side = "sell" if position.side == Side.LONG else "buy"
     order, how = order_place_market(ex, symbol=market["symbol"], side=side, amount=amount, ecid=ecid,
@@ -599,7 +608,11 @@ def live_reconcile(*, exchange_code: str, since_hours: float = 48.0) -> Reconcil
        nothing filled -> marked rejected (an entry's empty position is voided at zero P&L).
     3. Our orders of the last `since_hours` per traded symbol that filled but are missing from the ledger
        (the task died between the order and the record) -> recorded from the exchange's figures.
-    4. Holdings: spot base balances must cover the open live longs; contract positions must match.
+    4. Protective stops (apps.trading.live_protect.protect_sync) of every open live position: missing,
+       cancelled or expired -> placed again; filled while the desk was down -> the position closed from the
+       exchange's fill; out of step with the ledger's stop or holding -> moved. A stop of ours open on the
+       exchange that is not the ledger's current one (step 1) is cancelled.
+    5. Holdings: spot base balances must cover the open live longs; contract positions must match.
     Each finding writes an audit row (`reconcile.fixed` / `reconcile.mismatch`), one summary row per run.
     """
     ex = live_exchange(exchange_code)
@@ -622,6 +635,10 @@ def live_reconcile(*, exchange_code: str, since_hours: float = 48.0) -> Reconcil
         if ecid in db_new:
             continue
         what = f"{o['symbol']} {o['side']} {o['amount']} ({o['type']}, exchange order {o['id']}, client id {ecid})"
+        parsed = parse_client_id(ecid)
+        if parsed and parsed[1] == Order.Purpose.PROTECT and Position.objects.filter(signal_id=parsed[0]).exists():
+            _reconcile_stale_stop(ex, report, o, what)
+            continue
         if ecid in known:
             report.add("exchange_open_ledger_closed", f"open on the exchange but filled/rejected in the ledger: {what}",
                        fixed=False)
@@ -631,9 +648,9 @@ def live_reconcile(*, exchange_code: str, since_hours: float = 48.0) -> Reconcil
         else:
             report.add("exchange_open_foreign", f"order not placed by this desk, left alone: {what}", fixed=False)
 
-    # 2. open in the ledger
+    # 2. open in the ledger (protective stops: step 4)
     for ecid, db_order in db_new.items():
-        if ecid in open_ids:
+        if ecid in open_ids or db_order.purpose == Order.Purpose.PROTECT:
             continue
         report.checked_orders += 1
         _reconcile_ledger_order(ex, report, db_order, ecid)
@@ -648,7 +665,10 @@ def live_reconcile(*, exchange_code: str, since_hours: float = 48.0) -> Reconcil
             report.checked_orders += 1
             _reconcile_missing_fill(ex, report, o, parsed)
 
-    # 4. holdings
+    # 4. protective stops
+    _reconcile_stops(ex, report, exchange_code)
+
+    # 5. holdings
     _reconcile_holdings(ex, report, exchange_code)
 
     with transaction.atomic():
@@ -735,8 +755,58 @@ def _reconcile_missing_fill(ex, report: ReconcileReport, order: dict, parsed: tu
     if position is None:
         report.add("exchange_fill_missing", f"{what}: exit of a position that is not open", fixed=False)
         return
+    if purpose == Order.Purpose.PROTECT:  # a stop of ours the ledger no longer names filled: it is the exit
+        with transaction.atomic():
+            row, _ = Order.objects.select_for_update().update_or_create(
+                position=position, purpose=Order.Purpose.PROTECT,
+                defaults={"client_order_id": ledger_client_id(order["clientOrderId"]),
+                          "instrument_id": position.instrument_id, "side": order["side"], "mode": Mode.LIVE,
+                          "quantity": _dec(order["filled"]), "status": Order.Status.NEW})
+        exit_record(position_id=position.pk, order=order, how="reconcile", ex=ex, market=market,
+                    reason=ExitReason.STOP, db_order=row)
+        report.add("exchange_fill_missing", f"{what}: protective stop fill recorded as the exit", fixed=True)
+        return
     exit_record(position_id=position.pk, order=order, how="reconcile", ex=ex, market=market, reason="manual")
     report.add("exchange_fill_missing", f"{what}: exit recorded from the exchange", fixed=True)
+
+
+# outcome of apps.trading.live_protect.protect_sync -> fixed by reconcile (True) or for a person (False)
+_STOP_OUTCOMES = {"placed": True, "moved": True, "filled": True, "crossed": True, "cancelled": True,
+                  "unprotected": False, "uncertain": False, "partial": False, "double": False}
+
+
+def _reconcile_stops(ex, report: ReconcileReport, exchange_code: str) -> None:
+    from apps.trading.live_protect import protect_sync
+
+    positions = (Position.objects.filter(mode=Mode.LIVE, instrument__exchange__code=exchange_code)
+                 .filter(Q(status=Position.Status.OPEN)
+                         | Q(orders__purpose=Order.Purpose.PROTECT, orders__status=Order.Status.NEW))
+                 .distinct().order_by("pk"))
+    for position in positions:
+        try:
+            outcome, detail = protect_sync(position.pk, ex=ex, how="reconcile: stop filled on the exchange")
+        except Exception as exc:
+            log.exception("protective stop of position %s", position.pk)
+            outcome, detail = "error", f"position #{position.pk}: checking its protective stop failed ({exc!r})"
+        if outcome in _STOP_OUTCOMES or outcome == "error":
+            report.add(f"protect_{outcome}", detail, fixed=_STOP_OUTCOMES.get(outcome, False))
+
+
+def _reconcile_stale_stop(ex, report: ReconcileReport, order: dict, what: str) -> None:
+    """A protective stop of ours open on the exchange that the ledger does not name as current (replaced, or
+    its position closed): it would sell coins a second time, so it is cancelled."""
+    from apps.trading.live_protect import protect_cancel
+
+    try:
+        final = protect_cancel(ex, order["symbol"], order["clientOrderId"])
+    except LiveOrderUncertain as exc:
+        report.add("protect_stale", f"stale protective stop {what}: could not cancel ({exc})", fixed=False)
+        return
+    if final is not None and float(final.get("filled") or 0) > 0:
+        report.add("protect_stale", f"stale protective stop {what} filled {final['filled']} before it could be "
+                   "cancelled: a person must look", fixed=False)
+        return
+    report.add("protect_stale", f"stale protective stop {what}: cancelled", fixed=True)
 
 
 def _reconcile_holdings(ex, report: ReconcileReport, exchange_code: str) -> None:

@@ -61,6 +61,7 @@ from apps.trading.live import (
     PLACE_ATTEMPTS,
     STEP,
     LiveOrderUncertain,
+    client_order_id,
     exchange_client_id,
     exit_record,
     live_exchange,
@@ -150,21 +151,37 @@ def protect_cancel(ex, symbol: str, ecid: str) -> dict | None:
     raise LiveOrderUncertain(f"could not cancel protective stop {ecid}: {last_error!r}")
 
 
-def _desired_amount(ex, position: Position, market: dict, resting: dict | None) -> float:
-    """What the stop should sell: the position's quantity, on spot at most what the account holds of it (free
-    plus what `resting`, the stop now on the exchange, holds), after the lot step; 0 when below it."""
+def _entry_base_commission(ex, position: Position, market: dict) -> float:
+    """The commission a spot long's entry paid in the base asset (Binance takes a buy's commission from the
+    coins bought): the position holds that much less than its quantity. From the entry order's fees, or its
+    trades when the order carries none (Binance's query-order does not)."""
+    if not market.get("spot") or position.side != Side.LONG:
+        return 0.0
+    symbol = market["symbol"]
+    entry = order_fetch_by_client_id(ex, symbol, exchange_client_id(ex.id, client_order_id(
+        position.signal_id, Order.Purpose.ENTRY)))
+    if entry is None:
+        return 0.0  # not found: the free balance still caps the amount
+    fees = [f for f in (entry.get("fees") or ([entry["fee"]] if entry.get("fee") else [])) if f.get("cost")]
+    if not fees:
+        trades = ex.fetch_my_trades(symbol, None, None, {"orderId": entry["id"]})
+        fees = [t["fee"] for t in trades if t.get("fee") and t["fee"].get("cost") is not None]
+    return sum(float(f["cost"]) for f in fees if f.get("currency") == market["base"])
+
+
+def _stop_amount(ex, position: Position, market: dict) -> float:
+    """What the stop sells: what the position holds (its quantity less a spot entry's base commission), at most
+    the account's free balance of it (another position's coins are not this one's), after the lot step; 0 when
+    below it. Called with no stop of the position resting (its coins are free)."""
     import ccxt
 
-    qty = float(position.quantity)
+    qty = float(position.quantity) - _entry_base_commission(ex, position, market)
     if market.get("spot"):
         free = (ex.fetch_balance().get("free") or {}).get(market["base"])
         if free is not None:
-            held_by_stop = 0.0
-            if resting is not None and resting.get("status") == "open":
-                held_by_stop = float(resting.get("amount") or 0) - _filled(resting)
-            qty = min(qty, float(free) + held_by_stop)
+            qty = min(qty, float(free))
     try:
-        return float(ex.amount_to_precision(market["symbol"], qty))
+        return float(ex.amount_to_precision(market["symbol"], qty)) if qty > 0 else 0.0
     except ccxt.InvalidOrder:  # below the amount precision
         return 0.0
 
@@ -186,7 +203,7 @@ def _place(ex, position: Position, market: dict, plan: str, row: Order | None) -
     import ccxt
 
     symbol = market["symbol"]
-    amount = _desired_amount(ex, position, market, None)
+    amount = _stop_amount(ex, position, market)
     min_amount = (market.get("limits", {}).get("amount") or {}).get("min") or 0
     if amount <= 0 or amount < min_amount:
         return _unprotected(position, f"the holding ({amount}) is below {ex.id}'s minimum amount {min_amount}")
@@ -302,8 +319,7 @@ def protect_sync(position_id: int, *, ex=None, market: dict | None = None,
                            f"({found['filled']} of {found['amount']}); the desk's exit sells the rest")
     trigger = Decimal(ex.price_to_precision(symbol, float(position.stop)))
     have = Decimal(str(found.get("triggerPrice") or 0))
-    amount = _desired_amount(ex, position, market, found)
-    if have == trigger and abs(float(found.get("amount") or 0) - amount) < 1e-12:
+    if have == trigger:  # its amount was decided when it was placed (what the position holds)
         return "kept", f"position #{position.pk}: protective stop {row.client_order_id} at {have} in step"
     final = protect_cancel(ex, symbol, exchange_client_id(code, row.client_order_id))
     if _filled(final) > 0:
@@ -314,7 +330,7 @@ def protect_sync(position_id: int, *, ex=None, market: dict | None = None,
         return _unprotected(position, why)
     outcome, detail = _place(ex, position, market, plan, row)
     if outcome == "placed":
-        return "moved", f"{detail} (was {old} at {have} for {found.get('amount')})"
+        return "moved", f"{detail} (was {old} at {have})"
     return outcome, detail
 
 

@@ -169,9 +169,10 @@ class FakeBinanceSpot:
     def order_by_client_id(self, client_id: str) -> dict:
         return next(o for o in self.orders if o["clientOrderId"] == client_id)
 
-    def set_price(self, price: Decimal) -> list[dict]:
+    def set_price(self, price: Decimal, *, at_most: Decimal | None = None) -> list[dict]:
         """The market trades at `price`: resting stops trigger and working stop-limits fill (see the module
-        docstring). Returns the orders that filled."""
+        docstring), each by `at_most` when given (a thin book: the rest stays working). Returns the orders
+        that filled (partly)."""
         with self._lock:
             self.price = price
             filled = []
@@ -189,12 +190,21 @@ class FakeBinanceSpot:
                         px = price  # crosses the book at once: the market's price (taker)
                     else:
                         continue  # the limit is through: it rests on the book
+                elif o["type"] == "STOP_LOSS":
+                    px = price  # a working stop-market takes the book
                 elif (price >= limit) if sell else (price <= limit):
                     px = limit  # a resting limit reached by the market fills at its price
                 else:
                     continue
-                self._unlock(o)
-                self._fill(o, Decimal(o["origQty"]), px=px, split=False)
+                remaining = Decimal(o["origQty"]) - Decimal(o["executedQty"])
+                qty = remaining if at_most is None else min(at_most, remaining)
+                asset, held = o.get("locked", (None, Decimal(0)))
+                if asset is not None:  # the coins sold are no longer held by the order
+                    o["locked"] = (asset, held - qty)
+                    self.locked[asset] -= qty
+                self._fill(o, qty, px=px, split=False)
+                if o["status"] == "FILLED":
+                    self._unlock(o)
                 filled.append(o)
             return filled
 
@@ -355,8 +365,12 @@ class FakeBinanceSpot:
                 "commissionAsset": asset, "time": now, "isBuyer": buy, "isMaker": False, "isBestMatch": True,
             })
             self._next_trade_id += 1
-        order.update(status="FILLED", executedQty=_s(qty), cummulativeQuoteQty=_s(cost), isWorking=False,
-                     updateTime=now)
+        executed = Decimal(order["executedQty"]) + qty
+        done = executed >= Decimal(order["origQty"])
+        order.update(status="FILLED" if done else "PARTIALLY_FILLED", executedQty=_s(executed),
+                     cummulativeQuoteQty=_s(Decimal(order["cummulativeQuoteQty"]) + cost), updateTime=now)
+        if done:
+            order["isWorking"] = False
         return fills
 
     def _query_order(self, p: dict) -> tuple[int, object]:

@@ -307,7 +307,8 @@ def test_reconcile_records_a_filled_order_whose_record_was_lost(desk, live_setti
     Signal.objects.filter(pk=signal.pk).update(fate=Fate.STALE)  # the dead task's signal went stale meanwhile
 
     report = live.live_reconcile(exchange_code="binance")
-    assert [f.kind for f in report.findings] == ["exchange_fill_missing"] and report.findings[0].fixed
+    # The entry recorded from the exchange, then its protective stop placed (test_live_protect.py).
+    assert [(f.kind, f.fixed) for f in report.findings] == [("exchange_fill_missing", True), ("protect_placed", True)]
     position = Position.objects.get(signal=signal)
     qty, avg, _, _ = exchange_figures(fake, fake.orders[0]["orderId"])
     assert position.mode == Mode.LIVE and position.quantity == qty and abs(position.entry_price - avg) <= D8

@@ -185,3 +185,140 @@ def test_moving_the_stop_through_the_price_exits_at_market(desk, live_settings):
     assert abs(closed.exit_price - avg) <= D8 and Decimal("95100") <= avg <= Decimal("95100.01")
     assert Order.objects.get(position=position, purpose=Order.Purpose.PROTECT).status == Order.Status.REJECTED
     assert not [o for o in fake.orders if o["status"] == "NEW"]
+
+
+# ---------------------------------------------------------------- start-up reconciliation
+
+
+def _kinds(report) -> list[tuple[str, bool]]:
+    return [(f.kind, f.fixed) for f in report.findings]
+
+
+def test_reconcile_places_a_stop_that_is_missing_again(desk, live_settings):
+    """Three ways a live position can lack its stop: cancelled by hand on the exchange, opened by a task that
+    died after recording the entry (no row), and a row written by a task that died before placing."""
+    from apps.trading.live import entry_record, live_exchange, order_place_market
+
+    fake = live_settings
+    a = _open(desk)
+    fake._cancel_order({"symbol": "BTCUSDT", "origClientOrderId": f"hft-{a.signal_id}-stop1"})  # by hand
+
+    report = live_reconcile_binance()
+    assert _kinds(report) == [("protect_placed", True)]
+    assert "was canceled" in report.findings[0].detail
+    row = Order.objects.get(position=a, purpose=Order.Purpose.PROTECT)
+    assert (row.client_order_id, row.status) == (f"hft-{a.signal_id}-stop2", "new")
+    assert fake.order_by_client_id(row.client_order_id)["status"] == "NEW" and fake.locked["BTC"] == HELD
+    assert live_reconcile_binance().findings == []  # in step now: nothing to do, nothing sent
+    assert len(fake.posted_orders()) == 3
+
+    # A second ghost's position whose task died after recording the entry, before the stop.
+    from apps.ghosts.services import ghost_create
+
+    other = ghost_create(name="fader-2", kind="spike_fader", instrument=desk["instrument"], enabled=True)
+    signal = new_signal(other, 5)
+    ex = live_exchange("binance", symbol="BTC/USDT")
+    order, how = order_place_market(ex, symbol="BTC/USDT", side="buy", amount=0.01, ecid=f"hft-{signal.pk}-entry")
+    b = entry_record(signal_id=signal.pk, order=order, how=how, ex=ex, market=ex.market("BTC/USDT"))
+    assert not Order.objects.filter(position=b, purpose=Order.Purpose.PROTECT).exists()
+    report = live_reconcile_binance()
+    assert _kinds(report) == [("protect_placed", True)] and f"hft-{signal.pk}-stop1" in report.findings[0].detail
+    held_b = (Decimal("0.01") * Decimal("0.999")).quantize(LOT, rounding=ROUND_DOWN)
+    assert Decimal(fake.order_by_client_id(f"hft-{signal.pk}-stop1")["origQty"]) == held_b
+
+    # The row written, the order never sent (the task died in between): placed under the next id.
+    Order.objects.filter(position=b, purpose=Order.Purpose.PROTECT).update(client_order_id=f"hft-{signal.pk}-stop2")
+    report = live_reconcile_binance()
+    kinds = _kinds(report)
+    # stop1 is ours, open, and no longer the ledger's: cancelled; stop2 is not on the exchange: stop3 placed.
+    assert kinds == [("protect_stale", True), ("protect_placed", True)], report.lines()
+    assert fake.order_by_client_id(f"hft-{signal.pk}-stop1")["status"] == "CANCELED"
+    assert fake.order_by_client_id(f"hft-{signal.pk}-stop3")["status"] == "NEW"
+    assert fake.locked["BTC"] == HELD + held_b
+    # The first position's exit sells what its stop held, not the second position's coins.
+    position_exit(position_id=a.pk, price=95760.0, at=AT + timedelta(minutes=9), reason=ExitReason.TARGET)
+    assert Decimal(fake.posted_orders()[-1]["quantity"]) == HELD
+    assert fake.balances["BTC"] - fake.locked["BTC"] < LOT and fake.locked["BTC"] == held_b
+
+
+def live_reconcile_binance():
+    from apps.trading.live import live_reconcile
+
+    return live_reconcile(exchange_code="binance")
+
+
+def test_reconcile_moves_a_stop_out_of_step_with_the_ledger(desk, live_settings):
+    fake = live_settings
+    position = _open(desk)
+    Position.objects.filter(pk=position.pk).update(stop=Decimal("94500"))  # moved while the desk was down
+    report = live_reconcile_binance()
+    assert _kinds(report) == [("protect_moved", True)]
+    assert fake.order_by_client_id(f"hft-{position.signal_id}-stop1")["status"] == "CANCELED"
+    new = fake.order_by_client_id(f"hft-{position.signal_id}-stop2")
+    assert (new["status"], Decimal(new["stopPrice"]), Decimal(new["origQty"])) == ("NEW", Decimal("94500"), HELD)
+
+
+def test_reconcile_closes_a_position_whose_stop_filled_while_the_desk_was_down(desk, live_settings):
+    from apps.trading.services import positions_check_price
+
+    fake = live_settings
+    usdt_before = fake.balances["USDT"]
+    position = _open(desk)
+    filled = fake.set_price(Decimal("93900.00"))  # nobody of the desk is watching
+    assert len(filled) == 1
+    report = live_reconcile_binance()
+    assert _kinds(report) == [("protect_filled", True)]
+    closed = Position.objects.get(pk=position.pk)
+    qty, avg, _, _ = exchange_figures(fake, filled[0]["orderId"])
+    assert closed.status == Position.Status.CLOSED and closed.exit_reason == ExitReason.STOP
+    assert (closed.exit_price, Fill.objects.get(order__purpose="protect").quantity) == (avg, qty)
+    _assert_ledger_is_the_cash(fake, closed, usdt_before)
+    # No double exit: the restarted feed sees the price through the stop, reconcile runs again.
+    assert positions_check_price(instrument_id=desk["instrument"].pk, price=93800.0, at=AT + timedelta(hours=1)) == []
+    assert live_reconcile_binance().findings == []
+    assert [p["type"] for p in fake.posted_orders()] == ["MARKET", "STOP_LOSS_LIMIT"]
+    assert Fill.objects.filter(order__position=position).count() == 2  # the entry and the stop
+
+
+def test_a_stop_partly_filled_and_the_desk_exit_sell_the_position_together(desk, live_settings):
+    """A stop-limit triggered into a thin book: part of it filled on the exchange when the desk's own stop exit
+    fires. The cancel returns what filled; the desk sells the rest; both fills are the exit."""
+    fake = live_settings
+    usdt_before = fake.balances["USDT"]
+    position = _open(desk)
+    stop_cid = f"hft-{position.signal_id}-stop1"
+    fake.set_price(Decimal("94000.00"), at_most=Decimal("0.00400"))
+    assert fake.order_by_client_id(stop_cid)["status"] == "PARTIALLY_FILLED"
+    closed = position_exit(position_id=position.pk, price=94000.0, at=AT + timedelta(minutes=4),
+                           reason=ExitReason.STOP)
+    stop = fake.order_by_client_id(stop_cid)
+    assert (stop["status"], Decimal(stop["executedQty"])) == ("CANCELED", Decimal("0.004"))
+    sold = fake.posted_orders()[-1]
+    assert (sold["type"], Decimal(sold["quantity"])) == ("MARKET", HELD - Decimal("0.004"))
+    rows = {o.purpose: o for o in Order.objects.filter(position=position)}
+    assert rows["protect"].status == rows["exit"].status == Order.Status.FILLED
+    stop_fill, exit_fill = Fill.objects.get(order=rows["protect"]), Fill.objects.get(order=rows["exit"])
+    assert (stop_fill.price, stop_fill.quantity) == (Decimal("94000.00"), Decimal("0.004"))
+    _, avg, _, _ = exchange_figures(fake, fake.orders[-1]["orderId"])
+    assert abs(exit_fill.price - avg) <= D8 and exit_fill.quantity == HELD - Decimal("0.004")
+    vwap = (stop_fill.price * stop_fill.quantity + exit_fill.price * exit_fill.quantity) / HELD
+    assert abs(closed.exit_price - vwap) <= D8 and closed.exit_reason == ExitReason.STOP
+    _assert_ledger_is_the_cash(fake, closed, usdt_before)
+    assert fake.locked["BTC"] == 0 and not [o for o in fake.orders if o["status"] in ("NEW", "PARTIALLY_FILLED")]
+
+
+def test_reconcile_records_a_stop_fill_the_ledger_does_not_name(desk, live_settings):
+    """The ledger lost track of which stop rests (it names stop2; stop1 is what the exchange holds), and
+    stop1 filled: found among our recent orders, it is recorded as the exit, with no stop placed again."""
+    fake = live_settings
+    position = _open(desk)
+    Order.objects.filter(position=position, purpose="protect").update(client_order_id=f"hft-{position.signal_id}-stop2")
+    fake.set_price(Decimal("94000.00"))
+    report = live_reconcile_binance()
+    assert _kinds(report) == [("exchange_fill_missing", True)], report.lines()
+    closed = Position.objects.get(pk=position.pk)
+    assert closed.status == Position.Status.CLOSED and closed.exit_reason == ExitReason.STOP
+    row = Order.objects.get(position=position, purpose="protect")
+    assert (row.client_order_id, row.status) == (f"hft-{position.signal_id}-stop1", Order.Status.FILLED)
+    assert [p["type"] for p in fake.posted_orders()] == ["MARKET", "STOP_LOSS_LIMIT"]
+    assert live_reconcile_binance().findings == []

@@ -2,6 +2,11 @@
 
 Thin: the work is `apps.trading.live.live_reconcile`. Exit status 0 when nothing needs a person, 2 when
 something was reported for review, and a CommandError (status 1) when live trading is off or refused.
+
+It records, and it keeps open live positions protected: a missing protective stop is placed again, one out of
+step with the ledger is moved, a stale one of ours is cancelled, a position whose stop filled while the desk
+was down is closed from that fill, and one whose stop the price is already through (the exchange refuses the
+stop) is closed at market, as the desk's own stop rule would (apps.trading.live_protect). No other orders.
 """
 
 import sys
@@ -12,7 +17,8 @@ from apps.trading.live import LiveTradingRefused, live_check, live_reconcile, re
 
 
 class Command(BaseCommand):
-    help = "Reconcile open orders, recent fills and holdings on the exchange with the live ledger."
+    help = ("Reconcile open orders, recent fills, protective stops and holdings on the exchange with the live "
+            "ledger.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--exchange", action="append", dest="exchanges",
