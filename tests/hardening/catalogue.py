@@ -35,6 +35,7 @@ class Inputs:
     body: dict[str, list[str]] = field(default_factory=dict)
     choices: dict[str, list[str]] = field(default_factory=dict)  # name -> the valid values a form field lists
     literal: set[str] = field(default_factory=set)  # keys the view's code reads by name (hand-parsed input)
+    types: dict[str, str] = field(default_factory=dict)  # name -> "date" | "number" | "json" | "choice" (its form)
     from_pages: bool = False  # a rendered page has a form for this route
 
 
@@ -43,6 +44,20 @@ def _choices(f) -> list[str]:
         return [str(v) for v, _ in getattr(f, "choices", []) or [] if str(v)]
     except Exception:  # a ModelChoiceField iterates a queryset; its ids come from the world anyway
         return []
+
+
+def _type(f) -> str | None:
+    from django import forms
+
+    if isinstance(f, forms.DateField | forms.DateTimeField):
+        return "date"
+    if isinstance(f, forms.IntegerField | forms.FloatField | forms.DecimalField):  # FloatField is an IntegerField
+        return "number"
+    if isinstance(f, forms.JSONField):
+        return "json"
+    if isinstance(f, forms.ChoiceField | forms.ModelChoiceField):
+        return "choice"
+    return None
 
 
 def sample_args(route: Route, world: World) -> dict[str, str]:
@@ -73,6 +88,8 @@ def build_catalogue(world: World, clients: dict[str, Client]) -> tuple[dict[str,
             inputs.body.setdefault(name, [])
             if ch := _choices(f):
                 inputs.choices[name] = ch
+            if kind := _type(f):
+                inputs.types[name] = kind
     # Render every page a GET can show as the operator and file each form under the route of its action. Not
     # the admin's ~180 pages (Django's, staff only, not fuzzed: see test_fuzz_http.SKIP) nor the two assets.
     with rollback_after():
@@ -97,6 +114,8 @@ def build_catalogue(world: World, clients: dict[str, Client]) -> tuple[dict[str,
                 for name, values in form.values.items():
                     if name != "csrfmiddlewaretoken" and not side.get(name):
                         side[name] = list(values)
+                    elif name != "csrfmiddlewaretoken":  # other defaults of the same field (an owner per row)
+                        inputs.choices[name] = list(dict.fromkeys([*inputs.choices.get(name, []), *values]))
                 side.pop("csrfmiddlewaretoken", None)
     for inputs in cat.values():
         for f_name in list(inputs.choices):

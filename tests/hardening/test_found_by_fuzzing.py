@@ -30,6 +30,8 @@ RESEARCH = [
     ("GET", "/lab/studies/{study}/?trial=²", 200, "_apply_context: selected.isdigit() then int()"),
     ("POST", "/lab/studies/{study}/apply/", 400, "study_apply -> _apply_context with trial=²"),
     ("GET", "/lab/studies/{study}/trials/?after=1:²", 200, "study_trials: all(p.isdigit() ...) then int()"),
+    ("POST", "/lab/studies/#deep", 400, "forms.py StudyForm.clean: json.loads(fixed_<kind>) nested 2,000 deep"),
+    ("POST", "/lab/studies/#big", 400, "forms.py StudyForm.clean: json.loads(fixed_<kind>), a 4,301-digit integer"),
 ]
 
 
@@ -40,9 +42,12 @@ def _request(world, clients, method: str, url: str):
     with rollback_after():
         if method == "GET":
             return client.get(url)
+        params = BIG if url.endswith("#big") else DEEP
+        if url.startswith("/lab/studies/#"):
+            return client.post("/lab/studies/", {"instrument": str(inst), "start": "2025-06-21", "end": "2025-06-25",
+                                                 "target": "spike_fader", "fixed_spike_fader": params})
         if url.startswith("/lab/studies/"):
             return client.post(url, {"trial": "²", "ghost": str(world.ids["ghost_id"][0]), "reason": "fuzz"})
-        params = BIG if url.endswith("#big") else DEEP
         return client.post("/lab/", {"instrument": str(inst), "start": "2025-06-21", "end": "2025-06-23",
                                      "start_capital": "10000", "sizing_mode": "risk",
                                      "g_spike_fader_on": "on", "g_spike_fader_params": params})
@@ -60,5 +65,6 @@ def test_lab_pages_refuse_with_a_status_not_a_500(method, url, status, world, cl
     for case in RESEARCH])
 def test_research_pages_refuse_with_a_status_not_a_500(method, url, status, cause, world, clients, tracebacks):
     r = _request(world, clients, method, url)
-    assert r.status_code == status, (r.status_code, tracebacks.text())
+    # below 500, not the exact status: the page's author picks it (`status` is what the lab's twin answers)
+    assert r.status_code < 500, (r.status_code, tracebacks.text())
     assert not tracebacks.records, tracebacks.text()
