@@ -3,11 +3,11 @@
 - SafeJSONField: Django's JSONField catches only JSONDecodeError, so 2,000 nested `[` (RecursionError) or an
   integer of 4,301 digits (the int digit limit's ValueError) escape it; this one parses with
   apps.common.parsing.parse_json (bounded depth, length and integer size).
-- BoundedDateField / BoundedDateTimeField: a DateField takes 9999-12-31, and the first "+ 1 day" after it
-  (an exclusive end of a filter) raises OverflowError; these keep dates between DATE_MIN and DATE_MAX.
+- BoundedDateField: a DateField takes 9999-12-31, and the first "+ 1 day" after it (the exclusive end of a
+  filter) raises OverflowError; this one keeps dates between DATE_MIN and DATE_MAX.
 """
 
-from datetime import date, datetime, time
+from datetime import date
 from typing import Any
 
 from django import forms
@@ -55,7 +55,7 @@ def _range_error(label: str) -> str:
 
 
 class BoundedDateField(forms.DateField):
-    """A DateField between DATE_MIN and DATE_MAX; `label` names the field in the message ("to", "from")."""
+    """A DateField between DATE_MIN and DATE_MAX; `range_label` names the field in the message ("to", "from")."""
 
     def __init__(self, *, range_label: str = "date", **kwargs: Any) -> None:
         self.range_label = range_label
@@ -64,18 +64,4 @@ class BoundedDateField(forms.DateField):
     def validate(self, value: date | None) -> None:
         super().validate(value)
         if value is not None and not DATE_MIN <= value <= DATE_MAX:
-            raise forms.ValidationError(_range_error(self.range_label), code="out_of_range")
-
-
-class BoundedDateTimeField(forms.DateTimeField):
-    """A DateTimeField between DATE_MIN 00:00 and DATE_MAX 23:59:59 (its wall time, in whatever zone it has)."""
-
-    def __init__(self, *, range_label: str = "date", **kwargs: Any) -> None:
-        self.range_label = range_label
-        super().__init__(**kwargs)
-
-    def validate(self, value: datetime | None) -> None:
-        super().validate(value)
-        if value is not None and not (datetime.combine(DATE_MIN, time.min) <= value.replace(tzinfo=None)
-                                      <= datetime.combine(DATE_MAX, time.max)):
             raise forms.ValidationError(_range_error(self.range_label), code="out_of_range")
