@@ -546,7 +546,13 @@
       try { ev = JSON.parse(m.data); } catch (e) { return; }
       if (pending) pending.push(ev); else handle(ev);
     });
-    socket.addEventListener("close", () => { setLive(false); schedule(); });
+    socket.addEventListener("close", (ev) => {
+      setLive(false);
+      // 4401: logged out or deactivated, 4403: role changed. Reconnecting would be refused forever (or keep the
+      // old role's page): reload, so the server sends the login page or the page for the new role.
+      if (ev.code === 4401 || ev.code === 4403) { location.reload(); return; }
+      schedule();
+    });
   }
 
   function schedule() {

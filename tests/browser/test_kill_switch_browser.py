@@ -92,7 +92,10 @@ async def test_operator_trips_and_resets_and_other_browsers_see_it_live(daphne_u
                 action="killswitch.reset", reason="prices checked against a second venue").aexists()
             assert not (await KillSwitch.objects.aget(pk=1)).tripped
 
-            # ghost_review's alert event (the same dict it sends) becomes a toast in every browser.
+            # ghost_review's alert event (the same dict it sends) becomes a toast in every browser: once each
+            # page's socket is live again (a form post reloads the operator's page, and its socket reconnects)
+            for page in (watcher, risk_viewer, operator):
+                await expect(page.locator("#ws-state")).to_have_text("live", timeout=WS_TIMEOUT)
             ghost = desk["ghost"]
             await push("ghosts", {"type": "alert", "level": "error", "ghost_id": ghost.pk,
                                   "message": f"{ghost.name} auto-disabled: win rate 20.0% over 10 trades < floor 30%"})
