@@ -10,7 +10,7 @@ Which order. ccxt's unified `createOrder(symbol, type, side, amount, price, {"st
 ccxt's `features[spot].createOrder.stopLossPrice` says the exchange takes one. On Binance spot ccxt turns it
 into (binance.create_order_request, which checks the symbol's `orderTypes` from exchangeInfo):
 - type "market" -> STOP_LOSS, a stop-market: it triggers at the stop and sells at market, so it always gets
-  out. Chosen when the symbol lists STOP_LOSS (Binance's exchangeInfo lists it for BTCUSDT today).
+  out. Chosen when the symbol lists STOP_LOSS in its orderTypes (recent Binance spot exchangeInfo does).
 - type "limit" -> STOP_LOSS_LIMIT (price, stopPrice, timeInForce GTC), when the symbol lists only that (older
   listings, testnets, ccxt's `has["createStopMarketOrder"]` is False for binance): it triggers at the stop and
   rests a sell limit STOP_LIMIT_BAND (1 %) below it. A gap of more than that through the stop leaves it

@@ -73,7 +73,7 @@ def test_a_stop_market_where_the_symbol_lists_one(desk, live_settings, settings)
     from apps.trading.live import live_clients_clear
 
     types = ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"]
-    with FakeBinanceSpot(price=PRICE, order_types=types) as fake:  # Binance's list for BTCUSDT today
+    with FakeBinanceSpot(price=PRICE, order_types=types) as fake:  # as recent Binance exchangeInfo lists them
         settings.HFT_LIVE_CCXT_CONFIG = {"urls": {"api": fake.urls()}, "enableRateLimit": False}
         live_clients_clear()
         position = _open(desk)
