@@ -111,7 +111,7 @@ async def _exchange(user, sent: list[tuple[str, str | bytes]]) -> list[str]:
     """Open a socket as `user`, send the frames, read one answer per frame; the problems seen."""
     comm = WebsocketCommunicator(DeskConsumer.as_asgi(), "/ws/desk/")
     comm.scope["user"] = user
-    ok, code = await comm.connect()
+    ok, code = await comm.connect(timeout=10)  # joining the groups on Redis can take over 1 s on a busy machine
     if not ok:
         return [f"connect refused ({code})"]
     problems = []
@@ -120,7 +120,7 @@ async def _exchange(user, sent: list[tuple[str, str | bytes]]) -> list[str]:
             # send_input, not send_to: send_to refuses an empty frame, which a browser can send
             await comm.send_input({"type": "websocket.receive", "text" if kind == "text" else "bytes": payload})
             while True:  # skip group broadcasts (a successful toggle is also pushed to the ghosts group)
-                out = await comm.receive_output(timeout=5)
+                out = await comm.receive_output(timeout=10)
                 if out["type"] == "websocket.close":
                     problems.append(f"socket closed with {out.get('code')} after {payload[:80]!r}")
                     return problems
@@ -128,9 +128,9 @@ async def _exchange(user, sent: list[tuple[str, str | bytes]]) -> list[str]:
                 if reply.get("type") in ANSWERS:
                     break
         await comm.send_to(text_data=json.dumps({"action": "ping"}))  # still open, still answering
-        out = await comm.receive_output(timeout=5)
+        out = await comm.receive_output(timeout=10)
         while json.loads(out.get("text") or "{}").get("type") not in ANSWERS:
-            out = await comm.receive_output(timeout=5)
+            out = await comm.receive_output(timeout=10)
         if json.loads(out.get("text") or "{}") != {"type": "pong"}:
             problems.append(f"a ping after the frames got {out}")
     finally:
