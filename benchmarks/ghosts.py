@@ -19,6 +19,11 @@ faults its memory in again. The figures are for the environment as given (printe
 MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_MMAP_THRESHOLD_=33554432 in a worker's environment the freed heap
 is kept and reused (all five on the real file ~12 % less CPU, measured 2026-11-26).
 
+Last figures (2026-12-04, load ~7, best of 5): real file, all five via evaluate_all 23.9 ms CPU = 5.5 M
+bars/s; synthetic busy columns 124.5 ms = 1.05 M bars/s (271 ms before that day's speed pass; alone:
+liquidation hunter 70, whale follower 56, CVD 37, trend 23, spike fader 5 ms); live 12,151-bar window 6.3 ms
+(real), 15.9 ms (synthetic).
+
 Usage: .venv/bin/python benchmarks/ghosts.py [runs]
 """
 

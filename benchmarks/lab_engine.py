@@ -14,6 +14,16 @@ costs in the engine, and what dominates.
 2. The same on the real file as it is (OHLCV only, three ghosts idle).
 3. The textbook run (`textbook_setup()`), with its trades and net P&L.
 
+Last figures (2-core shared VM, load ~6, best of 7; before = the engine before the speed pass of
+2026-12-04, same session): 1a 310 ms -> 125 ms CPU (421k -> 1.04 M bars/s): evaluation 178 -> 97 ms,
+walk 132 -> 28 ms; 1b 1,450 -> 1,033 ms (walk 1,271 -> 928 ms: the per-close performance figures of 3,338
+trades and the bar-by-bar walk with positions open); 2. 65 -> 39 ms (3.4 M bars/s); 3. 20 -> 16 ms. Every
+output identical bit for bit. What dominates 1a now: the reason texts (~40 ms: liquidation hunter ~22,
+whale follower ~13, CVD ~6; one string per candidate bar, ~20k on these busy columns), then the array work
+of the CVD state (~15 ms) and the trend state (~14 ms), then the walk (~28 ms: ~9k bars with a position
+open walked one by one, the figures after each close, the drafts read into Python values). The 2 M target
+is not reachable with every reason text kept.
+
 Usage: .venv/bin/python benchmarks/lab_engine.py [runs]   (default 5)
 """
 
