@@ -146,6 +146,17 @@ def _reason(post: Any) -> str:
     return (post.get("reason") or "").strip()
 
 
+# Django's form CharFields refuse NUL (ProhibitNullCharactersValidator); these hand-read reasons must too:
+# SQLite stores one, PostgreSQL refuses the row (a 500 in production). Found by tests/hardening's fuzzing.
+NUL_REASON = "Reason: null characters are not allowed"
+
+
+def _reason_error(reason: str) -> str | None:
+    if not reason:
+        return "Reason: a reason is required: it is written to the audit log"
+    return NUL_REASON if "\x00" in reason else None
+
+
 # --- risk page ------------------------------------------------------------------------------------------
 
 
@@ -185,8 +196,8 @@ def risk_page(request: HttpRequest) -> HttpResponse:
     posted = {s.name: (request.POST.get(s.name) or "").strip() for s in LIMIT_SPECS}
     params, errors = _parse(request.POST, LIMIT_SPECS)
     reason = _reason(request.POST)
-    if not reason:
-        errors.append("Reason: a reason is required: it is written to the audit log")
+    if why := _reason_error(reason):
+        errors.append(why)
     if not errors:
         try:
             risk_limits_set(params=params, actor=request.user, reason=reason)
@@ -204,6 +215,8 @@ def kill_switch_trip_view(request: HttpRequest) -> HttpResponse:
     if not request_is_operator(request):
         raise PermissionDenied("only operators can trip the kill switch")
     reason = _reason(request.POST)
+    if "\x00" in reason:
+        return render(request, "dashboard/risk.html", _risk_context(ks_error=NUL_REASON), status=400)
     flatten = (request.POST.get("flatten") or "").lower() in ("1", "on", "true", "yes")
     if kill_switch().tripped:
         messages.info(request, "The kill switch was already tripped.")
@@ -222,6 +235,8 @@ def kill_switch_reset_view(request: HttpRequest) -> HttpResponse:
     if not request_is_operator(request):
         raise PermissionDenied("only operators can reset the kill switch")
     reason = _reason(request.POST)
+    if "\x00" in reason:
+        return render(request, "dashboard/risk.html", _risk_context(ks_error=NUL_REASON), status=400)
     if not kill_switch().tripped:
         messages.info(request, "The kill switch is not tripped; nothing to reset.")
         return redirect("dashboard:risk")
@@ -415,8 +430,8 @@ def ghost_auto_disable(request: HttpRequest, ghost_id: int) -> HttpResponse:
         raise Http404(f"no ghost {ghost_id}")
     params, errors = _parse(request.POST, RULE_SPECS)
     reason = _reason(request.POST)
-    if not reason:
-        errors.append("Reason: a reason is required: it is written to the audit log")
+    if why := _reason_error(reason):
+        errors.append(why)
     if not errors:
         try:
             ghost = ghost_update_auto_disable(ghost_id=ghost_id, params=params, actor=request.user, reason=reason)

@@ -5,6 +5,7 @@ request wrote are the difference between the database now and the world's baseli
 - pass its model's field validation (`clean_fields`: lengths, choices, decimal digits, nulls);
 - hold only strict JSON in its JSON fields (no NaN or Infinity: PostgreSQL's jsonb refuses them) nested no
   deeper than 64;
+- hold no NUL character in its text (SQLite stores one; PostgreSQL, production's database, refuses the row);
 - have its dates between 1970 and 2999 (apps.common.forms' bounds: a date the desk cannot do arithmetic on
   is a crash waiting for the next page that reads it);
 - pass the domain's own validation where it has one (DOMAIN_CHECKS: a ghost's params through the engine's
@@ -174,6 +175,8 @@ def row_problems(obj: models.Model) -> list[str]:
             problems.append(f"{label}.{f.name}: {why}")
         elif isinstance(f, models.DateField) and not _in_range(value):  # DateTimeField is a DateField
             problems.append(f"{label}.{f.name}: {value} outside {DATE_MIN}..{DATE_MAX}")
+        elif isinstance(f, models.CharField | models.TextField) and "\x00" in str(value):
+            problems.append(f"{label}.{f.name}: holds a NUL character (PostgreSQL refuses the row: a 500 there)")
         elif isinstance(f, models.FloatField) and not math.isfinite(value):
             problems.append(f"{label}.{f.name}: {value}")
         elif isinstance(f, models.DecimalField) and isinstance(value, Decimal) and not value.is_finite():

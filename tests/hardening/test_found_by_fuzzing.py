@@ -68,3 +68,24 @@ def test_research_pages_refuse_with_a_status_not_a_500(method, url, status, caus
     # below 500, not the exact status: the page's author picks it (`status` is what the lab's twin answers)
     assert r.status_code < 500, (r.status_code, tracebacks.text())
     assert not tracebacks.records, tracebacks.text()
+
+
+# A NUL character in a hand-read reason: SQLite stores it, PostgreSQL (production) refuses the whole row. Found
+# by the invariant "no NUL in text" (tests/hardening/invariants.py) on the kill switch; the same helper reads
+# the risk limits' and the auto-disable rules' reasons.
+@pytest.mark.parametrize("path", ["/risk/kill-switch/trip/", "/risk/", "/ghosts/{ghost}/auto-disable/"])
+def test_a_reason_with_a_nul_character_is_refused_and_nothing_is_stored(path, world, clients, tracebacks):
+    from apps.audit.models import AuditEvent
+    from apps.engine.performance import AutoDisableRules
+    from apps.engine.risk import RiskLimits
+    from apps.trading.models import KillSwitch
+
+    form = {k: str(v) for k, v in {**RiskLimits().to_params(), **AutoDisableRules().to_params()}.items()
+            if not isinstance(v, bool)}
+    with rollback_after():
+        before = AuditEvent.objects.count()
+        r = clients.fresh("operator").post(path.format(ghost=world.ids["ghost_id"][0]),
+                                           {**form, "reason": "fat \x00 finger"})
+        assert r.status_code == 400 and "null characters are not allowed" in r.content.decode()
+        assert AuditEvent.objects.count() == before and not KillSwitch.objects.filter(tripped=True).exists()
+    assert not tracebacks.records, tracebacks.text()
