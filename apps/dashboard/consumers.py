@@ -155,6 +155,9 @@ class DeskConsumer(JsonWebsocketConsumer):
         if type(ghost_id) is not int or type(enabled) is not bool or not isinstance(reason, str):
             self.error("bad_message", "ghost.toggle needs ghost_id (int), enabled (bool) and reason (str)")
             return
+        if "\x00" in reason:  # SQLite would store it; PostgreSQL refuses the row (the form's CharField refuses it too)
+            self.error("bad_message", "reason: null characters are not allowed")
+            return
         try:
             ghost = ghost_set_enabled(ghost_id=ghost_id, enabled=enabled, actor=user, reason=reason)
         except ObjectDoesNotExist:

@@ -6,8 +6,11 @@ compares `action` with (or the keys of a dispatch table it reads), and the field
 methods reads from the message (`content.get("ghost_id")`, `content["reason"]`), both read from its source by
 `consumer_actions`. A new action is fuzzed the day it is added.
 
-Each example opens a socket as the operator or the viewer and sends 1-3 frames: a JSON object with an action
-(a real one mostly) and fields valued from JSON's whole range (huge and negative integers, floats, NaN and
+First the floor, on one socket per role: every raw text below, every action with all fields set to one value,
+and a command the consumer accepts (found by trying the rows' ids and the usual shapes) with one field at a
+time set to each FIELD_TRAPS value. Then each hypothesis example opens a socket as the operator or the viewer
+and sends 1-3 frames: a JSON object with an action (a real one mostly; half the time an accepted command with
+fields changed) and fields valued from JSON's whole range (huge and negative integers, floats, NaN and
 Infinity tokens, nesting, nulls, strings of the wrong shape), or raw text (nesting past the recursion limit,
 4,000-digit integers, over 4 KiB, not JSON), or a binary frame. Real Channels layer on the test Redis, real
 database (committed: the consumer's handlers run in their own thread), rows checked after each example.
@@ -86,16 +89,63 @@ FLOOR = ([("text", t) for t in RAW_TEXT]
 
 
 @st.composite
-def frames(draw) -> tuple[str, str | bytes]:
+def frames(draw, valid: dict[str, dict]) -> tuple[str, str | bytes]:
     kind = draw(st.sampled_from(["object", "object", "object", "raw", "bytes"]))
     if kind == "raw":
         return "text", draw(RAW)
     if kind == "bytes":
         return "bytes", draw(st.binary(max_size=64))
-    msg = {"action": draw(st.one_of(st.sampled_from(ACTIONS), st.sampled_from(ACTIONS), JSON_ANY))}
-    for name in draw(st.lists(st.sampled_from(FIELDS), unique=True)) if FIELDS else []:
-        msg[name] = draw(st.one_of(JSON_ANY, st.sampled_from([True, False, 1, "fuzz"])))
+    if valid and draw(st.booleans()):  # a command the consumer accepts, some fields changed
+        msg = dict(draw(st.sampled_from(list(valid.values()))))
+    else:
+        msg = {"action": draw(st.one_of(st.sampled_from(ACTIONS), st.sampled_from(ACTIONS), JSON_ANY))}
+    for name in draw(st.lists(st.sampled_from(FIELDS), unique=True, max_size=3)) if FIELDS else []:
+        msg[name] = draw(st.one_of(JSON_ANY, st.sampled_from([True, False, 1, "fuzz", *FIELD_TRAPS])))
     return "text", json.dumps(msg)  # allow_nan: NaN / Infinity tokens go out as JSON's non-standard literals
+
+
+# Each field of a valid command replaced by each of these, one field at a time (the others stay valid, so the
+# handler gets as far as it can with the one bad value).
+FIELD_TRAPS = [2**63, 10**40, -1, 0, 1.5, float("nan"), float("inf"), None, "", "a\x00b", "x" * 3000, "²", [], {},
+               True, json.loads("[" * 30 + "]" * 30)]
+
+
+def _candidates(name: str) -> list:
+    """Values to try for a field while looking for a command the consumer accepts: ids of the rows a `<model>_id`
+    names, else the usual shapes."""
+    model = next((m for m in apps.get_models() if m._meta.model_name == name.removesuffix("_id")), None)
+    ids = list(model._default_manager.order_by("pk").values_list("pk", flat=True)[:2]) if model else []
+    return [*ids, True, False, "checked by the fuzzer", 1]
+
+
+async def _valid_commands(user) -> dict[str, dict]:
+    """Per action, a message the consumer acknowledges (ack or pong), found by trying candidate values for every
+    field (at most 200 tries an action): the base the field-at-a-time floor changes one field of."""
+    import itertools
+
+    from asgiref.sync import sync_to_async
+
+    candidates = {f: await sync_to_async(_candidates)(f) for f in FIELDS}
+    comm = WebsocketCommunicator(DeskConsumer.as_asgi(), "/ws/desk/")
+    comm.scope["user"] = user
+    ok, _ = await comm.connect(timeout=10)
+    assert ok
+    found: dict[str, dict] = {}
+    try:
+        for action in ACTIONS:
+            combos = itertools.islice(itertools.product(*candidates.values()), 200)
+            for values in combos:
+                msg = {"action": action, **dict(zip(candidates, values, strict=True))}
+                await comm.send_input({"type": "websocket.receive", "text": json.dumps(msg)})
+                while (reply := json.loads((await comm.receive_output(timeout=10)).get("text") or "{}")).get(
+                        "type") not in ANSWERS:
+                    pass
+                if reply["type"] in ("ack", "pong"):
+                    found[action] = msg
+                    break
+    finally:
+        await comm.disconnect()
+    return found
 
 
 def _all_row_problems() -> list[str]:
@@ -147,14 +197,21 @@ def test_the_consumer_has_actions_to_fuzz():
 @pytest.mark.django_db(transaction=True)
 def test_no_message_closes_the_socket_goes_unanswered_or_writes_an_invalid_row(desk, operator, viewer, tracebacks):
     users = {"operator": operator, "viewer": viewer}
+    valid = async_to_sync(_valid_commands)(operator)
+    assert set(valid) == set(ACTIONS), f"no accepted message found for {set(ACTIONS) - set(valid)}"
+    # each accepted command, and the same with each of its booleans flipped (a toggle that changes something)
+    bases = [b for msg in valid.values()
+             for b in [msg, *({**msg, k: not v} for k, v in msg.items() if isinstance(v, bool))]]
+    one_field = [("text", json.dumps({**msg, name: trap})) for msg in bases for name in FIELDS for trap in FIELD_TRAPS]
     for role in users:
-        problems = async_to_sync(_exchange)(users[role], FLOOR)
+        problems = async_to_sync(_exchange)(users[role], FLOOR + one_field)
         assert not problems, f"{role}: " + "\n".join(problems)
         assert not tracebacks.records, tracebacks.text()
     assert not (bad_rows := _all_row_problems()), "\n".join(bad_rows)
 
     @FUZZ
-    @given(role=st.sampled_from(["operator", "operator", "viewer"]), sent=st.lists(frames(), min_size=1, max_size=3))
+    @given(role=st.sampled_from(["operator", "operator", "viewer"]),
+           sent=st.lists(frames(valid), min_size=1, max_size=3))
     def example(role, sent):
         note(f"{role}: {[(k, p[:200]) for k, p in sent]}")
         tracebacks.clear()
