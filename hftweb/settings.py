@@ -168,6 +168,13 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker or beat that lost Redis retries for ever (Celery's default gives up after 100 tries): when Redis is back,
+# the desk carries on (hftweb/celery.py: retries every 2 s at most, and the clean-up crash it used to exit with).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# A running acks_late task (a bar evaluation, a research trial) is left to finish when the connection drops (Celery
+# 6 will cancel it by default); its ack is lost with the connection, so it is redelivered after the visibility
+# timeout, and those tasks are idempotent.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "apps.market.tasks.*": {"queue": "feeds"},
