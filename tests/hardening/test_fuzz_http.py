@@ -19,7 +19,7 @@ Failing: a status >= 500, an exception while streaming the body, a log record wi
 (PermissionDenied and Http404, Django's own 403/404, excepted), or a written row that
 tests/hardening/invariants.py refuses.
 
-Budget: HFT_FUZZ_EXAMPLES hypothesis examples per route and method (default 8); the whole module runs in
+Budget: HFT_FUZZ_EXAMPLES hypothesis examples per route and method (default 6); the whole module runs in
 ~30 s of CPU. Search harder locally: `HFT_FUZZ_EXAMPLES=200 pytest tests/hardening/test_fuzz_http.py`.
 """
 
@@ -38,7 +38,7 @@ from tests.hardening.routes import Route, all_routes
 
 pytestmark = pytest.mark.django_db  # the world fixture holds the transaction; the mark sets the test DB up
 
-EXAMPLES = int(os.environ.get("HFT_FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("HFT_FUZZ_EXAMPLES", "6"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=False,
                 phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
 

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from apps.dashboard.consumers import DeskConsumer
 from tests.hardening.invariants import row_problems
 
-EXAMPLES = int(os.environ.get("HFT_FUZZ_SOCKET_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("HFT_FUZZ_SOCKET_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=False,
                 phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
 ANSWERS = {"pong", "ack", "error"}  # the consumer's replies; anything else on the socket is a group broadcast
