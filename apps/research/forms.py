@@ -17,6 +17,7 @@ from typing import Any
 
 from django import forms
 
+from apps.common.parsing import ParseError, parse_json
 from apps.engine.registry import DESK_KINDS, GHOSTS
 from apps.lab.forms import LabRunForm, params_text
 
@@ -160,10 +161,9 @@ class StudyForm(forms.Form):
         for kind in kinds:
             raw = (data.get(f"fixed_{kind}") or "").strip()
             try:
-                fixed = json.loads(raw) if raw else {}
-            except json.JSONDecodeError as e:
-                self.add_error(f"fixed_{kind}",
-                               f"{kind} fixed parameters: not valid JSON ({e.msg} at character {e.pos})")
+                fixed = parse_json(raw) if raw else {}
+            except ParseError as e:
+                self.add_error(f"fixed_{kind}", f"{kind} fixed parameters: {e}")
                 fixed = {}
             if not isinstance(fixed, dict):
                 self.add_error(f"fixed_{kind}",
@@ -297,8 +297,8 @@ class StudyForm(forms.Form):
 def _parse_choice(raw: str) -> Any:
     raw = raw.strip()
     try:
-        return json.loads(raw)
-    except ValueError:
+        return parse_json(raw)
+    except ParseError:
         return raw
 
 

@@ -21,6 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.common.parsing import ParseError, parse_id, parse_int
 from apps.dashboard.context_processors import request_is_operator
 from apps.dashboard.views import _plotly_version, _wants_json
 from apps.engine.objectives import OBJECTIVE_FORMULAS
@@ -178,7 +179,7 @@ def _list_rows(before: int | None) -> tuple[list[Study], int | None]:
 
 def _render_studies(request: HttpRequest, form: StudyForm, *, status: int = 200) -> HttpResponse:
     before = request.GET.get("before")
-    before_id = int(before) if before and before.isdigit() else None
+    before_id = parse_id(before)
     studies, next_before = _list_rows(before_id)
     data = instruments_with_data()
     selected = str(form.lab["instrument"].value() or "")
@@ -378,8 +379,9 @@ def _apply_context(study: Study, best: list[Trial], form: ApplyForm, chosen_ids:
     if not selected and trials:
         chosen = sorted((t for t in trials if t.pk in chosen_ids), key=lambda t: t.fold)
         selected = str((chosen[-1] if chosen else trials[0]).pk)
-    if selected and selected.isdigit() and int(selected) not in {o["pk"] for o in offered}:
-        extra = selectors.trial_get(study_id=study.pk, trial_id=int(selected))
+    selected_id = parse_id(selected)
+    if selected_id is not None and selected_id not in {o["pk"] for o in offered}:
+        extra = selectors.trial_get(study_id=study.pk, trial_id=selected_id)
         if extra is not None and extra.status == Trial.Status.DONE:
             offered.insert(0, {"pk": extra.pk, "label": f"fold {extra.fold + 1} #{extra.number} (train "
                                                         f"{_score(extra.value)}, test {_score(extra.test_value)})"})
@@ -480,9 +482,12 @@ def study_trials(request: HttpRequest, study_id: int) -> HttpResponse:
         fold = d.get("fold")
         fold = fold - 1 if fold else None  # the page counts folds from 1
         key = None
-        if after and after.count(":") == 1 and all(p.isdigit() for p in after.split(":")):
-            a, b = after.split(":")
-            key = (int(a), int(b))
+        if after and after.count(":") == 1:
+            try:  # "fold:number", both counted from 0; anything else (a typed "²", a sign) is ignored
+                a, b = (parse_int(p, max_digits=9) for p in after.split(":"))
+                key = (a, b) if a >= 0 and b >= 0 and after.isascii() and "+" not in after else None
+            except ParseError:
+                key = None
         rows = selectors.study_trials_page(study_id=study.pk, fold=fold, status=d.get("status") or None,
                                            after=key, limit=TRIALS_PAGE + 1)
         if len(rows) > TRIALS_PAGE:

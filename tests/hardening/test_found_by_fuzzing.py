@@ -2,8 +2,7 @@
 that its cause is named here and not only in a hypothesis report. The same three traps as the issue's:
 isdigit() accepting "²" before int() refuses it, json.loads recursing past the limit, the int digit limit.
 
-The research pages' cases are marked xfail(strict): apps/research is being written by its own engineer, who
-gets the list (a strict xfail fails as soon as the page is fixed: then drop the mark)."""
+The research pages' cases were found the same way and fixed through apps.common.parsing."""
 
 import pytest
 
@@ -60,13 +59,10 @@ def test_lab_pages_refuse_with_a_status_not_a_500(method, url, status, world, cl
     assert not tracebacks.records, tracebacks.text()
 
 
-@pytest.mark.parametrize(("method", "url", "status", "cause"), [
-    pytest.param(*case, marks=pytest.mark.xfail(strict=True, reason=f"apps/research/views.py {case[3]}"))
-    for case in RESEARCH])
+@pytest.mark.parametrize(("method", "url", "status", "cause"), RESEARCH)
 def test_research_pages_refuse_with_a_status_not_a_500(method, url, status, cause, world, clients, tracebacks):
     r = _request(world, clients, method, url)
-    # below 500, not the exact status: the page's author picks it (`status` is what the lab's twin answers)
-    assert r.status_code < 500, (r.status_code, tracebacks.text())
+    assert r.status_code == status, (r.status_code, cause, tracebacks.text())
     assert not tracebacks.records, tracebacks.text()
 
 

@@ -217,13 +217,7 @@ def _send(client, method: str, url: str, query: dict, body: dict, encoding: str,
 
 # 500s this test finds in code another engineer is writing now (apps/research, issue 10), reported to them with
 # the cases in test_found_by_fuzzing.py. strict: the run fails once a page is fixed, and the entry goes.
-KNOWN: dict[tuple[str, str], str] = {
-    ("research:studies", "GET"): "apps/research/views.py _render_studies: ?before=² passes isdigit(), fails int()",
-    ("research:study", "GET"): "apps/research/views.py _apply_context: ?trial=² passes isdigit(), fails int()",
-    ("research:study-apply", "POST"): "apps/research/views.py _apply_context (trial=²), rendered by study_apply",
-    ("research:studies", "POST"): "apps/research/forms.py StudyForm.clean: json.loads of fixed_<kind> (2,000 nested "
-                                  "[ -> RecursionError; a 4,301-digit integer -> the int digit limit)",
-}
+KNOWN: dict[tuple[str, str], str] = {}  # (route, method) -> why it may still 500 (a strict xfail); none today
 CASES = [pytest.param(r.key, method, id=f"{r.key}-{method}",
                       marks=[pytest.mark.xfail(strict=True, reason=KNOWN[(r.key, method)])]
                       if (r.key, method) in KNOWN else [])
