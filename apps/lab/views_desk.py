@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
 from apps.dashboard.context_processors import request_is_operator
 from apps.lab.desk_compare import desk_comparison, lab_desk_compare_create
@@ -73,6 +73,7 @@ def desk_compare_page(request: HttpRequest) -> HttpResponse:
     return render(request, "lab/desk_compare.html", {"nav": "lab", "form": form, "recent": recent}, status=status)
 
 
+@require_GET
 def desk_compare_run(request: HttpRequest, run_id: int) -> HttpResponse:
     run = BacktestRun.objects.select_related("instrument__exchange").filter(pk=run_id, source="desk_compare").first()
     if run is None:
