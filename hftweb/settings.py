@@ -123,8 +123,15 @@ def _sqlite_database(path: str, options: dict | None = None) -> dict:
     }
 
 
+# PostgreSQL: one connection per request or task, closed after it (CONN_MAX_AGE 0, Django's default). Daphne runs
+# each request's view in a thread of its own, so a connection kept for reuse stayed open with a finished thread
+# until garbage collection (Django's docs: no persistent connections under ASGI; tests/test_postgres_connections.py);
+# Celery 5.7 closes every connection before and after each task whatever CONN_MAX_AGE says. No connection is ever
+# reused, so there is nothing for CONN_HEALTH_CHECKS to check. A long task (a feed runner) keeps its connection while
+# it runs: when the server ends it (restart, failover), the runner's next write fails, the feed shows the error and
+# its task ends, and the supervisor starts it again on a new connection (seconds; tests/test_postgres_connections.py).
 if os.environ.get("DATABASE_URL", "").strip():
-    _db = dj_database_url.parse(os.environ["DATABASE_URL"].strip(), conn_max_age=60)
+    _db = dj_database_url.parse(os.environ["DATABASE_URL"].strip(), conn_max_age=0)
     if _db["ENGINE"] == "django.db.backends.sqlite3":
         _db = _sqlite_database(_db["NAME"], _db.get("OPTIONS"))
     DATABASES = {"default": _db}

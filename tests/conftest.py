@@ -119,15 +119,31 @@ def _flush_redis(redis_url):
     redis.Redis.from_url(redis_url).flushdb()
 
 
+def database_url(db: dict) -> str:
+    """A DATABASE_URL naming the database `db` (a settings.DATABASES entry) that hftweb/settings.py parses back
+    to it: sqlite:///<path>, or postgres://user:password@host:port/name?options."""
+    from urllib.parse import quote, urlencode
+
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    assert db["ENGINE"] == "django.db.backends.postgresql", db["ENGINE"]
+    auth = f"{quote(db['USER'], safe='')}:{quote(db['PASSWORD'] or '', safe='')}@" if db.get("USER") else ""
+    query = f"?{urlencode(db['OPTIONS'])}" if db.get("OPTIONS") else ""
+    return f"postgres://{auth}{db['HOST']}:{db['PORT']}/{quote(db['NAME'], safe='')}{query}"
+
+
 def _subprocess_env() -> dict:
+    """The environment of the processes a test starts (Daphne, Celery workers, beat): the test database by now
+    (pytest-django renamed it: test-db.sqlite3, or test_<name> on PostgreSQL), never the one the URL names."""
     from django.conf import settings
 
-    return {
-        **os.environ,
-        "SQLITE_PATH": settings.DATABASES["default"]["NAME"],  # the test DB by now
-        "DJANGO_SETTINGS_MODULE": "hftweb.settings_test",
-        "PYTHONUNBUFFERED": "1",
-    }
+    db = settings.DATABASES["default"]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "hftweb.settings_test", "PYTHONUNBUFFERED": "1"}
+    if os.environ.get("DATABASE_URL", "").strip():
+        env["DATABASE_URL"] = database_url(db)
+    else:
+        env["SQLITE_PATH"] = db["NAME"]
+    return env
 
 
 @pytest.fixture(scope="session")
