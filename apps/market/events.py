@@ -37,6 +37,10 @@ class FeedStatusEvent(TypedDict):
     last_error: str
     next_retry_at: str | None
     rejected: dict[str, int]
+    # Set on rows read for display (apps.market.selectors.feed_liveness_mark): the runner stopped beating, so the
+    # state reads "down" and last_error says since when; seconds since the last trade (wall time), else None.
+    heartbeat_lapsed: bool
+    silent_s: int | None
 
 
 def bar_payload(c: Candle) -> BarClosed:
@@ -64,4 +68,6 @@ def feed_payload(fs: FeedStatus) -> FeedStatusEvent:
         last_error=fs.last_error,
         next_retry_at=fs.next_retry_at.isoformat() if fs.next_retry_at else None,
         rejected=fs.rejected,
+        heartbeat_lapsed=getattr(fs, "heartbeat_lapsed", False),
+        silent_s=getattr(fs, "silent_s", None),
     )

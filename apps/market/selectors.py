@@ -1,13 +1,19 @@
+import logging
+from collections.abc import Iterable
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Max, QuerySet
+from django.db.models.query import ModelIterable
 from django.utils import timezone
 
 from apps.engine.types import BAR_COLUMNS
 from apps.market.models import CANDLE_BAR_FIELDS, Candle, FeedStatus, Instrument
+
+log = logging.getLogger(__name__)
 
 
 def desk_now() -> datetime:
@@ -20,8 +26,67 @@ def desk_now() -> datetime:
     return latest or timezone.now()
 
 
+# Feed liveness. A feed in one of these states has a runner that renews its Redis lock (apps.market.tasks) every
+# loop; when the lock has lapsed the runner is gone (its worker died or froze) or Redis is, whatever the stored state
+# still says. Pages and state.json then show the feed as DOWN, with how long ago its last trade was.
+FEED_RUNNING_STATES = frozenset({FeedStatus.State.STARTING, FeedStatus.State.CONNECTED, FeedStatus.State.LAGGING,
+                                 FeedStatus.State.RECONNECTING})
+FEED_DOWN = "down"
+
+
+def _ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def feed_liveness_mark(statuses: Iterable[FeedStatus], *, now: datetime | None = None) -> None:
+    """Mark, in memory and for display only (never saved), each feed whose runner's heartbeat has lapsed: its
+    `state` becomes "down", `last_error` says why and how long ago the last trade was, `heartbeat_lapsed` is True,
+    `silent_s` the seconds since that trade (wall time: a live trade's own time; for sim and replay, whose trades
+    carry data time, when the feed last reported) and `stored_state` keeps the stored state.
+
+    A row written less than the lock's TTL ago is left alone while Redis answers (a feed the supervisor has just
+    been asked to start has no runner yet). Redis unreachable: every running feed is down (no runner can beat)."""
+    from apps.market.tasks import LOCK_TTL, _lock_key  # tasks import services, which import this module's users
+
+    running = [fs for fs in statuses if fs.state in FEED_RUNNING_STATES]
+    if not running:
+        return
+    now = now or timezone.now()
+    try:
+        held = cache.get_many([_lock_key(fs.instrument_id) for fs in running])
+        reason = "no heartbeat from its runner (its worker died or is stuck)"
+    except Exception as exc:  # redis-py's ConnectionError/TimeoutError: say so rather than fail the page
+        log.warning("feed liveness unknown, Redis unreachable: %s", exc)
+        held, reason = None, "Redis unreachable, so no runner can beat"
+    for fs in running:
+        just_written = (now - fs.updated_at).total_seconds() < LOCK_TTL
+        if held is not None and (_lock_key(fs.instrument_id) in held or just_written):
+            continue
+        last_trade_wall = fs.last_trade_at if fs.source == "live" and fs.last_trade_at else fs.updated_at
+        fs.silent_s = max(0, int((now - last_trade_wall).total_seconds()))
+        trade = f"last trade {_ago(fs.silent_s)} ago" if fs.last_trade_at else "no trade yet"
+        fs.stored_state, fs.state, fs.heartbeat_lapsed = fs.state, FEED_DOWN, True
+        fs.last_error = f"down: {reason}; {trade}" + (f". Last error: {fs.last_error}" if fs.last_error else "")
+
+
+class FeedStatusQuerySet(QuerySet):
+    """Feed rows for pages and state.json: rows whose runner stopped beating read as down (feed_liveness_mark)."""
+
+    def _fetch_all(self) -> None:
+        fresh = self._result_cache is None
+        super()._fetch_all()
+        if fresh and self._iterable_class is ModelIterable:
+            feed_liveness_mark(self._result_cache)
+
+
 def feed_statuses() -> QuerySet[FeedStatus]:
-    return FeedStatus.objects.select_related("instrument__exchange").order_by("instrument_id")
+    """Every feed for display, with its liveness (a lapsed heartbeat shows as down): read-only rows, never save them."""
+    return FeedStatusQuerySet(FeedStatus).select_related("instrument__exchange").order_by("instrument_id")
 
 
 def instruments() -> QuerySet[Instrument]:

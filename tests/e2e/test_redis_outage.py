@@ -15,8 +15,8 @@ Mid-stream Redis is SIGKILLed and restarted on the same port after 15 s (default
 - the feed stores a new bar within 10 s of Redis returning;
 - no bar is lost or doubled: every minute from the first bar to the last is stored once (a restarted sim
   continues right after the last stored bar);
-- the browser shows the outage while it lasts (the live-link badge reads "offline") and is live again
-  afterwards with the feed connected.
+- the browser shows the outage while it lasts (the live-link badge reads "offline"; a page opened during the
+  outage shows the feed in error or down, with the reason) and is live again afterwards with the feed connected.
 
 The measured times are printed (`-s`).
 """
@@ -212,6 +212,16 @@ async def _outage(stack: Stack, desk: dict, make_user, outage_s: float) -> None:
             bars_at_kill = await sync_to_async(_bar_count)(inst)
             await expect(page.locator("#ws-state")).to_have_text("offline", timeout=10_000)
             offline_s = time.monotonic() - killed_at
+            # A page opened during the outage does not say the feed is fine: "error" (its runner failed on Redis
+            # and said so) or "down" (no runner can beat), with the reason.
+            opened = await page.context.new_page()
+            await opened.goto(stack.web_url + "/")
+            await expect(opened.locator(f"{card} .feed-state")).not_to_have_text("connected", timeout=10_000)
+            shown = await opened.locator(f"{card} .feed-state").text_content()
+            assert shown in ("error", "down")
+            await expect(opened.locator(f"{card} .feed-error")).to_be_visible()
+            shown += ": " + await opened.locator(f"{card} .feed-error").text_content()
+            await opened.close()
             await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - killed_at) - 1))
             await expect(page.locator("#ws-state")).to_have_text("offline")  # still, while it lasts
             await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - killed_at)))
@@ -227,7 +237,8 @@ async def _outage(stack: Stack, desk: dict, make_user, outage_s: float) -> None:
             live_again_s = time.monotonic() - back_at
             await expect(page.locator(f"{card} .feed-state")).to_have_text("connected", timeout=15_000)
             await _wait(lambda: _bar_count(inst) > bars_before_return + 5, 30, "bars going on")
-            print(f"\nRedis down {outage_s:.0f} s: browser offline after {offline_s:.1f} s; bars at kill "
+            print(f"\nRedis down {outage_s:.0f} s: browser offline after {offline_s:.1f} s, a page opened then "
+                  f"shows the feed {shown!r}; bars at kill "
                   f"{bars_at_kill}, at return {bars_before_return}; first new bar {resumed_s:.1f} s after Redis "
                   f"returned; browser live again after {live_again_s:.1f} s")
             assert resumed_s <= RESUME_BOUND_S
