@@ -48,12 +48,15 @@ def revenue_target_set(*, ghost_id: int | None, amount, period: str, actor) -> R
     if period not in Period.values:
         raise TargetError(f"period must be one of {', '.join(Period.values)}")
     ghost = Ghost.objects.get(pk=ghost_id) if ghost_id is not None else None
-    target = RevenueTarget.objects.select_for_update().filter(ghost=ghost).first()
-    before = {"amount": str(target.amount), "period": target.period} if target else {}
-    if target is None:
-        target = RevenueTarget(ghost=ghost)
+    # get_or_create, not "lock the row, else insert": the first target of an owner has no row to lock, so two
+    # requests at once both inserted and the second hit one_target_per_owner on PostgreSQL. get_or_create's
+    # insert waits for the other transaction, and on its IntegrityError reads (and locks) the committed row.
+    target, created = RevenueTarget.objects.select_for_update().get_or_create(
+        ghost=ghost, defaults={"amount": value, "period": period})
+    before = {} if created else {"amount": str(target.amount), "period": target.period}
     target.amount, target.period = value, period
-    target.save()
+    if not created:
+        target.save()
     audit_record(actor=actor, action="revenue_target.set", obj=target,
                  before=before, after={"amount": str(value), "period": period,
                                        "ghost": ghost.name if ghost else "portfolio"})
