@@ -563,6 +563,11 @@
     timer = setTimeout(connect, delay);
   }
 
+  // The browser says the network is gone: an open socket would otherwise look live until a ping fails (the
+  // server keeps idle sockets open), so close it and show the desk offline; back online, reconnect at once.
+  window.addEventListener("offline", () => { if (socket) socket.close(); });
+  window.addEventListener("online", () => { attempt = 0; connect(); });
+
   // Back from a sleeping laptop or a background tab: reconnect now rather than wait out the backoff.
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible" && (!socket || socket.readyState === WebSocket.CLOSED)) {
