@@ -98,8 +98,9 @@ def _known_parts(secret: str) -> set[str]:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with URL credentials and, when given, the channel's own secrets replaced by ***."""
-    text = str(text).replace("\\/", "/")
+    """`text` with URL credentials and, when given, the channel's own secrets replaced by ***; NUL characters
+    dropped (an endpoint's answer may hold them; PostgreSQL refuses them in text and JSON: the delivery failed)."""
+    text = str(text).replace("\\/", "/").replace("\x00", "")
     text = _URL.sub(_url_sub, text)
     text = _URL_PERCENT.sub(_percent_url_sub, text)
     known = set().union(*(_known_parts(s) for s in secrets if s))
