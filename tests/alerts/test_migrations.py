@@ -42,6 +42,7 @@ def old_delivery(apps, channel, key: str, error: str):
         attempts_log=[{"n": 1, "error": error, "http_status": 500}, {"n": 2, "error": error, "http_status": 404}])
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_stored_delivery_errors_that_print_a_token_are_redacted(at_0001, monkeypatch):
     monkeypatch.setenv("HFT_ALERT_DISCORD_WEBHOOK", ENV_URL)
@@ -72,6 +73,7 @@ def raw_secrets() -> list:
         return cursor.fetchall()
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_plain_secrets_are_encrypted_and_back_again(at_0001):
     from apps.alerts.models import AlertChannel

@@ -8,7 +8,7 @@ from apps.market.models import Candle
 from apps.market.selectors import candle_bars, candle_window, candles_as_bar_records
 from tests.apps.test_evaluation import store_spike_series
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 
 def test_candle_bars_equal_the_orm_records_path_nulls_included(desk):

@@ -14,7 +14,7 @@ from apps.signals.models import Fate, Signal
 from apps.trading.models import Fill, Order, Position
 from tests.datafiles import synthetic_bars
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 
 def store_spike_series(instrument) -> Candle:

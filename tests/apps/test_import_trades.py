@@ -15,7 +15,7 @@ from django.core.management import call_command
 from apps.market.models import Candle, Instrument, LargeTrade, LiquidationEvent
 from tests.datafiles import require
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 CM_DAY = "trades/binance_vision_cm_BTCUSD_PERP_aggTrades/BTCUSD_PERP-aggTrades-2026-05-08.zip"
 LIQ_A = "liquidations/binance_usdm_forceorder_2025-06-23_2059-2122.csv"

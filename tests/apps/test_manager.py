@@ -21,7 +21,7 @@ from apps.trading.risk_services import RiskError, kill_switch_reset, kill_switch
 from apps.trading.services import position_close, signal_execute_paper
 from tests.datafiles import synthetic_bars
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 BAR = pd.Timestamp("2026-03-02 10:00", tz="UTC")
 
 

@@ -12,7 +12,7 @@ from apps.signals.models import Signal
 from apps.trading.models import Order, Position
 from tests.factories import make_ghost, make_instrument, make_position, make_signal
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 

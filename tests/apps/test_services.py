@@ -21,7 +21,7 @@ from apps.trading import selectors
 from apps.trading.models import ExitReason, Fill, Order, Position
 from apps.trading.services import position_close, positions_check_price, signal_execute_paper
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 FEE = Decimal("0.001")  # binance spot taker
 SLIP = 0.0005  # 5 bps

@@ -25,7 +25,7 @@ from apps.trading.selectors import equity, open_positions, unrealised
 from tests.datafiles import require
 from tests.factories import make_ghost, make_position
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 DAY = "klines/binance_vision_spot_BTCUSDT_1m/BTCUSDT-1m-2020-01-02.zip"
 PARAMS = {"spike_threshold_pct": 0.5, "take_profit_pct": 0.4, "min_target_pct": 0.15, "min_stop_pct": 0.3,
           "min_volume_ratio": 1.2, "cooldown_seconds": 900, "max_hold_seconds": 1800}

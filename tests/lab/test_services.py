@@ -26,7 +26,7 @@ from apps.lab.services import (
 )
 from tests.lab.conftest import SLICE_END, SLICE_START, lab_request
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 
 def errors_of(data) -> dict[str, list[str]]:

@@ -26,7 +26,7 @@ from tests.e2e.crashpoints import ARM_KEY, HIT_KEY
 from tests.e2e.procs import foreign_workers, group_pids, proc_kill, worker_log, worker_start
 from tests.lab.conftest import lab_request
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.postgres, pytest.mark.services, pytest.mark.django_db(transaction=True)]
 CRASH_ENV = {"DJANGO_SETTINGS_MODULE": "tests.lab.crash_settings"}
 
 

@@ -35,7 +35,7 @@ from apps.research.services import (
 )
 from tests.research.conftest import study_request
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 
 def outcome(study: Study) -> tuple[list[tuple], dict]:

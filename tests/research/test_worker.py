@@ -26,7 +26,7 @@ from tests.e2e.crashpoints import ARM_KEY, HIT_KEY
 from tests.e2e.procs import foreign_workers, group_pids, proc_kill, worker_log, worker_start
 from tests.research.conftest import study_request
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.postgres, pytest.mark.services, pytest.mark.django_db(transaction=True)]
 VISIBILITY_S = 3
 CRASH_ENV = {"DJANGO_SETTINGS_MODULE": "tests.research.crash_settings",
              "HFT_BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_S)}

@@ -24,7 +24,7 @@ from apps.trading.models import ExitReason, Fill, Mode, Order, Position
 from tests.trading.conftest import PRICE, T0, new_signal
 from tests.trading.fake_binance import API_KEY, API_SECRET
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 AT = T0 + timedelta(minutes=1, seconds=1)
 D8 = Decimal("0.00000001")
 LOT = Decimal("0.00001")  # the fake's BTC/USDT lot step
