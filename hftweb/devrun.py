@@ -4,7 +4,13 @@
 Each child gets its own session (start_new_session), so the terminal's Ctrl-C (or SIGHUP when the
 terminal closes, or SIGTERM) reaches only this supervisor, which SIGTERMs the process groups of
 web/beat/worker (pool children included, so a running task dies: make tasks idempotent), then
-redis, and removes its pidfile. If any child dies, the rest are stopped. `--check` only checks.
+redis, and removes its pidfile. `--check` only checks.
+
+A child that exits is started again, the others carry on (the workers and beat ride out a Redis restart,
+hftweb/celery.py). A child that dies again within STABLE_S of a restart waits longer before the next one
+(RESTART_DELAYS_S); after MAX_QUICK_DEATHS such deaths in a row the supervisor gives up, stops the desk and
+exits with status 1. Runtime files (pidfile, secret keys, redis data, beat's pidfile, the database) go to
+$RUN_DIR, default .run/.
 """
 
 import os
@@ -19,12 +25,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / ".run"
+RUN = Path(os.environ.get("RUN_DIR", ROOT / ".run"))  # the settings put the database there too
 PIDFILE = RUN / "devrun.pid"
 HOST = os.environ.get("HFT_BIND", "127.0.0.1")
 WEB_PORT = int(os.environ.get("PORT", "8000"))
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
 BIN = Path(sys.executable).parent
+STABLE_S = 30.0  # a child that ran this long before exiting was healthy: the next restart is the first again
+RESTART_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # wait before restart n of a child that keeps dying quickly
+MAX_QUICK_DEATHS = 5  # in a row, each within STABLE_S of its (re)start: give up and stop the desk
 
 
 def port_open(port: int) -> bool:
@@ -113,13 +122,13 @@ def main() -> None:
     feed, why = choose_feed()
     os.environ["HFT_FEED"] = feed  # setup_desk, the worker and web all read it
     say(f"devrun: feed {feed} ({why})\n".encode())
-    RUN.mkdir(exist_ok=True)
+    RUN.mkdir(parents=True, exist_ok=True)
     secret = RUN / "secret_key"
     if not os.environ.get("SECRET_KEY") and not secret.exists():
         secret.write_text(secrets.token_urlsafe(50))
         secret.chmod(0o600)
     os.environ.setdefault("SECRET_KEY", secret.read_text().strip() if secret.exists() else "")
-    ensure_secrets_key(Path(os.environ.get("RUN_DIR", RUN)))  # before migrate: it encrypts existing plain rows
+    ensure_secrets_key(RUN)  # before migrate: it encrypts existing plain rows
     os.environ["REDIS_URL"] = f"redis://{HOST}:{REDIS_PORT}/0"
     py = [sys.executable, "manage.py"]
     subprocess.run(py + ["migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
@@ -169,45 +178,95 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
-    procs: list[tuple[str, subprocess.Popen]] = []
+    children = [Child(name, cmd, env) for name, cmd in specs]
+    gave_up = False
     try:
-        for name, cmd in specs:
-            p = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            threading.Thread(target=pump, args=(name, p.stdout), daemon=True).start()
-            procs.append((name, p))
-            while name == "redis" and not port_open(REDIS_PORT) and not stop.is_set():
-                if p.poll() is not None:
+        for child in children:
+            child.start()
+            while child.name == "redis" and not port_open(REDIS_PORT) and not stop.is_set():
+                if child.proc.poll() is not None:
                     raise SystemExit("devrun: redis-server failed to start")
                 time.sleep(0.05)
         say(f"devrun: up on http://{HOST}:{WEB_PORT}/ (pid {os.getpid()}); Ctrl-C stops all\n".encode())
-        while not stop.wait(0.5):
-            dead = [n for n, p in procs if p.poll() is not None]
-            if dead:
-                say(f"devrun: {dead} exited; stopping the rest\n".encode())
-                break
+        while not stop.wait(0.5) and not gave_up:
+            for child in children:
+                if not child.tend():
+                    gave_up = True
+                    break
     finally:
         # apps first (in parallel), redis last so the worker can still ack/close cleanly
-        for batch in ([x for x in procs if x[0] != "redis"], [x for x in procs if x[0] == "redis"]):
-            for _, p in batch:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)  # the whole group: celery pool children too
-                except ProcessLookupError:
-                    pass
-            for name, p in batch:
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
-                say(f"devrun: {name} stopped (rc {p.returncode})\n".encode())
+        for batch in ([c for c in children if c.name != "redis"], [c for c in children if c.name == "redis"]):
+            for c in batch:
+                c.signal(signal.SIGTERM)  # the whole group: celery pool children too
+            for c in batch:
+                c.reap()
         PIDFILE.unlink(missing_ok=True)
+    if gave_up:
+        sys.exit(1)
+
+
+class Child:
+    """One supervised process: started in its own session, its output prefixed with its name, restarted when it
+    exits (see the module docstring for when the supervisor gives up)."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict) -> None:
+        self.name, self.cmd, self.env = name, cmd, env
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.quick_deaths = 0
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.started_at, self.restart_at = time.monotonic(), None
+        threading.Thread(target=pump, args=(self.name, self.proc.stdout), daemon=True).start()
+
+    def tend(self) -> bool:
+        """Restart the process if it exited (after its delay). False: it keeps dying, give up."""
+        now = time.monotonic()
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                say(f"devrun: restarting {self.name}\n".encode())
+                self.start()
+            return True
+        rc = self.proc.poll()
+        if rc is None:
+            return True
+        try:  # what is left of its process group (a worker's pool children): never two generations at once
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        ran = now - self.started_at
+        self.quick_deaths = self.quick_deaths + 1 if ran < STABLE_S else 0
+        if self.quick_deaths >= MAX_QUICK_DEATHS:
+            say(f"devrun: {self.name} exited (rc {rc}) {self.quick_deaths} times in a row within {STABLE_S:.0f} s "
+                "of a restart; giving up and stopping the desk\n".encode())
+            return False
+        delay = RESTART_DELAYS_S[min(self.quick_deaths, len(RESTART_DELAYS_S) - 1)]
+        say(f"devrun: {self.name} exited (rc {rc}) after {ran:.0f} s; restarting in {delay:g} s "
+            f"(quick deaths in a row: {self.quick_deaths} of {MAX_QUICK_DEATHS})\n".encode())
+        self.restart_at = now + delay
+        return True
+
+    def signal(self, sig: int) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait()
+        say(f"devrun: {self.name} stopped (rc {self.proc.returncode})\n".encode())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ The measured times are printed (`-s`).
 """
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -306,3 +308,155 @@ def test_broker_cleanup_after_redis_died_raises_no_attribute_error(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def _devrun_children(devrun_pid: int) -> dict[str, int]:
+    """name -> pid of the processes `make run` (hftweb/devrun.py) supervises, from their command lines."""
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(devrun_pid)], capture_output=True, text=True)
+    names = {}
+    for line in out.stdout.splitlines():
+        pid, args = line.strip().split(None, 1)
+        name = ("redis" if "redis-server" in args else "web" if "daphne" in args else "beat" if " beat " in args
+                else "lab" if "-Q research" in args else "worker" if " worker " in args else None)
+        if name:
+            names[name] = int(pid)
+    return names
+
+
+def _wait_sync(cond, timeout: float, what: str, step: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _ping_workers(url: str) -> set[str]:
+    kombu.pools.reset()  # pooled connections may be from before a Redis restart
+    probe = Celery("devrun-probe", broker=url, set_as_current=False)
+    try:
+        return {name for reply in probe.control.ping(timeout=1.5) or [] for name in reply}
+    except Exception:  # noqa: BLE001 - Redis not back yet
+        return set()
+    finally:
+        probe.close()
+
+
+def test_make_run_restarts_what_died_and_stops_when_restarts_keep_failing(tmp_path):
+    """`make run` (hftweb/devrun.py, as `make run` starts it: production settings, its own RUN_DIR and ports).
+    Redis SIGKILLed: devrun starts it again and the rest carry on (same pids; the worker answers again). The
+    worker's whole process group SIGKILLed: started again. Redis SIGKILLed with its port taken by another
+    program: every restart dies at once; after 5 in a row devrun stops the desk and exits 1, leaving no process.
+    Before, the first exit of any child stopped the whole desk. The feed is a replay of a missing file (an
+    error the supervisor retries, no CPU): the feed is not what this test is about."""
+    run_dir, web_port, redis_port = tmp_path / "run", free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "SQLITE_PATH", "DATABASE_URL", "HFT_SECRETS_KEY", "SECRET_KEY", "DEBUG",
+                        "DJANGO_SETTINGS_MODULE")}
+    env.update(RUN_DIR=str(run_dir), PORT=str(web_port), REDIS_PORT=str(redis_port), HFT_FEED="replay:missing.csv",
+               HFT_ADMIN_PASSWORD="devrun-test-Pw-12345", HFT_RESEARCH_CONCURRENCY="1", PYTHONUNBUFFERED="1")
+    log_path = settings.RUN_DIR / "test-make-run.log"  # kept for a look after a failure
+    with open(log_path, "wb") as log:
+        devrun = subprocess.Popen([sys.executable, "hftweb/devrun.py"], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"redis://127.0.0.1:{redis_port}/0"
+
+    def output() -> str:
+        return log_path.read_text(errors="replace")
+
+    blocker = None
+    try:
+        _wait_sync(lambda: "devrun: up on" in output() or devrun.poll() is not None, 240, "devrun to be up")
+        assert devrun.poll() is None, output()[-3000:]
+        def all_five() -> dict | None:
+            found = _devrun_children(devrun.pid)
+            return found if len(found) == 5 else None
+
+        def redis_replaced() -> dict | None:
+            found = _devrun_children(devrun.pid)
+            return found if found.get("redis", before["redis"]) != before["redis"] else None
+
+        before = _wait_sync(all_five, 30, "5 children")
+        _wait_sync(lambda: any(n.startswith("celery@") for n in _ping_workers(url)), 120, "the worker to answer")
+
+        os.kill(before["redis"], signal.SIGKILL)
+        after = _wait_sync(redis_replaced, 15, "redis restarted")
+        assert {n: p for n, p in after.items() if n != "redis"} == {n: p for n, p in before.items() if n != "redis"}
+        _wait_sync(lambda: any(n.startswith("celery@") for n in _ping_workers(url)), 30, "the worker back")
+        assert "devrun: redis exited (rc -9)" in output() and "devrun: restarting redis" in output()
+
+        os.killpg(after["worker"], signal.SIGKILL)  # main process and pool children, as an OOM kill
+        _wait_sync(lambda: _devrun_children(devrun.pid).get("worker", after["worker"]) != after["worker"], 15,
+                   "the worker restarted")
+        _wait_sync(lambda: any(n.startswith("celery@") for n in _ping_workers(url)), 120, "the new worker")
+        assert devrun.poll() is None
+
+        # Redis cannot come back: its port is taken. devrun retries 5 times, then stops everything.
+        redis_pid = _devrun_children(devrun.pid)["redis"]
+        os.kill(redis_pid, signal.SIGKILL)
+        blocker = PortSquatter(redis_port)
+        children = set(_devrun_children(devrun.pid).values())
+        rc = devrun.wait(timeout=120)
+        assert rc == 1, output()[-3000:]
+        assert "devrun: redis exited (rc 1) 5 times in a row within 30 s of a restart; giving up" in output()
+        alive = [p for p in children if _alive(p)]
+        assert not alive, f"left running: {alive}"
+    finally:
+        if devrun.poll() is None:
+            os.kill(devrun.pid, signal.SIGINT)  # devrun stops its children itself
+            try:
+                devrun.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(devrun.pid, signal.SIGKILL)
+        if blocker is not None:
+            blocker.close()
+        print(f"\n--- devrun output (tail) ---\n{output()[-2500:]}")
+
+
+class PortSquatter:
+    """Another program on the port: listens (so redis-server cannot bind it) and hangs up on every client (so the
+    desk's clients fail at once instead of waiting for an answer)."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _wait_sync(lambda: self._bind(port), 5, f"port {port}")
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _bind(self, port: int) -> bool:
+        try:
+            self.sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                continue
+            client.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
