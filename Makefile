@@ -23,9 +23,17 @@ stop:                              ## stop a `make run` started in another termi
 	  kill -INT $$(cat .run/devrun.pid) && echo "sent SIGINT to $$(cat .run/devrun.pid)"; \
 	else echo "not running"; fi
 
+# With HFT_TEST_DATABASE_URL=postgres://user:pw@host:port/db (.ci/run starts a server and sets it), the tests marked
+# `postgres` run again on that server (the role needs CREATEDB: the runner creates and drops test_<db>). Both runs
+# always run; the target fails if either did.
 test: $(VENV)/.test-deps          ## the whole suite with its own Redis, workers, Daphne and Chromium
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	@status=0; $(BIN)/pytest || status=$$?; \
+	if [ -n "$$HFT_TEST_DATABASE_URL" ]; then \
+	  echo "== the tests marked postgres, again on PostgreSQL at $${HFT_TEST_DATABASE_URL##*@}"; t=$$(date +%s); \
+	  DATABASE_URL="$$HFT_TEST_DATABASE_URL" $(BIN)/pytest -m "postgres and not slow" || status=$$?; \
+	  echo "== PostgreSQL part took $$(( $$(date +%s) - t )) s"; \
+	fi; exit $$status
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
