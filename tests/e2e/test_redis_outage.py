@@ -38,6 +38,7 @@ from asgiref.sync import sync_to_async
 from celery import Celery
 from django.conf import settings
 from django.core.cache import cache
+from kombu.utils.collections import eqhash
 
 from apps.market.models import Candle, FeedStatus
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD_SUFFIX, ROOT, _subprocess_env, free_port, redis_binary
@@ -77,9 +78,6 @@ class Stack:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
     def redis_start(self) -> None:
-        # The probe's pooled connections (kombu keeps them per broker URL, across app instances) died with the old
-        # server; the workers must cope with that by themselves, the probe need not.
-        kombu.pools.reset()
         self.redis = self._spawn("redis", [
             redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir / "redis"),
             "--save", "60 1", "--appendonly", "no",
@@ -109,9 +107,7 @@ class Stack:
         conftest_wait_for_port(self.web_port, self.procs["web"])
 
     def _probe(self) -> Celery:
-        """The test's own client of the private broker (the session's Celery app talks to the session's Redis);
-        a fresh one each time, so that no pooled connection from before a Redis restart is reused."""
-        return Celery("outage-probe", broker=self.url, set_as_current=False)
+        return fresh_probe(self.url)
 
     def ping(self, name: str) -> bool:
         probe = self._probe()
@@ -140,6 +136,19 @@ class Stack:
             proc_kill(proc)
         if self.redis is not None and self.redis.poll() is None:
             self.redis_kill()
+
+
+def fresh_probe(url: str) -> Celery:
+    """The test's own client of a private broker (the session's Celery app talks to the session's Redis), with no
+    pooled connection from before a Redis restart: kombu keeps its pools per broker URL for the whole process,
+    across app instances. Only this URL's pools are dropped (kombu.pools.reset() would close the session's)."""
+    probe = Celery("outage-probe", broker=url, set_as_current=False)
+    key = eqhash(probe.connection_for_write())
+    for group in (kombu.pools.connections, kombu.pools.producers):
+        pool = dict.pop(group, key, None)
+        if pool is not None:
+            pool.force_close_all()
+    return probe
 
 
 def _bar_times(instrument_id: int) -> list:
@@ -334,8 +343,7 @@ def _wait_sync(cond, timeout: float, what: str, step: float = 0.25):
 
 
 def _ping_workers(url: str) -> set[str]:
-    kombu.pools.reset()  # pooled connections may be from before a Redis restart
-    probe = Celery("devrun-probe", broker=url, set_as_current=False)
+    probe = fresh_probe(url)
     try:
         return {name for reply in probe.control.ping(timeout=1.5) or [] for name in reply}
     except Exception:  # noqa: BLE001 - Redis not back yet
