@@ -7,14 +7,11 @@ a logged-out or deactivated user act: it only delays closing a socket that is me
 """
 
 import hashlib
-import logging
 from typing import Literal, NotRequired, TypedDict
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 
-log = logging.getLogger(__name__)
+from apps.common.realtime import layer_send
 
 # WebSocket close codes (4000-4999 are the application's): the browser's desk.js reconnects after either;
 # a logged-out socket is then refused at connect with 4401, a socket whose role changed comes back in its new role.
@@ -44,12 +41,7 @@ def user_sockets_check(user_id: int, *, ended_session_key: str | None = None) ->
         message["ended_session"] = session_digest(ended_session_key)
 
     def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(user_group(user_id), dict(message))
-        except Exception:
-            log.exception("auth.check to user %s failed; their sockets re-check on their next message", user_id)
+        # never raises; if it is lost (Redis down), the sockets re-check on their next message anyway
+        layer_send(user_group(user_id), message)
 
     transaction.on_commit(send)
