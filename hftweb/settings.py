@@ -131,7 +131,12 @@ def _sqlite_database(path: str, options: dict | None = None) -> dict:
 # it runs: when the server ends it (restart, failover), the runner's next write fails, the feed shows the error and
 # its task ends, and the supervisor starts it again on a new connection (seconds; tests/test_postgres_connections.py).
 if os.environ.get("DATABASE_URL", "").strip():
-    _db = dj_database_url.parse(os.environ["DATABASE_URL"].strip(), conn_max_age=0)
+    try:
+        _db = dj_database_url.parse(os.environ["DATABASE_URL"].strip(), conn_max_age=0)
+    except ValueError:  # dj_database_url.ParseError names neither the variable nor the fix; never echo the URL
+        raise ImproperlyConfigured(
+            "DATABASE_URL is not a valid URL (scheme://user:password@host:port/name): a password holding / # ? or % "
+            "must be percent-encoded, or use letters and digits only (e.g. openssl rand -hex 24)") from None
     if _db["ENGINE"] == "django.db.backends.sqlite3":
         _db = _sqlite_database(_db["NAME"], _db.get("OPTIONS"))
     DATABASES = {"default": _db}

@@ -67,3 +67,17 @@ def test_the_default_sqlite_database_is_the_same(tmp_path):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert (got["name"], got["journal_mode"], got["synchronous"], got["second_writer"]) == (
         str(path), "wal", 1, "database is locked")
+
+
+def test_a_database_url_with_an_unencoded_password_refuses_to_start_saying_why():
+    """docker-compose.yml builds DATABASE_URL from POSTGRES_PASSWORD as it is: a password from `openssl rand -base64`
+    holds '/' or '+', and '/' ends the URL's host part. The refusal names the variable and the remedy, and prints
+    no part of the password."""
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "DJANGO_SETTINGS_MODULE": "hftweb.settings_test",
+                                                     "DATABASE_URL": "postgres://hftweb:s3cr/etPart@db:5432/hftweb"})
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured: DATABASE_URL is not a valid URL"), last
+    assert "percent-encoded" in last
+    assert "s3cr" not in out.stderr and "etPart" not in out.stderr
