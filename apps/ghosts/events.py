@@ -15,7 +15,7 @@ class GhostToggled(TypedDict):
     status: str
     status_reason: str
     actor: str
-    state: dict[str, str]  # the engine's summary: trend direction, CVD, last cascade, last burst...
+    state: list[list[str]]  # the engine's summary, [label, value] pairs in order: trend direction, CVD, last cascade...
 
 
 def ghost_payload(
@@ -29,5 +29,5 @@ def ghost_payload(
         status=ghost.status,
         status_reason=ghost.status_reason,
         actor=actor,
-        state=ghost.state,
+        state=[[label, value] for label, value in ghost.state_items],
     )

@@ -30,7 +30,9 @@ class Ghost(models.Model):
     last_error = models.TextField(blank=True)  # traceback of the last failed evaluation, for operators
     last_evaluated_bar = models.DateTimeField(null=True, blank=True)
     auto_disable = models.JSONField(default=dict, blank=True)  # apps.engine.performance.AutoDisableRules params
-    state = models.JSONField(default=dict, blank=True)  # the engine's state summary after the last evaluation
+    # the engine's state summary after the last evaluation, as [[label, value], ...] in the engine's order (a JSON
+    # object would lose it on PostgreSQL: jsonb stores keys shortest first); read it through `state_items`
+    state = models.JSONField(default=dict, blank=True)
     # where the current params came from when a study applied them: {study_id, trial_id, fold, at, by}; set by
     # apps.research.services.study_apply, cleared by any other params change (ghost_update_params)
     params_source = models.JSONField(null=True, blank=True)
@@ -53,3 +55,11 @@ class Ghost(models.Model):
     @property
     def group_name(self) -> str:
         return f"ghost.{self.pk}"
+
+    @property
+    def state_items(self) -> list[tuple[str, str]]:
+        """The state summary's (label, value) pairs in the engine's order; a row stored before the pairs (a JSON
+        object) gives its keys as the database returns them, until the next evaluation rewrites it."""
+        if isinstance(self.state, dict):
+            return [(str(k), str(v)) for k, v in self.state.items()]
+        return [(str(k), str(v)) for k, v in self.state or []]

@@ -83,8 +83,9 @@ def ghost_record_evaluation(*, ghost_id: int, error: str | None, state: dict[str
         return ghost
     before = _state(ghost)
     fields = []
-    if state is not None and state != ghost.state:
-        ghost.state = state
+    pairs = None if state is None else [[str(k), str(v)] for k, v in state.items()]  # ordered (Ghost.state)
+    if pairs is not None and pairs != ghost.state:
+        ghost.state = pairs
         fields.append("state")
     if error:
         ghost.status = GhostStatus.DEGRADED

@@ -346,7 +346,9 @@
     if (ev.status !== "degraded") { const tb = $(".ghost-error", row); if (tb) tb.remove(); }
     const state = $(".ghost-state", row);
     if (state && ev.state) {
-      state.replaceChildren(...Object.entries(ev.state).map(([label, value]) => {
+      // [label, value] pairs in the engine's order (an object from an older server: its own order)
+      const items = Array.isArray(ev.state) ? ev.state : Object.entries(ev.state);
+      state.replaceChildren(...items.map(([label, value]) => {
         const item = document.createElement("div");
         const dt = document.createElement("dt");
         const dd = document.createElement("dd");
@@ -354,7 +356,7 @@
         item.append(dt, dd);
         return item;
       }));
-      state.hidden = Object.keys(ev.state).length === 0;
+      state.hidden = items.length === 0;
     }
     const form = $("form.toggle", row);
     if (form) {

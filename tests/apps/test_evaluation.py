@@ -120,9 +120,11 @@ def test_the_ghosts_state_summary_is_stored_and_a_failing_summary_does_not_degra
     monkeypatch.setitem(registry.GHOSTS, "spike_fader", spec.__class__(**{**spec.__dict__, "summary": summary}))
     bar_evaluate(instrument_id=inst.pk, bar_time=last.open_time)
     ghost = Ghost.objects.get(pk=ghost.pk)
-    assert ghost.state["last close"] == f"{float(last.close):.2f}"
-    assert int(ghost.state["bars"]) >= registry.warmup_minutes_for("spike_fader", {})
-    assert ghost_payload(ghost, type_="ghost.status", actor="system")["state"] == ghost.state
+    assert [label for label, _ in ghost.state_items] == ["last close", "bars"]  # the summary's order
+    state = dict(ghost.state_items)
+    assert state["last close"] == f"{float(last.close):.2f}"
+    assert int(state["bars"]) >= registry.warmup_minutes_for("spike_fader", {})
+    assert ghost_payload(ghost, type_="ghost.status", actor="system")["state"] == [list(p) for p in ghost.state_items]
 
     def broken_summary(bars, cfg):
         raise KeyError("no such column")
