@@ -147,6 +147,21 @@ def _subprocess_env() -> dict:
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, and on PostgreSQL, before it is dropped at the end of the run: the sessions
+    still on it ended (the thread that ran an async test's sync calls keeps its connection), else DROP DATABASE
+    fails ("being accessed by other users") and leaves the database behind. The processes the tests started
+    (Daphne, workers) are stopped by then: their fixtures depend on this one."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()")
+
+
+@pytest.fixture(scope="session")
 def daphne_url(services_use_test_redis, django_db_setup):
     """Daphne in a subprocess on the file test DB: HTTP + websockets through the production ASGI app."""
     port = free_port()
