@@ -9,6 +9,7 @@ import pytest
 from apps.ghosts.events import ghost_payload
 from apps.ghosts.models import Ghost
 from apps.ghosts.services import ghost_record_evaluation
+from tests.lab.conftest import btc, lab_request  # noqa: F401 - btc is a fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -64,3 +65,13 @@ async def test_a_browser_shows_a_pushed_state_in_the_engines_order(daphne_url, d
             await expect(labels).to_have_text(list(TREND_STATE))
         finally:
             await browser.close()
+
+
+def test_a_lab_runs_risk_limits_are_listed_in_the_engines_order(btc, operator, op_client):  # noqa: F811
+    from apps.engine.risk import RiskLimits
+    from apps.lab.services import lab_run_create
+
+    run = lab_run_create(actor=operator, settings=lab_request(btc), queue=False)
+    html = op_client.get(f"/lab/runs/{run.pk}/").content.decode()
+    row = re.search(r"<dt>Risk limits</dt><dd[^>]*>([^<]*)</dd>", html).group(1)
+    assert [part.split(" ")[0] for part in row.split(", ")] == list(RiskLimits().to_params())

@@ -30,6 +30,7 @@ from apps.dashboard.views import _aiter_batches, _csv_text, _Echo, _plotly_versi
 from apps.dashboard.views_risk import FATE_WORDS, _show, fate_words
 from apps.engine import fills
 from apps.engine.registry import GHOSTS, warmup_minutes_for
+from apps.engine.risk import RiskLimits
 from apps.lab import charts
 from apps.lab.events import progress_payload
 from apps.lab.forms import (
@@ -411,6 +412,13 @@ def _ghost_table(run: BacktestRun) -> list[dict[str, Any]]:
     return rows
 
 
+def _limit_order(item: tuple[str, Any]) -> tuple[int, str]:
+    """The risk limits in the engine's order (a run's settings come back from PostgreSQL's jsonb with their keys
+    shortest first); a key it does not know, after them."""
+    order = list(RiskLimits().to_params())
+    return (order.index(item[0]) if item[0] in order else len(order), item[0])
+
+
 def _settings_rows(run: BacktestRun) -> list[tuple[str, str]]:
     s = run.settings or {}
     sz = s.get("sizing") or {}
@@ -424,7 +432,7 @@ def _settings_rows(run: BacktestRun) -> list[tuple[str, str]]:
         ("Sizing", sizing),
         ("Fees", f"taker {fee.get('taker_fee')} · maker {fee.get('maker_fee')} · "
                  f"slippage {fee.get('slippage_bps')} bps"),
-        ("Risk limits", ", ".join(f"{k} {v}" for k, v in lim.items())),
+        ("Risk limits", ", ".join(f"{k} {v}" for k, v in sorted(lim.items(), key=_limit_order))),
         ("Auto-disable", "on" if s.get("auto_disable", True) else "off"),
         ("Kill switch", "on" if s.get("kill_switch", True) else "off"),
         ("Ghosts", ", ".join(f"{g['name']} ({g['kind']}, {g.get('direction', 'both')})" for g in s.get("ghosts", []))),
