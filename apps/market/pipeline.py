@@ -21,9 +21,8 @@ from apps.market.models import FeedStatus, Instrument
 from apps.market.prices import positions_version, price_set
 from apps.market.sanitize import Sanitiser
 from apps.market.services import candle_store, feed_status_update
-from apps.trading.execution import position_exit
+from apps.trading.execution import position_exit, positions_check_price
 from apps.trading.selectors import open_positions
-from apps.trading.services import positions_check_price
 
 log = logging.getLogger(__name__)
 TICK_PUSH_SECONDS = 0.25  # browsers get a few prices a second, not every trade

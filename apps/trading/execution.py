@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from apps.engine.exits import tick_check
 from apps.trading import live
 from apps.trading.models import Mode, Position
 from apps.trading.services import position_close, signal_execute_paper
@@ -44,3 +45,30 @@ def position_exit(*, position_id: int, price: float, at: datetime, reason: str) 
     except live.LiveTradingRefused as exc:
         log.error("live position %s hit its %s at %s but cannot be closed: %s", position_id, reason, price, exc)
         return None
+
+
+def positions_check_price(
+    *, instrument_id: int, price: float, at: datetime, open_positions: list[Position] | None = None
+) -> list[Position]:
+    """Apply time stop, stop and target of every open position on this instrument to one price update
+    (`apps.engine.exits.tick_check`: a due time stop exits at this price; a stop at this price; a target at
+    its level).
+
+    The feed passes its cached list to avoid a query per trade; each close re-locks and re-checks.
+    Exits go through the execution door, so a live position is closed on the exchange, never on paper.
+    """
+    positions = (
+        open_positions
+        if open_positions is not None
+        else list(Position.objects.filter(instrument_id=instrument_id, status=Position.Status.OPEN))
+    )
+    closed = []
+    for p in positions:
+        # A due time stop wins at this price, before any level (apps.engine.exits.tick_check).
+        hit = tick_check(1 if p.side == "long" else -1, float(p.stop), float(p.target), price,
+                         time_due=p.time_stop_at is not None and at >= p.time_stop_at)
+        if hit is not None:
+            done = position_exit(position_id=p.pk, price=hit[0], at=at, reason=hit[1])
+            if done is not None:
+                closed.append(done)
+    return closed

@@ -12,7 +12,6 @@ from django.db import transaction
 from apps.alerts.services import alert_fill
 from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
-from apps.engine.exits import tick_check
 from apps.engine.fills import fill_model_for
 from apps.engine.sizing import position_size, quantity_at_fill
 from apps.ghosts.models import Ghost
@@ -171,32 +170,3 @@ def _review_after_close(ghost_id: int) -> None:
         ghost_review(ghost_id=ghost_id)
     except Exception:
         log.exception("review of ghost %s after a close failed", ghost_id)
-
-
-def positions_check_price(
-    *, instrument_id: int, price: float, at: datetime, open_positions: list[Position] | None = None
-) -> list[Position]:
-    """Apply time stop, stop and target of every open position on this instrument to one price update
-    (`apps.engine.exits.tick_check`: a due time stop exits at this price; a stop at this price; a target at
-    its level).
-
-    The feed passes its cached list to avoid a query per trade; each close re-locks and re-checks.
-    Exits go through the execution door, so a live position is closed on the exchange, never on paper.
-    """
-    from apps.trading.execution import position_exit  # execution builds on this module
-
-    positions = (
-        open_positions
-        if open_positions is not None
-        else list(Position.objects.filter(instrument_id=instrument_id, status=Position.Status.OPEN))
-    )
-    closed = []
-    for p in positions:
-        # A due time stop wins at this price, before any level (apps.engine.exits.tick_check).
-        hit = tick_check(_sign(p.side), float(p.stop), float(p.target), price,
-                         time_due=p.time_stop_at is not None and at >= p.time_stop_at)
-        if hit is not None:
-            done = position_exit(position_id=p.pk, price=hit[0], at=at, reason=hit[1])
-            if done is not None:
-                closed.append(done)
-    return closed

@@ -18,8 +18,9 @@ from apps.revenue.services import TargetError, revenue_target_set
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_record
 from apps.trading import selectors
+from apps.trading.execution import positions_check_price
 from apps.trading.models import ExitReason, Fill, Order, Position
-from apps.trading.services import position_close, positions_check_price, signal_execute_paper
+from apps.trading.services import position_close, signal_execute_paper
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -123,8 +123,8 @@ def test_desk_killed_with_an_open_position_is_closed_by_the_exchange_stop_on_res
     assert abs(closed.net_pnl - (usdt_delta + fake.balances["BTC"] * closed.entry_price)) < Decimal("0.0001")
 
     # No double exit: the restarted feed's price check through the stop, and reconcile again, send nothing.
+    from apps.trading.execution import positions_check_price
     from apps.trading.live import live_clients_clear, live_reconcile
-    from apps.trading.services import positions_check_price
 
     settings.HFT_LIVE_TRADING = True
     settings.HFT_LIVE_CCXT_CONFIG = {"urls": {"api": fake.urls()}, "enableRateLimit": False}

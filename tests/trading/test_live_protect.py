@@ -259,7 +259,7 @@ def test_reconcile_moves_a_stop_out_of_step_with_the_ledger(desk, live_settings)
 
 
 def test_reconcile_closes_a_position_whose_stop_filled_while_the_desk_was_down(desk, live_settings):
-    from apps.trading.services import positions_check_price
+    from apps.trading.execution import positions_check_price
 
     fake = live_settings
     usdt_before = fake.balances["USDT"]
