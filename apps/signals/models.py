@@ -43,6 +43,9 @@ class Signal(models.Model):
 
     class Meta:
         ordering = ["-bar_time", "-id"]
+        # Recent signals (overview, state.json) newest first across ghosts: an index in that order reads the
+        # newest 50 instead of sorting the table. One ghost's signals ride the (ghost, bar_time) unique index.
+        indexes = [models.Index(fields=["bar_time", "id"], name="signal_bar_time_id")]
         constraints = [
             # Evaluating one bar twice must never create a second signal.
             models.UniqueConstraint(fields=["ghost", "bar_time"], name="signal_one_per_ghost_bar"),
