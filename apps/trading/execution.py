@@ -1,7 +1,7 @@
 """One door to execution: paper or live, chosen by HFT_LIVE_TRADING, for entries and for exits.
 
 Paper stays the default. With HFT_LIVE_TRADING=1 every NEW entry goes to the exchange through
-`apps.trading.live` (which refuses, with the reason recorded on the signal, when the exchange's keys are
+`apps.trading.live_executor` (which refuses, with the reason recorded on the signal, when the exchange's keys are
 not in the environment). Exits follow the POSITION's mode, not the flag: a paper position opened before
 live trading was switched on is closed on paper, and a live position is never closed on paper (with the
 flag off it is refused and logged, so the operator flattens it on the exchange).
@@ -14,7 +14,8 @@ from decimal import Decimal
 from django.conf import settings
 
 from apps.engine.exits import tick_check
-from apps.trading import live
+from apps.trading.live_client import LiveTradingRefused
+from apps.trading.live_executor import position_close_live, signal_execute_live
 from apps.trading.models import Mode, Position
 from apps.trading.services import position_close, signal_execute_paper
 
@@ -30,7 +31,7 @@ def signal_execute(
     sizes with it and fills at the exchange's price). Safe to run twice in both modes.
     """
     if settings.HFT_LIVE_TRADING:
-        return live.signal_execute_live(signal_id=signal_id, price=price, at=at, quantity=quantity)
+        return signal_execute_live(signal_id=signal_id, price=price, at=at, quantity=quantity)
     return signal_execute_paper(signal_id=signal_id, price=price, at=at, quantity=quantity)
 
 
@@ -41,8 +42,8 @@ def position_exit(*, position_id: int, price: float, at: datetime, reason: str) 
     if mode != Mode.LIVE:
         return position_close(position_id=position_id, price=price, at=at, reason=reason)
     try:
-        return live.position_close_live(position_id=position_id, price=price, at=at, reason=reason)
-    except live.LiveTradingRefused as exc:
+        return position_close_live(position_id=position_id, price=price, at=at, reason=reason)
+    except LiveTradingRefused as exc:
         log.error("live position %s hit its %s at %s but cannot be closed: %s", position_id, reason, price, exc)
         return None
 

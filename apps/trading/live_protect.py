@@ -1,6 +1,6 @@
 """Protective stops on the exchange for live positions (issue 12, live trading safety).
 
-Why. The desk's exits are market orders it fires on its own price checks (apps.trading.live); while the desk
+Why. The desk's exits are market orders it fires on its own price checks (apps.trading.live_executor); while the desk
 (feed + worker) is down nothing watches a live position. So every live position also has a stop order resting
 ON THE EXCHANGE at the position's stop, for what the exit would sell: it fires when no process of this desk
 runs. The desk keeps deciding its exits as before (paper and live close on the same prices); the exchange's
@@ -32,8 +32,8 @@ buy commission was paid in the base asset), exactly what the desk's exit would s
 
 Life cycle.
 - Entry (`signal_execute_live`): `protect_sync` right after the entry is recorded.
-- Stop moves (`position_stop_move`): the ledger's stop, then the exchange's: the old order is cancelled, the
-  new one placed (cancel first: on spot both would hold the same coins). A new stop the price is already
+- Stop moves (`live_executor.position_stop_move`): the ledger's stop, then the exchange's: the old order is
+  cancelled, the new one placed (cancel first: on spot both would hold the same coins). A new stop the price is already
   through is refused by the exchange ("Stop price would trigger immediately."): the position is closed at
   market with reason stop, which is what the desk's own rule does at that price.
 - Exit (`position_close_live`): the stop is cancelled first (it holds the coins the exit sells). If the cancel
@@ -49,7 +49,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -57,17 +56,17 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.signals.models import Side
-from apps.trading.live import (
+from apps.trading.live_client import (
     PLACE_ATTEMPTS,
     STEP,
     LiveOrderUncertain,
     client_order_id,
     exchange_client_id,
-    exit_record,
     live_exchange,
     order_fetch_by_client_id,
     order_place,
 )
+from apps.trading.live_records import exit_record
 from apps.trading.models import ExitReason, Mode, Order, Position
 
 log = logging.getLogger(__name__)
@@ -231,15 +230,10 @@ def _place(ex, position: Position, market: dict, plan: str, row: Order | None) -
         order, how = order_place(ex, symbol=symbol, kind=kind, side=side, amount=amount, price=price, ecid=ecid,
                                  params=params)
     except ccxt.OrderImmediatelyFillable:
-        # The price is already through the stop: the desk's rule says out, now.
-        from apps.trading.live import position_close_live
-
+        # The price is already through the stop: the desk's rule says out, now. The caller closes at market
+        # (apps.trading.live_executor.protect_position): this module places and cancels stops only.
         _row_status(row, Order.Status.REJECTED)
-        log.warning("position %s: the price is through its stop %s; closing at market", position.pk, trigger)
-        closed = position_close_live(position_id=position.pk, price=float(position.stop), at=datetime.now(tz=UTC),
-                                     reason=ExitReason.STOP)
-        state = "closed at market" if closed is not None else "close attempted"
-        return "crossed", f"position #{position.pk}: the price is through its stop {trigger}: {state}"
+        return "crossed", f"position #{position.pk}: the price is through its stop {trigger}"
     except LiveOrderUncertain as exc:  # the row stays new: the order may exist; reconcile looks it up
         return "uncertain", f"position #{position.pk}: protective stop {cid} uncertain ({exc})"
     except ccxt.ExchangeError as exc:  # refused (insufficient balance, a filter): no stop on the exchange
@@ -276,7 +270,8 @@ def protect_sync(position_id: int, *, ex=None, market: dict | None = None,
                  how: str = "stop filled on the exchange") -> tuple[str, str]:
     """Bring the exchange's protective stop of a live position in line with the ledger; returns (outcome,
     detail). Outcomes: kept (in step), placed, moved, filled (it had filled: the position is now closed
-    from that fill), crossed (the price is through the stop: closed at market), cancelled (the position is
+    from that fill), crossed (the price is through the stop: the
+    exchange refused it; `live_executor.protect_position` then closes at market), cancelled (the position is
     closed: its stop was cancelled); needing a person: unprotected, uncertain, partial, double (the position
     closed by another order AND its stop filled). none: nothing to do (paper, or closed with no stop)."""
     position = Position.objects.select_related("instrument__exchange").get(pk=position_id)
@@ -332,25 +327,3 @@ def protect_sync(position_id: int, *, ex=None, market: dict | None = None,
     if outcome == "placed":
         return "moved", f"{detail} (was {old} at {have})"
     return outcome, detail
-
-
-def position_stop_move(*, position_id: int, stop: Decimal, actor=None, reason: str = "") -> Position | None:
-    """Move an open position's stop (paper or live); a live position's exchange stop follows at once.
-    Returns the position as it is afterwards (closed when the new stop was already crossed), None when it
-    was not open."""
-    from apps.market.prices import positions_changed
-
-    with transaction.atomic():
-        position = Position.objects.select_for_update().get(pk=position_id)
-        if position.status != Position.Status.OPEN:
-            return None
-        before = position.stop
-        position.stop = Decimal(stop).quantize(STEP)
-        position.save(update_fields=["stop", "updated_at"])
-        audit_record(actor=actor, action="position.stop_moved", obj=position, reason=reason,
-                     before={"stop": str(before)}, after={"stop": str(position.stop)})
-    positions_changed(position.instrument_id)  # the feeds' stop/target caches
-    if position.mode == Mode.LIVE:
-        outcome, detail = protect_sync(position.pk)
-        log.info("stop of position %s moved %s -> %s: %s %s", position.pk, before, position.stop, outcome, detail)
-    return Position.objects.get(pk=position_id)

@@ -36,7 +36,7 @@ def fake_binance():
 def live_settings(settings, monkeypatch, fake_binance):
     """HFT_LIVE_TRADING=1, keys in the environment, ccxt's real binance class pointed at the fake.
     Sandbox mode stays at its default (on): the fake's URLs are merged over the testnet URLs."""
-    from apps.trading.live import live_clients_clear
+    from apps.trading.live_client import live_clients_clear
 
     settings.HFT_LIVE_TRADING = True
     settings.HFT_LIVE_CCXT_CONFIG = {"urls": {"api": fake_binance.urls()}, "enableRateLimit": False}

@@ -18,7 +18,7 @@ from apps.audit.models import AuditEvent
 from apps.engine.fills import fill_model_for
 from apps.market.prices import price_set
 from apps.signals.models import Fate, Signal
-from apps.trading import live
+from apps.trading import live_client, live_reconcile
 from apps.trading.execution import position_exit, signal_execute
 from apps.trading.models import ExitReason, Fill, Mode, Order, Position
 from tests.trading.conftest import PRICE, T0, new_signal
@@ -60,8 +60,8 @@ def test_paper_without_the_flag_and_the_exchange_is_never_called(desk, settings,
     position = signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
     assert position is not None and position.mode == Mode.PAPER
     assert fake_binance.requests == []
-    with pytest.raises(live.LiveTradingRefused, match="HFT_LIVE_TRADING=1"):
-        live.live_check("binance")
+    with pytest.raises(live_client.LiveTradingRefused, match="HFT_LIVE_TRADING=1"):
+        live_client.live_check("binance")
     with pytest.raises(CommandError, match="HFT_LIVE_TRADING=1"):
         call_command("reconcile", "--exchange", "binance")
 
@@ -71,7 +71,7 @@ def test_live_without_keys_is_refused_with_the_reason_on_the_signal(desk, settin
     settings.HFT_LIVE_CCXT_CONFIG = {"urls": {"api": fake_binance.urls()}}
     monkeypatch.delenv("HFT_BINANCE_API_KEY", raising=False)
     monkeypatch.setenv("HFT_BINANCE_SECRET", API_SECRET)
-    live.live_clients_clear()
+    live_client.live_clients_clear()
     signal = new_signal(desk["ghost"])
     assert signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01) is None
     signal.refresh_from_db()
@@ -84,7 +84,7 @@ def test_live_without_keys_is_refused_with_the_reason_on_the_signal(desk, settin
 
 
 def test_sandbox_is_the_default_and_only_urls_we_override_leave_the_testnet(desk, live_settings, settings):
-    ex = live.live_exchange("binance", symbol="BTC/USDT")
+    ex = live_client.live_exchange("binance", symbol="BTC/USDT")
     assert ex.options["sandboxMode"] is True
     assert ex.urls["api"]["private"] == live_settings.urls()["private"]  # the fake, merged after sandbox mode
     assert ex.urls["api"]["v1"].startswith("https://testnet.binance.vision/")  # the rest: Binance's testnet
@@ -94,7 +94,7 @@ def test_sandbox_is_the_default_and_only_urls_we_override_leave_the_testnet(desk
     # the fake has no sapi (the loopback guard would catch the attempt).
     settings.HFT_LIVE_CCXT_CONFIG = {**settings.HFT_LIVE_CCXT_CONFIG,
                                      "options": {"fetchCurrencies": False, "fetchMargins": False}}
-    real = live.live_exchange("binance", symbol="BTC/USDT")
+    real = live_client.live_exchange("binance", symbol="BTC/USDT")
     assert real.options["sandboxMode"] is False and "apiBackup" not in real.urls
 
 
@@ -145,8 +145,8 @@ def test_retry_after_a_crash_between_order_and_record_finds_the_order(desk, live
     """The first task placed the order and died before writing the ledger. The retry must not trade again."""
     fake = live_settings
     signal = new_signal(desk["ghost"])
-    ex = live.live_exchange("binance", symbol="BTC/USDT")
-    live.order_place_market(ex, symbol="BTC/USDT", side="buy", amount=0.01, ecid=f"hft-{signal.pk}-entry")
+    ex = live_client.live_exchange("binance", symbol="BTC/USDT")
+    live_client.order_place_market(ex, symbol="BTC/USDT", side="buy", amount=0.01, ecid=f"hft-{signal.pk}-entry")
     assert not Position.objects.exists()
 
     position = signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
@@ -168,7 +168,7 @@ def test_duplicate_client_id_rejection_records_the_existing_order(desk, live_set
     fake = live_settings
     signal = new_signal(desk["ghost"])
     cid = f"hft-{signal.pk}-entry"
-    ex = live.live_exchange("binance", symbol="BTC/USDT")
+    ex = live_client.live_exchange("binance", symbol="BTC/USDT")
     ex.create_order("BTC/USDT", "market", "buy", 0.01, None, {"clientOrderId": cid})  # the racing winner
     fake.hide_orders.add(cid)  # ... not yet visible to the loser's lookup
 
@@ -302,11 +302,11 @@ def test_reconcile_reports_exchange_orders_the_ledger_lacks_and_fixes_ledger_ord
 def test_reconcile_records_a_filled_order_whose_record_was_lost(desk, live_settings):
     fake = live_settings
     signal = new_signal(desk["ghost"])
-    ex = live.live_exchange("binance", symbol="BTC/USDT")
-    live.order_place_market(ex, symbol="BTC/USDT", side="buy", amount=0.01, ecid=f"hft-{signal.pk}-entry")
+    ex = live_client.live_exchange("binance", symbol="BTC/USDT")
+    live_client.order_place_market(ex, symbol="BTC/USDT", side="buy", amount=0.01, ecid=f"hft-{signal.pk}-entry")
     Signal.objects.filter(pk=signal.pk).update(fate=Fate.STALE)  # the dead task's signal went stale meanwhile
 
-    report = live.live_reconcile(exchange_code="binance")
+    report = live_reconcile.live_reconcile(exchange_code="binance")
     # The entry recorded from the exchange, then its protective stop placed (test_live_protect.py).
     assert [(f.kind, f.fixed) for f in report.findings] == [("exchange_fill_missing", True), ("protect_placed", True)]
     position = Position.objects.get(signal=signal)
@@ -315,7 +315,7 @@ def test_reconcile_records_a_filled_order_whose_record_was_lost(desk, live_setti
     signal.refresh_from_db()
     assert signal.fate == Fate.TAKEN and "the exchange's fill wins" in signal.fate_detail
     # Run again: nothing left to fix, the holdings cover the open long.
-    again = live.live_reconcile(exchange_code="binance")
+    again = live_reconcile.live_reconcile(exchange_code="binance")
     assert again.findings == [] and again.checked_positions == 1
 
 
@@ -323,7 +323,7 @@ def test_reconcile_reports_a_long_the_account_does_not_hold(desk, live_settings)
     signal = new_signal(desk["ghost"])
     signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
     live_settings.balances["BTC"] = Decimal(0)  # sold by hand on the exchange
-    report = live.live_reconcile(exchange_code="binance")
+    report = live_reconcile.live_reconcile(exchange_code="binance")
     assert [(f.kind, f.fixed) for f in report.findings] == [("holding_short", False)]
     assert f"{ORDERED}" in report.findings[0].detail
 
@@ -331,15 +331,16 @@ def test_reconcile_reports_a_long_the_account_does_not_hold(desk, live_settings)
 def test_worker_start_reconciles_when_live_and_says_why_when_refused(desk, live_settings, monkeypatch, caplog):
     from celery.signals import worker_ready
 
-    # Connected when apps.trading.live is imported, which the worker does through apps.ghosts.tasks.
+    # Connected when apps.trading.tasks is imported, which every worker does (Celery's autodiscovery).
+    import apps.trading.tasks  # noqa: F401
     assert "hftweb-live-reconcile" in [key[0] for key, _ in worker_ready.receivers]
     live_settings.seed_open_order(client_id="web_manual1")
-    reports = live.live_startup()
+    reports = live_reconcile.live_startup()
     assert [r.exchange for r in reports] == ["binance"] and reports[0].findings[0].kind == "exchange_open_foreign"
     monkeypatch.delenv("HFT_BINANCE_SECRET")
-    live.live_clients_clear()
-    with caplog.at_level(logging.CRITICAL, logger="apps.trading.live"):
-        assert live.live_startup() == []
+    live_client.live_clients_clear()
+    with caplog.at_level(logging.CRITICAL, logger="apps.trading.live_reconcile"):
+        assert live_reconcile.live_startup() == []
     assert "LIVE TRADING REFUSED" in caplog.text and "HFT_BINANCE_SECRET not set" in caplog.text
 
 
@@ -348,7 +349,7 @@ def test_keys_never_reach_logs_audit_rows_or_signals(desk, live_settings, caplog
         signal = new_signal(desk["ghost"])
         opened = signal_execute(signal_id=signal.pk, price=PRICE, at=AT, quantity=0.01)
         position_exit(position_id=opened.pk, price=95000.0, at=AT, reason="manual")
-        live.live_reconcile(exchange_code="binance")
+        live_reconcile.live_reconcile(exchange_code="binance")
     stored = json.dumps(list(AuditEvent.objects.values("reason", "before", "after")))
     stored += json.dumps(list(Signal.objects.values("fate_detail")))
     for secret in (API_KEY, API_SECRET):

@@ -124,7 +124,8 @@ def test_desk_killed_with_an_open_position_is_closed_by_the_exchange_stop_on_res
 
     # No double exit: the restarted feed's price check through the stop, and reconcile again, send nothing.
     from apps.trading.execution import positions_check_price
-    from apps.trading.live import live_clients_clear, live_reconcile
+    from apps.trading.live_client import live_clients_clear
+    from apps.trading.live_reconcile import live_reconcile
 
     settings.HFT_LIVE_TRADING = True
     settings.HFT_LIVE_CCXT_CONFIG = {"urls": {"api": fake.urls()}, "enableRateLimit": False}

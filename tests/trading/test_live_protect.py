@@ -13,7 +13,7 @@ from decimal import ROUND_DOWN, Decimal
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.trading import live_protect
+from apps.trading import live_executor, live_protect
 from apps.trading.execution import position_exit, signal_execute
 from apps.trading.models import ExitReason, Fill, Mode, Order, Position
 from tests.trading.conftest import PRICE, new_signal
@@ -70,7 +70,7 @@ def test_entry_places_a_stop_loss_limit_on_the_exchange_and_records_it(desk, liv
 
 
 def test_a_stop_market_where_the_symbol_lists_one(desk, live_settings, settings):
-    from apps.trading.live import live_clients_clear
+    from apps.trading.live_client import live_clients_clear
 
     types = ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"]
     with FakeBinanceSpot(price=PRICE, order_types=types) as fake:  # as recent Binance exchangeInfo lists them
@@ -147,7 +147,7 @@ def test_moving_the_stop_moves_the_exchange_order(desk, live_settings):
     position = _open(desk)
     fake.set_price(Decimal("95400.00"))
     breakeven = position.entry_price
-    moved = live_protect.position_stop_move(position_id=position.pk, stop=breakeven)
+    moved = live_executor.position_stop_move(position_id=position.pk, stop=breakeven)
     assert moved.stop == breakeven
     old, new = f"hft-{position.signal_id}-stop1", f"hft-{position.signal_id}-stop2"
     assert fake.order_by_client_id(old)["status"] == "CANCELED"  # cancelled first: both would hold the BTC
@@ -175,7 +175,7 @@ def test_moving_the_stop_through_the_price_exits_at_market(desk, live_settings):
     fake = live_settings
     position = _open(desk)
     fake.set_price(Decimal("95100.00"))
-    closed = live_protect.position_stop_move(position_id=position.pk, stop=Decimal("95200"))
+    closed = live_executor.position_stop_move(position_id=position.pk, stop=Decimal("95200"))
     assert closed.status == Position.Status.CLOSED and closed.exit_reason == ExitReason.STOP
     types = [(p["type"], p["newClientOrderId"].rsplit("-", 1)[1]) for p in fake.posted_orders()]
     # stop2 was refused ("Stop price would trigger immediately."): the desk's rule says out, at market.
@@ -197,7 +197,8 @@ def _kinds(report) -> list[tuple[str, bool]]:
 def test_reconcile_places_a_stop_that_is_missing_again(desk, live_settings):
     """Three ways a live position can lack its stop: cancelled by hand on the exchange, opened by a task that
     died after recording the entry (no row), and a row written by a task that died before placing."""
-    from apps.trading.live import entry_record, live_exchange, order_place_market
+    from apps.trading.live_client import live_exchange, order_place_market
+    from apps.trading.live_records import entry_record
 
     fake = live_settings
     a = _open(desk)
@@ -242,7 +243,7 @@ def test_reconcile_places_a_stop_that_is_missing_again(desk, live_settings):
 
 
 def live_reconcile_binance():
-    from apps.trading.live import live_reconcile
+    from apps.trading.live_reconcile import live_reconcile
 
     return live_reconcile(exchange_code="binance")
 

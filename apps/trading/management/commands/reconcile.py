@@ -1,19 +1,21 @@
 """`python manage.py reconcile [--exchange CODE] [--since-hours H]`: compare the exchange with the ledger.
 
-Thin: the work is `apps.trading.live.live_reconcile`. Exit status 0 when nothing needs a person, 2 when
+Thin: the work is `apps.trading.live_reconcile.live_reconcile`. Exit status 0 when nothing needs a person, 2 when
 something was reported for review, and a CommandError (status 1) when live trading is off or refused.
 
 It records, and it keeps open live positions protected: a missing protective stop is placed again, one out of
 step with the ledger is moved, a stale one of ours is cancelled, a position whose stop filled while the desk
 was down is closed from that fill, and one whose stop the price is already through (the exchange refuses the
-stop) is closed at market, as the desk's own stop rule would (apps.trading.live_protect). No other orders.
+stop) is closed at market, as the desk's own stop rule would (apps.trading.live_executor.protect_position).
+No other orders.
 """
 
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.trading.live import LiveTradingRefused, live_check, live_reconcile, reconcile_exchange_codes
+from apps.trading.live_client import LiveTradingRefused, live_check
+from apps.trading.live_reconcile import live_reconcile, reconcile_exchange_codes
 
 
 class Command(BaseCommand):
