@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "apps.alerts",
     "apps.lab",
     "apps.research",
+    "apps.runtime",
     "apps.dashboard",
 ]
 
@@ -334,6 +335,8 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# Task modules autodiscover_tasks does not find (it imports each app's tasks.py only).
+CELERY_IMPORTS = ("apps.market.feed_watch",)
 # Beat (DatabaseScheduler imports these on start). `expires` so a backlog never replays stale ticks.
 CELERY_BEAT_SCHEDULE = {
     "supervise-feeds": {"task": "apps.market.tasks.supervise_feeds", "schedule": 10.0,
@@ -344,4 +347,7 @@ CELERY_BEAT_SCHEDULE = {
                        "options": {"expires": 29, "queue": "default"}},
     "research-sweep": {"task": "apps.research.tasks.studies_sweep_task", "schedule": 30.0,
                        "options": {"expires": 29, "queue": "default"}},
+    # pushes a feed going down (its runner's lock lapsed) and coming back to open pages (apps/market/feed_watch.py)
+    "feed-watch": {"task": "apps.market.feed_watch.feed_watch_task", "schedule": 5.0,
+                   "options": {"expires": 4, "queue": "default"}},
 }
