@@ -67,7 +67,9 @@
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
-  const feedClass = (s) => (!s ? "off" : s === "connected" ? "ok" : s === "error" || s === "stopped" ? "bad" : "warn");
+  // mirrors the feed_class template filter: "down" (its runner's heartbeat lapsed) is red like error and stopped
+  const FEED_BAD = new Set(["error", "stopped", "down"]);
+  const feedClass = (s) => (!s ? "off" : s === "connected" ? "ok" : FEED_BAD.has(s) ? "bad" : "warn");
   const statusClass = (s) => ({ active: "ok", degraded: "warn", disabled: "off" })[s] || "off";
   const fateLabel = (f) => String(f || "").replace(/_/g, " ");
 

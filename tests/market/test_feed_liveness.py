@@ -17,7 +17,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from apps.market.models import Candle, FeedStatus
-from apps.market.tasks import LOCK_TTL, _lock_key, run_feed
+from apps.market.tasks import LOCK_TTL, _lock_key
+from apps.runtime.tasks import run_feed
 from tests.conftest import free_port
 from tests.e2e.procs import foreign_workers, proc_kill, worker_start
 
@@ -51,7 +52,7 @@ def test_connected_feed_without_heartbeat_shows_down_with_time_since_last_trade(
     assert "last trade 1 min 3" in ev["last_error"]  # 1 min 35 s, give or take the test's own seconds
     page = viewer_client.get("/").content.decode()
     assert '<span class="feed-state">down</span>' in page  # the feed card
-    assert 'id="feed-state" class="feed-state warn">down</span>' in page  # the header
+    assert 'id="feed-state" class="feed-state bad">down</span>' in page  # the header, red
     assert FeedStatus.objects.get(instrument_id=inst).state == "connected"  # display only: nothing stored
 
 

@@ -132,12 +132,14 @@ def rejected_summary(counts: dict | None) -> str:
 
 @register.filter
 def feed_class(state: str | None) -> str:
-    """Feed state -> colour class: connected is calm, transitions warn, errors are loud."""
+    """Feed state -> colour class: connected is calm, transitions warn, errors are loud. "down" (the runner's
+    heartbeat lapsed, apps.market.selectors) is red: nothing is coming and nothing is retrying. desk.js feedClass
+    says the same."""
     if not state:
         return "off"
     if state == "connected":
         return "ok"
-    if state in ("error", "stopped"):
+    if state in ("error", "stopped", "down"):
         return "bad"
     return "warn"
 
