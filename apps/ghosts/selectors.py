@@ -17,11 +17,28 @@ def enabled_ghosts_for(*, instrument_id: int) -> QuerySet[Ghost]:
     return Ghost.objects.filter(instrument_id=instrument_id, enabled=True).order_by("id")
 
 
+TREND_KIND = "trend_filter"
+
+
+def trend_config_for(instrument_id: int):
+    """The trend gate's config: the params of the instrument's trend filter ghost. The gate applies whether that
+    ghost trades or not (disabling it stops its own drafts, not its veto); an instrument without a trend
+    filter ghost has no gate (None), which the fate texts say."""
+    from apps.engine.registry import GHOSTS
+
+    spec = GHOSTS.get(TREND_KIND)
+    if spec is None:
+        return None
+    params = (
+        Ghost.objects.filter(instrument_id=instrument_id, kind=TREND_KIND).values_list("params", flat=True).first()
+    )
+    return None if params is None else spec.config_cls.from_params(params)
+
+
 def warmup_minutes_needed(*, instrument_id: int) -> int:
     """Minutes of history the live window needs: the longest warm-up of the instrument's enabled ghosts
     and of its trend gate (which judges every draft even while the trend ghost itself is off)."""
     from apps.engine.registry import GHOSTS, warmup_minutes_for
-    from apps.signals.manager import TREND_KIND, trend_config_for
 
     warmups = [warmup_minutes_for(g.kind, g.params) for g in enabled_ghosts_for(instrument_id=instrument_id)
                if g.kind in GHOSTS]

@@ -59,7 +59,7 @@ from apps.market.exchanges import (
     trade_from_ccxt,
 )
 from apps.market.models import FeedStatus, Instrument
-from apps.market.pipeline import FeedPipeline
+from apps.market.sink import PipelineFactory
 
 log = logging.getLogger(__name__)
 State = FeedStatus.State
@@ -110,7 +110,7 @@ class LiveFeed:
         self,
         instrument: Instrument,
         *,
-        on_bar: Callable | None,
+        make_pipeline: PipelineFactory,
         heartbeat: Callable[[], bool],
         max_seconds: float | None = None,
         exchange_config: dict | None = None,
@@ -141,7 +141,7 @@ class LiveFeed:
         if transport == "ws" and not self.websocket:
             raise ValueError(f"{self.code} has no websocket trade stream in ccxt.pro")
         self.has_liquidations = self.websocket and streams_liquidations(probe, self.symbol)
-        self.pipeline = FeedPipeline(instrument, on_bar=on_bar, has_liquidations=self.has_liquidations)
+        self.pipeline = make_pipeline(has_liquidations=self.has_liquidations)
         self.transitions: list[tuple[str, str, datetime | None]] = []
         self.trades_received = 0  # consumed by the pipeline (main thread)
         self.trades_handed = 0  # handed over by the network thread

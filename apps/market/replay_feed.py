@@ -50,7 +50,7 @@ from django.conf import settings
 
 from apps.market.bar_builder import MINUTE_MS, Liquidation, Trade
 from apps.market.models import Candle, FeedStatus, Instrument, LiquidationEvent
-from apps.market.pipeline import FeedPipeline, ms_to_dt
+from apps.market.sink import PipelineFactory
 
 log = logging.getLogger(__name__)
 LOOP_SLEEP = 0.05  # s between paced steps
@@ -155,7 +155,7 @@ class ReplayFeed:
         instrument: Instrument,
         *,
         source: str,
-        on_bar: Callable | None,
+        make_pipeline: PipelineFactory,
         heartbeat: Callable[[], bool],
         speed: float | None = None,
         max_seconds: float | None = None,
@@ -172,7 +172,7 @@ class ReplayFeed:
         self.skipped: dict[str, int] = {}  # rows not replayed and why (other symbols etc.), for the log
         self._liq_minutes: dict[int, list[float]] = {}  # bar replays: sanitised liquidation volume per minute
         self._load()
-        self.pipeline = FeedPipeline(instrument, on_bar=on_bar, has_liquidations=not self.liqs.empty)
+        self.pipeline = make_pipeline(has_liquidations=not self.liqs.empty)
 
     # -- loading -------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -403,4 +403,4 @@ def replay_label(source: str) -> str:
         return "REPLAY"
 
 
-__all__ = ["ReplayError", "ReplayFeed", "parse_source", "replay_label", "resolve_path", "ms_to_dt"]
+__all__ = ["ReplayError", "ReplayFeed", "parse_source", "replay_label", "resolve_path"]

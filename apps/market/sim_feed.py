@@ -10,11 +10,10 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from apps.ghosts.selectors import warmup_minutes_needed
 from apps.market.models import FeedStatus, Instrument
-from apps.market.pipeline import FeedPipeline
 from apps.market.selectors import last_candle
 from apps.market.sim import MarketSimulator
+from apps.market.sink import PipelineFactory
 
 LOOP_SLEEP = 0.05
 BACKFILL_MINUTES = 240
@@ -26,22 +25,24 @@ class SimFeed:
         self,
         instrument: Instrument,
         *,
-        on_bar: Callable,
+        make_pipeline: PipelineFactory,
         heartbeat: Callable[[], bool],
         speed: float | None = None,
         max_seconds: float | None = None,
+        warmup_minutes: int = 0,
     ) -> None:
         self.instrument = instrument
         self.heartbeat = heartbeat
         self.speed = speed or settings.HFT_SIM_SPEED
         self.max_seconds = max_seconds
-        self.pipeline = FeedPipeline(instrument, on_bar=on_bar, has_liquidations=True)
+        self.warmup_minutes = warmup_minutes  # the ghosts' longest warm-up, told by the runtime
+        self.pipeline = make_pipeline(has_liquidations=True)
 
     def _start(self) -> tuple[MarketSimulator, int]:
         last = last_candle(instrument_id=self.instrument.pk)
         now_ms = int(time.time() * 1000) // 60_000 * 60_000
         backfill = last is None
-        minutes = max(BACKFILL_MINUTES, warmup_minutes_needed(instrument_id=self.instrument.pk) + 30)
+        minutes = max(BACKFILL_MINUTES, self.warmup_minutes + 30)
         if backfill:
             start_ms = now_ms - minutes * 60_000
         else:

@@ -1,15 +1,10 @@
-"""Feed tasks (queue `feeds`). Exactly one runner per instrument across all workers: a Redis lock
-with a heartbeat; beat's supervisor restarts a feed whose lock has expired (its worker died)."""
+"""Market data tasks (queue `feeds`): history downloads. The feed runner lives in apps.runtime.tasks; its lock's
+key and TTL stay here because feed liveness (apps.market.selectors) reads them, and market imports nothing
+from the runtime."""
 
 import logging
-import time
-import uuid
 
 from celery import shared_task
-from django.core.cache import cache
-
-from apps.market.models import FeedStatus, Instrument
-from apps.market.services import feed_status_update
 
 log = logging.getLogger(__name__)
 LOCK_TTL = 15  # seconds; the runner refreshes it every loop, so a dead runner frees it within this
@@ -17,106 +12,6 @@ LOCK_TTL = 15  # seconds; the runner refreshes it every loop, so a dead runner f
 
 def _lock_key(instrument_id: int) -> str:
     return f"feed-lock:{instrument_id}"
-
-
-def feed_source_runner(source: str, instrument: Instrument, **kwargs):
-    """The runner for a FeedStatus.source: "sim", "live" (ccxt) or "replay:<path>[@speed]".
-
-    Every runner takes (instrument, on_bar=, heartbeat=, max_seconds=, ...) and feeds the same
-    FeedPipeline; only where the trades come from differs.
-    """
-    if source == "sim":
-        from apps.market.sim_feed import SimFeed
-
-        return SimFeed(instrument, **kwargs)
-    if source == "live":
-        from apps.market.live_feed import LiveFeed
-
-        kwargs.pop("speed", None)
-        return LiveFeed(instrument, **kwargs)
-    if source.startswith("replay:"):
-        from apps.market.replay_feed import ReplayFeed
-
-        return ReplayFeed(instrument, source=source, **kwargs)
-    raise ValueError(f"unknown feed source {source!r}; use sim, live or replay:<path>[@speed]")
-
-
-@shared_task(acks_late=False, soft_time_limit=None, time_limit=None)
-def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float | None = None) -> str:
-    from apps.ghosts.tasks import evaluate_bar
-
-    token = uuid.uuid4().hex
-    key = _lock_key(instrument_id)
-    if not cache.add(key, token, LOCK_TTL):
-        return "already running"
-    instrument = Instrument.objects.select_related("exchange", "feed_status").get(pk=instrument_id)
-    held = {"at": time.monotonic(), "superseded": False}
-
-    def heartbeat() -> bool:
-        holder, now = cache.get(key), time.monotonic()
-        if holder == token:
-            cache.touch(key, LOCK_TTL)
-            held["at"] = now
-            return True
-        if holder is None and now - held["at"] >= LOCK_TTL and cache.add(key, token, LOCK_TTL):
-            # This runner stalled past the TTL (a long DB lock wait, a frozen process) and nobody took over:
-            # carry on. A lock that vanished sooner was deleted on purpose: that is a stop request.
-            log.warning("feed %s: lock expired during a %.0f s stall; re-acquired", instrument_id, now - held["at"])
-            held["at"] = now
-            return True
-        # Someone else runs the feed now (stop rather than run twice), or we were asked to stop.
-        held["superseded"] = holder is not None or now - held["at"] >= LOCK_TTL
-        return False
-
-    source = instrument.feed_status.source
-
-    def on_bar(candle) -> None:
-        if source.startswith("replay:"):
-            # A replay runs faster than the ghosts could follow from a queue: each bar is decided (and
-            # filled at the next price) before the next one is fed, so a replay takes the decisions live
-            # would, in the same code, whatever its speed.
-            evaluate_bar(candle.instrument_id, candle.open_time.isoformat())
-        else:
-            evaluate_bar.delay(candle.instrument_id, candle.open_time.isoformat())
-
-    try:
-        runner = feed_source_runner(
-            source, instrument, on_bar=on_bar, heartbeat=heartbeat, speed=speed, max_seconds=max_seconds
-        )
-        feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STARTING)
-        if source == "live":
-            from apps.ghosts.selectors import warmup_minutes_needed
-            from apps.market.history_services import history_warmup
-
-            history_warmup(instrument=instrument, minutes=warmup_minutes_needed(instrument_id=instrument_id) + 30)
-        runner.run()
-        if held["superseded"]:
-            # The new runner owns the feed status now; writing STOPPED would also make the supervisor give
-            # up on this feed for good.
-            log.warning("feed %s: another runner took over; this one stops", instrument_id)
-            return "superseded"
-        feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STOPPED)
-        return "stopped"
-    except Exception as exc:  # shown on the dashboard; the supervisor retries on its next beat
-        log.exception("feed %s (%s) failed", instrument_id, source)
-        feed_status_update(
-            instrument_id=instrument_id, state=FeedStatus.State.ERROR, last_error=f"{type(exc).__name__}: {exc}"[:2000]
-        )
-        return f"error: {exc}"
-    finally:
-        if cache.get(key) == token:
-            cache.delete(key)
-
-
-@shared_task(ignore_result=True)
-def supervise_feeds() -> list[int]:
-    """Start the feed of every configured instrument that has no live runner (lock expired or never held)."""
-    started = []
-    for fs in FeedStatus.objects.exclude(state=FeedStatus.State.STOPPED).only("instrument_id"):
-        if cache.get(_lock_key(fs.instrument_id)) is None:
-            run_feed.delay(fs.instrument_id)
-            started.append(fs.instrument_id)
-    return started
 
 
 @shared_task(acks_late=False, soft_time_limit=3600, time_limit=3660)

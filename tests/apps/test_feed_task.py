@@ -4,7 +4,7 @@ import pytest
 from django.core.cache import cache
 
 from apps.market.models import Candle, FeedStatus
-from apps.market.tasks import run_feed, supervise_feeds
+from apps.runtime.tasks import run_feed, supervise_feeds
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def test_sanitiser_rejections_skip_the_builder_and_are_published(desk):
     import math
 
     from apps.market.bar_builder import Trade
-    from apps.market.pipeline import FeedPipeline
+    from apps.runtime.pipeline import FeedPipeline
 
     feed = FeedPipeline(desk["instrument"], on_bar=None, has_liquidations=True)
     t0 = 1_735_689_600_000

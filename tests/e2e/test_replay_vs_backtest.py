@@ -18,8 +18,8 @@ from django.db.models import Sum
 from apps.engine.backtest import BacktestConfig, GhostSetup, run_backtest
 from apps.market.importers import read_klines
 from apps.market.models import Candle, FeedStatus
-from apps.market.pipeline import FeedPipeline
-from apps.market.tasks import run_feed
+from apps.runtime.pipeline import FeedPipeline
+from apps.runtime.tasks import run_feed
 from apps.trading.models import Fill, Position
 from apps.trading.selectors import equity, open_positions, unrealised
 from tests.datafiles import require

@@ -29,6 +29,7 @@ import pytest
 from apps.market.exchanges import liquidation_from_ccxt
 from apps.market.live_feed import LiveFeed, backoff_delay
 from apps.market.models import Candle, Exchange, FeedStatus, Instrument
+from apps.runtime.pipeline import pipeline_factory
 from tests.datafiles import require
 from tests.fakes.binance_ws import (
     FakeBinanceWs,
@@ -199,7 +200,7 @@ def test_spot_trade_stream_with_a_disconnect_stores_exactly_the_groupby_bars():
         holder: list[LiveFeed] = []
         clock = ReceivedClock(holder, int(rows[0]["timestamp"]) - 1, total=len(rows) + 1)  # + >= 1 replayed
         feed = LiveFeed(
-            inst, on_bar=None, max_seconds=60, clock_ms=clock, network_backoff=(0.2, 2.0),
+            inst, make_pipeline=pipeline_factory(inst), max_seconds=60, clock_ms=clock, network_backoff=(0.2, 2.0),
             exchange_config={"urls": {"api": {"public": f"{rest.base}/api/v3", "ws": ws.urls()}},
                              "enableRateLimit": False},
             heartbeat=lambda: True,
@@ -255,7 +256,8 @@ def test_usdm_aggtrades_and_liquidations_land_in_their_minutes():
     with rest, FakeBinanceWs(streams, speed=100) as ws:  # paced: 17 data minutes in 10 s
         holder: list[LiveFeed] = []
         feed = LiveFeed(
-            inst, on_bar=None, max_seconds=60, clock_ms=ReceivedClock(holder, start, total=len(rows), lag_ms=4000),
+            inst, make_pipeline=pipeline_factory(inst),
+            max_seconds=60, clock_ms=ReceivedClock(holder, start, total=len(rows), lag_ms=4000),
             exchange_config={"urls": {"api": {"fapiPublic": f"{rest.base}/fapi/v1", "ws": ws.urls()}},
                              "enableRateLimit": False},
             heartbeat=lambda: True,
@@ -299,7 +301,7 @@ def test_rest_polling_fetch_trades_with_since_stores_the_groupby_bars():
               "/api/v3/aggTrades": agg_trades}
     with LocalHttp(routes) as rest:
         holder: list[LiveFeed] = []
-        feed = LiveFeed(inst, on_bar=None, max_seconds=60, transport="rest", poll_seconds=0.1,
+        feed = LiveFeed(inst, make_pipeline=pipeline_factory(inst), max_seconds=60, transport="rest", poll_seconds=0.1,
                         clock_ms=ReceivedClock(holder, int(rows[0]["timestamp"]) - 1, total=len(rows)),
                         exchange_config={"urls": {"api": {"public": f"{rest.base}/api/v3"}},
                                          "enableRateLimit": False},
@@ -336,7 +338,8 @@ def test_kraken_rest_polling_parses_the_recorded_fetch_trades_response():
     clock = PacedClock(recorded["timestamp"] + 500, speed=5)
     with LocalHttp(routes) as rest:
         holder: list[LiveFeed] = []
-        feed = LiveFeed(inst, on_bar=None, max_seconds=20, clock_ms=clock, transport="rest", poll_seconds=0.1,
+        feed = LiveFeed(inst, make_pipeline=pipeline_factory(inst),
+                        max_seconds=20, clock_ms=clock, transport="rest", poll_seconds=0.1,
                         exchange_config={"urls": {"api": {"public": rest.base}}, "enableRateLimit": False},
                         heartbeat=lambda: True)
         holder.append(feed)
@@ -355,7 +358,8 @@ def test_kraken_rest_polling_parses_the_recorded_fetch_trades_response():
 def test_unknown_symbol_is_an_error_state_with_message_and_a_slow_retry():
     inst = make_instrument("binance", "DOGE/EUR")
     with LocalHttp({"/api/v3/exchangeInfo": lambda q: (200, spot_exchange_info(("ETH", "USDT")))}) as rest:
-        feed = LiveFeed(inst, on_bar=None, heartbeat=lambda: True, max_seconds=1.5, clock_ms=lambda: 1_700_000_000_000,
+        feed = LiveFeed(inst, make_pipeline=pipeline_factory(inst),
+                        heartbeat=lambda: True, max_seconds=1.5, clock_ms=lambda: 1_700_000_000_000,
                         exchange_config={"urls": {"api": {"public": f"{rest.base}/api/v3",
                                                           "ws": {"spot": "ws://127.0.0.1:9/stream/ws"}}}})
         before = time.time()
@@ -372,7 +376,8 @@ def test_nothing_listening_means_reconnecting_with_growing_backoff():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     inst = make_instrument("binance", "ETH/USDT")
-    feed = LiveFeed(inst, on_bar=None, heartbeat=lambda: True, max_seconds=3.0, clock_ms=lambda: 1_700_000_000_000,
+    feed = LiveFeed(inst, make_pipeline=pipeline_factory(inst),
+                    heartbeat=lambda: True, max_seconds=3.0, clock_ms=lambda: 1_700_000_000_000,
                     network_backoff=(0.1, 0.8),
                     exchange_config={"urls": {"api": {"public": f"http://127.0.0.1:{port}/api/v3",
                                                       "ws": {"spot": f"ws://127.0.0.1:{port}/stream/ws"}}}})
@@ -392,7 +397,8 @@ def test_a_lost_heartbeat_stops_the_runner_and_closes_the_exchange():
     beats = iter([True, True, False])
     with (LocalHttp({"/api/v3/exchangeInfo": lambda q: (200, spot_exchange_info(("ETH", "USDT")))}) as rest,
           FakeBinanceWs({"ethusdt@trade": events}, speed=1) as ws):  # real time: the stream is far from over
-        feed = LiveFeed(inst, on_bar=None, heartbeat=lambda: next(beats), max_seconds=30, clock_ms=ws.clock_ms,
+        feed = LiveFeed(inst, make_pipeline=pipeline_factory(inst),
+                        heartbeat=lambda: next(beats), max_seconds=30, clock_ms=ws.clock_ms,
                         exchange_config={"urls": {"api": {"public": f"{rest.base}/api/v3", "ws": ws.urls()}}})
         t0 = time.monotonic()
         feed.run()
@@ -424,7 +430,7 @@ def test_inverse_aggtrade_burst_converts_contracts_and_reports_throughput(capsys
     with LocalHttp(routes) as rest, FakeBinanceWs({"btcusd_perp@aggTrade": events}) as ws:
         holder: list[LiveFeed] = []
         feed = LiveFeed(
-            inst, on_bar=None, max_seconds=120, heartbeat=lambda: True,
+            inst, make_pipeline=pipeline_factory(inst), max_seconds=120, heartbeat=lambda: True,
             clock_ms=ReceivedClock(holder, int(rows[0]["transact_time"]) - 1, total=len(rows), tail_speed=600),
             exchange_config={"urls": {"api": {"fapiPublic": f"{rest.base}/fapi/v1",
                                               "dapiPublic": f"{rest.base}/dapi/v1", "ws": ws.urls()}},

@@ -23,6 +23,7 @@ import pytest
 
 from apps.market.live_feed import LiveFeed
 from apps.market.models import FeedStatus
+from apps.runtime.pipeline import pipeline_factory
 from tests.fakes.binance_ws import LocalHttp
 from tests.fakes.okx_bybit_ws import (
     FakeVenueWs,
@@ -124,7 +125,8 @@ def bybit_rest(q: dict) -> tuple[int, dict]:
 def run_feed(inst, config: dict, first_ms: int, total: int, n_bars: int, lag_ms: int = 0,
              until_lagging: bool = False) -> LiveFeed:
     holder: list[LiveFeed] = []
-    feed = LiveFeed(inst, on_bar=None, max_seconds=45, heartbeat=lambda: True, network_backoff=(0.2, 2.0),
+    feed = LiveFeed(inst, make_pipeline=pipeline_factory(inst),
+                    max_seconds=45, heartbeat=lambda: True, network_backoff=(0.2, 2.0),
                     clock_ms=ReceivedClock(holder, first_ms, total=total, lag_ms=lag_ms),
                     exchange_config={**config, "enableRateLimit": False})
     holder.append(feed)

@@ -12,9 +12,9 @@ import pytest
 
 from apps.market.bar_builder import BarBuilder, Trade
 from apps.market.models import Candle, FeedStatus
-from apps.market.replay_feed import ReplayError, ReplayFeed, parse_source, replay_label
+from apps.market.replay_feed import ReplayError, parse_source, replay_label
 from apps.market.sanitize import Sanitiser
-from apps.market.tasks import run_feed
+from apps.runtime.tasks import feed_source_runner, run_feed
 from apps.trading.models import Position
 from tests.datafiles import require
 from tests.factories import make_candles, make_feed, make_ghost, make_instrument, make_position
@@ -67,7 +67,7 @@ def test_aggtrades_day_replay_stores_the_pure_builders_bars_and_checks_stops() -
     pos = make_position(ghost=ghost, opened_at=datetime(2026, 5, 7, 23, 59, tzinfo=UTC), entry=f"{first:.1f}")
     stop, target = float(pos.stop), float(pos.target)
     calls = []
-    feed = ReplayFeed(inst, source=f"replay:{AGG_DAY}@max", on_bar=calls.append, heartbeat=always)
+    feed = feed_source_runner(f"replay:{AGG_DAY}@max", inst, on_bar=calls.append, heartbeat=always)
     feed.run()
 
     # the pure path, written out here on the raw CSV columns
@@ -114,7 +114,7 @@ def test_kline_replay_stores_the_real_bars_calls_ghosts_in_order_and_checks_stop
     stop, target = float(pos.stop), float(pos.target)
     seen = []
     with django_capture_on_commit_callbacks(execute=True):
-        ReplayFeed(inst, source=f"replay:{KLINES}@max", on_bar=lambda c: seen.append(c.open_time),
+        feed_source_runner(f"replay:{KLINES}@max", inst, on_bar=lambda c: seen.append(c.open_time),
                    heartbeat=always).run()
     got = _bars(inst)
     assert len(got) == 1440 and got.open_time.tolist() == k.t.tolist()          # nothing synthesised
@@ -140,16 +140,16 @@ def test_db_replay_copies_stored_history_and_resumes_without_rewriting() -> None
     dst = make_instrument(symbol="DEMO/USDT")
     make_feed(instrument=dst, source="replay:db:binance:ETH/USDT@max", last_price=None)
     calls = []
-    ReplayFeed(dst, source="replay:db:binance:ETH/USDT@max", on_bar=calls.append, heartbeat=always).run()
+    feed_source_runner("replay:db:binance:ETH/USDT@max", dst, on_bar=calls.append, heartbeat=always).run()
     a, b = _bars(src), _bars(dst)
     assert len(b) == 30 and a.drop(columns=[]).equals(b)
     # a restart (the worker died) resumes after the last stored bar: nothing stored twice, nothing re-sent
     Candle.objects.filter(instrument=dst, open_time__gte=start + timedelta(minutes=20)).delete()
-    feed = ReplayFeed(dst, source="replay:db:binance:ETH/USDT@max", on_bar=None, heartbeat=always)
+    feed = feed_source_runner("replay:db:binance:ETH/USDT@max", dst, on_bar=None, heartbeat=always)
     feed.run()
     assert feed.pipeline.bars_stored == 10 and _bars(dst).equals(a)
     with pytest.raises(ReplayError, match="no stored instrument"):
-        ReplayFeed(dst, source="replay:db:binance:NOPE/USDT", on_bar=None, heartbeat=always)
+        feed_source_runner("replay:db:binance:NOPE/USDT", dst, on_bar=None, heartbeat=always)
 
 
 @pytest.mark.django_db
@@ -158,16 +158,16 @@ def test_paced_replay_follows_data_time_and_stops_on_heartbeat_loss() -> None:
     inst = make_instrument()
     make_feed(instrument=inst, source=f"replay:{KLINES}@600", last_price=None)
     # 600 data seconds per wall second for ~1 s: about 10 minutes of bars, certainly not the whole day
-    ReplayFeed(inst, source=f"replay:{KLINES}@600", on_bar=None, heartbeat=always, max_seconds=1.0).run()
+    feed_source_runner(f"replay:{KLINES}@600", inst, on_bar=None, heartbeat=always, max_seconds=1.0).run()
     n = Candle.objects.filter(instrument=inst).count()
     assert 3 <= n <= 40
     # the lock is lost (another runner took over): the replay stops at its next step, storing nothing more
     beats = iter([True] * 3)
-    feed = ReplayFeed(inst, source=f"replay:{KLINES}@600", on_bar=None, heartbeat=lambda: next(beats, False))
+    feed = feed_source_runner(f"replay:{KLINES}@600", inst, on_bar=None, heartbeat=lambda: next(beats, False))
     feed.run()
     assert feed.pipeline.bars_stored <= 3 and Candle.objects.filter(instrument=inst).count() <= n + 3
     # started again at full speed it resumes after the last stored bar: the rest of the day, nothing twice
-    feed = ReplayFeed(inst, source=f"replay:{KLINES}@max", on_bar=None, heartbeat=always)
+    feed = feed_source_runner(f"replay:{KLINES}@max", inst, on_bar=None, heartbeat=always)
     before = Candle.objects.filter(instrument=inst).count()
     feed.run()
     assert feed.pipeline.bars_stored == 1440 - before and Candle.objects.filter(instrument=inst).count() == 1440
@@ -204,7 +204,7 @@ def test_replay_of_a_file_with_bad_rows_counts_them_per_reason(tmp_path) -> None
     mixed.to_csv(f, index=False)
     inst = make_instrument(code="binancecoinm", symbol="BTC/USD")
     make_feed(instrument=inst, source=f"replay:{f}@max", last_price=None)
-    ReplayFeed(inst, source=f"replay:{f}@max", on_bar=None, heartbeat=always).run()
+    feed_source_runner(f"replay:{f}@max", inst, on_bar=None, heartbeat=always).run()
     fs = FeedStatus.objects.get(instrument=inst)
     assert fs.rejected == {"non_finite": 1, "non_positive": 1, "price_band": 1, "future": 1, "duplicate_id": 1}
     got = _bars(inst)

@@ -19,7 +19,7 @@ from apps.ghosts.selectors import enabled_ghosts_for, warmup_minutes_needed
 from apps.ghosts.services import ghost_record_evaluation
 from apps.market.prices import positions_changed, price_get
 from apps.market.selectors import candle_bars
-from apps.signals.manager import bar_decide
+from apps.runtime.manager import bar_decide
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_record, signal_set_fate
 from apps.trading.execution import signal_execute

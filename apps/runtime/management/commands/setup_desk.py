@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from apps.market.services import desk_ensure
+from apps.runtime.services import desk_ensure
 
 
 class Command(BaseCommand):

@@ -15,10 +15,10 @@ from django.db import transaction
 
 from apps.engine.manager import Candidate, Decision, ManagerConfig, TrendGate, arbitrate
 from apps.engine.performance import performance_score
-from apps.engine.registry import GHOSTS
 from apps.engine.risk import RiskDecision, risk_check
 from apps.engine.types import Draft
 from apps.ghosts.models import Ghost
+from apps.ghosts.selectors import trend_config_for
 from apps.revenue.selectors import ghost_performance
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_set_fate
@@ -26,21 +26,7 @@ from apps.trading.risk_selectors import risk_limits, risk_state
 from apps.trading.risk_services import risk_watch
 
 log = logging.getLogger(__name__)
-TREND_KIND = "trend_filter"
 DEFAULT_MANAGER = ManagerConfig()
-
-
-def trend_config_for(instrument_id: int):
-    """The gate's config: the params of the instrument's trend filter ghost. The gate applies whether that
-    ghost trades or not (disabling it stops its own drafts, not its veto); an instrument without a trend
-    filter ghost has no gate (None), which the fate texts say."""
-    spec = GHOSTS.get(TREND_KIND)
-    if spec is None:
-        return None
-    params = (
-        Ghost.objects.filter(instrument_id=instrument_id, kind=TREND_KIND).values_list("params", flat=True).first()
-    )
-    return None if params is None else spec.config_cls.from_params(params)
 
 
 def trend_gate(bars: pd.DataFrame, cfg) -> TrendGate:

@@ -21,6 +21,7 @@ from apps.market.models import FeedStatus, Instrument
 from apps.market.prices import positions_version, price_set
 from apps.market.sanitize import Sanitiser
 from apps.market.services import candle_store, feed_status_update
+from apps.market.sink import PipelineFactory
 from apps.trading.execution import position_exit, positions_check_price
 from apps.trading.selectors import open_positions
 
@@ -231,3 +232,12 @@ class FeedPipeline:
                 status.setdefault("last_price", _dec(self.last_price))
                 status.setdefault("last_trade_at", ms_to_dt(self.last_ts))
             feed_status_update(instrument_id=self.instrument.pk, state=state, rejected=self.counts(), **status)
+
+
+def pipeline_factory(instrument: Instrument, *, on_bar: Callable | None = None) -> PipelineFactory:
+    """What a feed adapter is given to build its pipeline (it knows whether it has liquidations)."""
+
+    def make(*, has_liquidations: bool) -> FeedPipeline:
+        return FeedPipeline(instrument, on_bar=on_bar, has_liquidations=has_liquidations)
+
+    return make
