@@ -1,7 +1,7 @@
 """Cost of the whole system on the real 90-day BTC/USDT 1m file (130 708 bars), three figures:
 
 1. one full decision for one bar, in ms, pure (no DB): every ghost evaluated on its live window (the
-   longest warm-up + 1 bar, as apps.ghosts.evaluation loads it), the trend gate (trend_state of the same
+   longest warm-up + 1 bar, as apps.runtime.evaluation loads it), the trend gate (trend_state of the same
    window), the manager (arbitrate) with risk_check, and the paper execution math (fill price with
    slippage, stop/target re-anchored, 1e-8 quantisation, fee). Timed at the bars where a ghost drafted
    (the decisions that matter) and at evenly spread bars; median and p90 of each;
@@ -181,7 +181,7 @@ def db_replay(bars) -> None:
             from apps.market import importers
             from apps.market.models import Candle, FeedStatus
             from apps.market.services import candles_import, instrument_ensure
-            from apps.market.tasks import run_feed
+            from apps.runtime.tasks import run_feed
             from apps.signals.models import Signal
             from apps.trading.models import Position
             from hftweb.celery import app

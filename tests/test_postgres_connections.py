@@ -51,7 +51,7 @@ def test_a_feed_whose_connection_is_cut_is_restarted_with_a_new_one(desk, celery
 
     from apps.ghosts.models import Ghost
     from apps.market.models import Candle, FeedStatus
-    from apps.market.tasks import run_feed, supervise_feeds
+    from apps.runtime.tasks import run_feed, supervise_feeds
 
     Ghost.objects.update(enabled=False, status="disabled")  # the feed only
     inst = desk["instrument"].pk

@@ -4,7 +4,7 @@ import pytest
 
 from apps.engine.registry import DESK_KINDS, GHOSTS
 from apps.ghosts.models import Ghost
-from apps.market.services import desk_ensure
+from apps.runtime.services import desk_ensure
 
 pytestmark = pytest.mark.django_db
 

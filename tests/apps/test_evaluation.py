@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from django.core.cache import cache
 
-from apps.ghosts.evaluation import bar_evaluate, summary_key
 from apps.market.models import Candle
 from apps.market.prices import price_set
+from apps.runtime.evaluation import bar_evaluate, summary_key
 from apps.signals.models import Fate, Signal
 from apps.trading.models import Fill, Order, Position
 from tests.datafiles import synthetic_bars

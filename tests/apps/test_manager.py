@@ -13,7 +13,7 @@ from apps.ghosts.models import Ghost, GhostStatus
 from apps.ghosts.services import ghost_create
 from apps.market.models import FeedStatus
 from apps.revenue.services import ghost_review
-from apps.signals.manager import bar_decide
+from apps.runtime.manager import bar_decide
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_record
 from apps.trading.models import KillSwitch, Position

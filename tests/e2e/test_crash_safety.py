@@ -42,9 +42,9 @@ from apps.engine.registry import latest_draft, warmup_minutes_for
 from apps.engine.spike_fader import SpikeFaderConfig, evaluate
 from apps.ghosts.models import Ghost
 from apps.ghosts.services import ghost_create
-from apps.ghosts.tasks import evaluate_bar
 from apps.market.models import Candle
 from apps.market.prices import price_set
+from apps.runtime.tasks import evaluate_bar
 from apps.signals.models import Fate, Signal
 from apps.trading.models import Fill, Order, Position
 from apps.trading.services import position_close

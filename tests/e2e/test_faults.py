@@ -23,7 +23,8 @@ from django.core.cache import cache
 
 from apps.ghosts.models import Ghost
 from apps.market.models import Candle, FeedStatus
-from apps.market.tasks import LOCK_TTL, run_feed
+from apps.market.tasks import LOCK_TTL
+from apps.runtime.tasks import run_feed
 from hftweb.celery import app
 from tests.e2e.procs import beat_start, foreign_workers, group_pids, proc_kill, worker_start, worker_wait
 

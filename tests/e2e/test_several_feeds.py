@@ -30,7 +30,7 @@ from django.core.cache import cache
 from apps.ghosts.services import ghost_create
 from apps.market.importers import read_klines
 from apps.market.models import Candle, Exchange, FeedStatus, Instrument
-from apps.market.tasks import supervise_feeds
+from apps.runtime.tasks import supervise_feeds
 from hftweb.celery import app
 from tests.datafiles import require
 from tests.e2e.procs import foreign_workers, proc_kill, worker_start

@@ -17,7 +17,7 @@ from channels.testing import WebsocketCommunicator
 from apps.dashboard.consumers import DeskConsumer
 from apps.ghosts.models import Ghost
 from apps.market.models import Candle, FeedStatus
-from apps.market.tasks import run_feed
+from apps.runtime.tasks import run_feed
 from apps.signals.models import Fate, Signal
 from apps.trading.models import Fill, Position
 

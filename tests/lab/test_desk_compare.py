@@ -91,7 +91,7 @@ PARAMS = {"spike_threshold_pct": 0.5, "take_profit_pct": 0.4, "min_target_pct": 
 def test_a_replayed_desk_day_compares_equal_trade_by_trade(desk, operator, op_client, viewer_client) -> None:
     from apps.lab.services import lab_run_execute
     from apps.market.models import FeedStatus
-    from apps.market.tasks import run_feed
+    from apps.runtime.tasks import run_feed
     from apps.trading.models import Position
 
     path = require(DAY)

@@ -183,7 +183,7 @@ def test_duplicate_client_id_rejection_records_the_existing_order(desk, live_set
 
 
 def test_signal_execute_at_market_goes_live_through_the_dispatch(desk, live_settings):
-    from apps.ghosts.evaluation import signal_execute_at_market
+    from apps.runtime.evaluation import signal_execute_at_market
 
     signal = new_signal(desk["ghost"])
     bar_close_ms = int(signal.bar_time.timestamp() * 1000) + 60_000

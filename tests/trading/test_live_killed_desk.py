@@ -21,9 +21,9 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.engine.registry import warmup_minutes_for
 from apps.engine.spike_fader import SpikeFaderConfig, evaluate
-from apps.ghosts.tasks import evaluate_bar
 from apps.market.models import Candle
 from apps.market.prices import price_set
+from apps.runtime.tasks import evaluate_bar
 from apps.trading.models import ExitReason, Fill, Mode, Order, Position
 from tests.datafiles import BTC_90D, load_freqtrade_1m
 from tests.e2e.procs import foreign_workers, group_pids, proc_kill, worker_log, worker_start
