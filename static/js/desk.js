@@ -504,6 +504,7 @@
   }
 
   // ---- websocket with backoff and catch-up ----------------------------------------------------------------
+  const RECONNECT_CAP_MS = 5000;
   let socket = null;
   let attempt = 0;
   let timer = null;
@@ -561,8 +562,10 @@
 
   function schedule() {
     clearTimeout(timer);
-    // 0.5 s, 1 s, 2 s ... capped at 15 s, with jitter so many browsers do not reconnect in lockstep.
-    const delay = Math.min(15000, 500 * 2 ** attempt) * (0.75 + Math.random() * 0.5);
+    // 0.5 s, 1 s, 2 s, 4 s, then every 5 s, with jitter so many browsers do not reconnect in lockstep. The cap is
+    // short: a desk that restarts (make run restarts what died) is back in seconds, and a page that waited 15 s
+    // more looked dead for that long; a few hundred viewers every 5 s is nothing for the server.
+    const delay = Math.min(RECONNECT_CAP_MS, 500 * 2 ** attempt) * (0.75 + Math.random() * 0.5);
     attempt = Math.min(attempt + 1, 10);
     timer = setTimeout(connect, delay);
   }
