@@ -18,10 +18,12 @@ $(VENV)/.test-deps: $(VENV)/.run-deps requirements-test.txt
 run: $(VENV)/.run-deps            ## whole stack in the foreground on 127.0.0.1:8000; Ctrl-C stops it
 	@$(BIN)/python hftweb/devrun.py
 
-stop:                              ## stop a `make run` started in another terminal
-	@if [ -f .run/devrun.pid ] && kill -0 $$(cat .run/devrun.pid) 2>/dev/null; then \
-	  kill -INT $$(cat .run/devrun.pid) && echo "sent SIGINT to $$(cat .run/devrun.pid)"; \
-	else echo "not running"; fi
+# devrun writes its pidfile into RUN_DIR (default .run), as it does the database: the same RUN_DIR finds it.
+stop:                              ## stop a `make run` started in another terminal (same RUN_DIR)
+	@pidfile="$${RUN_DIR:-.run}/devrun.pid"; \
+	if [ -f "$$pidfile" ] && kill -0 "$$(cat "$$pidfile")" 2>/dev/null; then \
+	  kill -INT "$$(cat "$$pidfile")" && echo "sent SIGINT to $$(cat "$$pidfile") ($$pidfile)"; \
+	else echo "not running ($$pidfile)"; fi
 
 # With HFT_TEST_DATABASE_URL=postgres://user:pw@host:port/db (.ci/run starts a server and sets it), the tests marked
 # `postgres` run again on that server (the role needs CREATEDB: the runner creates and drops test_<db>). Both runs
