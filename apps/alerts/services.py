@@ -4,7 +4,8 @@ Trading never waits for, nor fails because of, an alert (issue 5):
 - `alert_emit` only registers an after-commit callback; that callback (rows + Celery enqueue) and
   everything before it are wrapped so any exception is logged and swallowed. A rolled-back trade
   raises no alert.
-- The HTTP call happens in the `deliver_alert` task on the `default` queue, with a short timeout,
+- The HTTP call happens in the `deliver_alert` task on the `default` queue (apps.alerts.tasks, which calls
+  apps.alerts.delivery: the task module never imports this one, so there is no import circle), with a short timeout,
   outside any database transaction (SQLite's IMMEDIATE transactions would otherwise hold the write
   lock for up to the timeout and stall fills).
 - Transient failures (connection refused/reset, timeout, HTTP 408/425/429/5xx) retry with exponential
@@ -19,9 +20,6 @@ Delivery is at least once: a worker killed between the POST and the row update s
 import json
 import logging
 import re
-import urllib.error
-import urllib.request
-from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -36,7 +34,8 @@ from django.utils import timezone
 from apps.alerts.crypto import SecretUnreadable, secret_rotate
 from apps.alerts.models import SUBSCRIBABLE, AlertChannel, AlertDelivery, AlertEvent
 from apps.alerts.redact import RedactFilter, redact
-from apps.alerts.selectors import Target, delivery_target, delivery_targets, telegram_api_base
+from apps.alerts.selectors import Target, delivery_target, delivery_targets
+from apps.alerts.tasks import deliver_alert
 from apps.audit.services import audit_record
 
 log = logging.getLogger(__name__)
@@ -46,25 +45,12 @@ log.addFilter(RedactFilter())
 TELEGRAM_TOKEN_RE = re.compile(r"^\d{3,15}:[A-Za-z0-9_-]{20,64}$")
 CHAT_ID_RE = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-TELEGRAM_TEXT_MAX = 4096  # Telegram's sendMessage limit, characters
-DISCORD_CONTENT_MAX = 2000  # Discord's message content limit, characters
-UNREADABLE_SECRET = ("the channel's secret cannot be decrypted with HFT_SECRETS_KEY (was the key replaced? put the "
-                     "old key after the new one, or enter the secret again)")
-ANSWER_MAX = 300  # characters of an endpoint's error answer kept in the delivery error (cut after redaction)
 # Broker publish: a couple of quick tries, then give up and mark the delivery failed (never block the caller).
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
 class AlertConfigError(ValueError):
     """A channel configuration the service refuses; the message is safe to show (it never echoes a secret)."""
-
-
-class AlertTransientError(Exception):
-    """The endpoint may accept the alert later; `retry_in` is the backoff in seconds before the next attempt."""
-
-    def __init__(self, message: str, retry_in: float):
-        super().__init__(message)
-        self.retry_in = retry_in
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -259,8 +245,6 @@ def _dispatch(payload: dict) -> list[int]:
 
 
 def _enqueue(delivery_id: int) -> None:
-    from apps.alerts.tasks import deliver_alert
-
     try:
         deliver_alert.apply_async((delivery_id,), retry=True, retry_policy=_PUBLISH_RETRY)
     except Exception as exc:  # broker down: the row says so, the caller is not held up
@@ -334,114 +318,3 @@ def alert_feed_state(*, feed, fields: dict) -> None:
                          "from": feed.state, "to": new, "error": error[:500], "next_retry_at": retry})
     except Exception:
         log.exception("feed alert not emitted")
-
-
-# --- delivery ----------------------------------------------------------------------------------------
-
-
-def _text(d: AlertDelivery) -> str:
-    mode = "LIVE" if settings.HFT_LIVE_TRADING else "PAPER"
-    return f"[hftweb {mode}] {d.title}" + (f"\n{d.body}" if d.body else "")
-
-
-def alert_request(target: Target, d: AlertDelivery) -> tuple[str, dict]:
-    """(URL, JSON body) for one delivery: Telegram sendMessage, Discord webhook, or the generic webhook."""
-    if target.kind == AlertChannel.Kind.TELEGRAM:
-        return f"{telegram_api_base()}/bot{target.secret}/sendMessage", {
-            "chat_id": target.chat_id, "text": _text(d)[:TELEGRAM_TEXT_MAX], "disable_web_page_preview": True}
-    if target.kind == AlertChannel.Kind.DISCORD:
-        # allowed_mentions: an alert text containing "@everyone" must not ping the server
-        return target.secret, {"content": _text(d)[:DISCORD_CONTENT_MAX], "allowed_mentions": {"parse": []}}
-    return target.secret, {"kind": d.event, "title": d.title, "body": d.body, "data": d.data,
-                           "ts": d.event_at.isoformat()}
-
-
-def _post_json(url: str, payload: dict, timeout: float) -> tuple[int, str, float | None]:
-    """POST JSON; returns (status, first 2 kB of the answer, Retry-After seconds). Network errors raise."""
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "User-Agent": "hftweb-alerts/1"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read(2000).decode("utf-8", "replace"), None
-    except urllib.error.HTTPError as e:
-        text = e.read(2000).decode("utf-8", "replace") if e.fp else ""
-        try:
-            retry_after = float(e.headers.get("Retry-After", "")) if e.headers else None
-        except ValueError:
-            retry_after = None
-        return e.code, text, retry_after
-
-
-def retry_delay(retries: int) -> float:
-    """Seconds before retry number `retries + 1`: base × 2^retries, capped."""
-    return min(float(settings.HFT_ALERT_RETRY_BACKOFF_MAX), float(settings.HFT_ALERT_RETRY_BACKOFF) * 2 ** retries)
-
-
-def _record(d: AlertDelivery, *, status: str, entry: dict, http_status: int | None, error: str,
-            next_retry_at=None) -> None:
-    d.status, d.attempts, d.http_status, d.error = status, entry["n"], http_status, error[:2000]
-    d.next_retry_at = next_retry_at
-    d.attempts_log = [*(d.attempts_log or []), entry]
-    fields = ["status", "attempts", "http_status", "error", "next_retry_at", "attempts_log", "updated_at"]
-    if status == AlertDelivery.Status.SENT:
-        d.sent_at = timezone.now()
-        fields.append("sent_at")
-    d.save(update_fields=fields)
-
-
-def alert_delivery_attempt(*, delivery_id: int, retries: int, max_retries: int) -> str:
-    """One attempt to deliver one alert; returns its final status or raises AlertTransientError to retry.
-
-    `retries` is how many retries came before this attempt (Celery's request.retries). A delivery already
-    sent or failed is left alone, so a duplicate task is a no-op. No transaction is held over the HTTP call.
-    """
-    d = AlertDelivery.objects.filter(pk=delivery_id).first()
-    if d is None:
-        return "missing"
-    if d.status in (AlertDelivery.Status.SENT, AlertDelivery.Status.FAILED):
-        return d.status
-    now = timezone.now()
-    entry: dict[str, Any] = {"n": d.attempts + 1, "at": now.isoformat(), "http_status": None, "error": ""}
-    target = delivery_target(d.channel_key)
-    refused = ("the channel was removed" if target is None
-               else UNREADABLE_SECRET if target.secret_unreadable
-               else "the channel has no secret" if not target.secret
-               else "the channel is disabled" if not target.enabled and d.event != AlertEvent.TEST else "")
-    if refused:
-        entry["error"] = refused
-        _record(d, status=AlertDelivery.Status.FAILED, entry=entry, http_status=None, error=refused)
-        return d.status
-    url, body = alert_request(target, d)
-    status = None
-    try:
-        status, text, retry_after = _post_json(url, body, float(settings.HFT_ALERT_TIMEOUT))
-    except Exception as exc:  # refused, reset, DNS, TLS, timeout: the endpoint may come back
-        error, transient, retry_after = redact(f"{type(exc).__name__}: {exc}", [target.secret]), True, None
-    else:
-        if 200 <= status < 300:
-            _record(d, status=AlertDelivery.Status.SENT, entry={**entry, "http_status": status}, http_status=status,
-                    error="")
-            return d.status
-        # redact the whole answer, then cut: a cut through a token would leave a piece redaction cannot recognise
-        error = f"HTTP {status}: {redact(text, [target.secret])[:ANSWER_MAX]}".strip()
-        transient = status in (408, 425, 429) or status >= 500
-    entry.update(http_status=status, error=error[:500])
-    if transient and retries < max_retries:
-        retry_in = retry_delay(retries)
-        if retry_after:  # the endpoint's own rate limit (Discord/Telegram 429) wins, within the cap
-            retry_in = max(retry_in, min(retry_after, float(settings.HFT_ALERT_RETRY_BACKOFF_MAX)))
-        entry["retry_in"] = retry_in
-        _record(d, status=AlertDelivery.Status.RETRYING, entry=entry, http_status=status, error=error,
-                next_retry_at=now + timedelta(seconds=retry_in))
-        log.warning("alert %s to %s: attempt %s failed (%s), retry in %.1f s", d.pk, d.channel_label,
-                    entry["n"], error, retry_in)
-        raise AlertTransientError(error, retry_in)
-    _record(d, status=AlertDelivery.Status.FAILED, entry=entry, http_status=status, error=error)
-    log.warning("alert %s to %s failed after %s attempt(s): %s", d.pk, d.channel_label, entry["n"], error)
-    return d.status
-
-
-def alert_delivery_fail(*, delivery_id: int, error: str) -> None:
-    """Mark a delivery failed for a reason outside the HTTP exchange (e.g. the retry could not be scheduled)."""
-    AlertDelivery.objects.filter(pk=delivery_id).exclude(status=AlertDelivery.Status.SENT).update(
-        status=AlertDelivery.Status.FAILED, error=redact(error)[:2000], next_retry_at=None, updated_at=timezone.now())

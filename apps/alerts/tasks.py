@@ -2,7 +2,8 @@
 
 Takes the delivery id and re-reads the row; a delivery already sent or failed is a no-op, so a duplicate
 or a redelivery after a lost worker (acks_late) does not send twice unless the first copy died between
-the POST and the row update (at-least-once, stated in apps.alerts.services).
+the POST and the row update (at-least-once, stated in apps.alerts.services). The attempt itself is
+apps.alerts.delivery; this module does not import apps.alerts.services (which enqueues this task).
 """
 
 import logging
@@ -11,8 +12,8 @@ from celery import shared_task
 from celery.exceptions import Retry
 from django.conf import settings
 
+from apps.alerts.delivery import AlertTransientError, alert_delivery_attempt, alert_delivery_fail
 from apps.alerts.redact import RedactFilter
-from apps.alerts.services import AlertTransientError, alert_delivery_attempt, alert_delivery_fail
 
 log = logging.getLogger(__name__)
 log.addFilter(RedactFilter())  # a broker error or a traceback may hold a URL with its token or password

@@ -137,12 +137,12 @@ def test_a_retry_that_cannot_be_queued_is_recorded_without_the_broker_password(
 def test_anything_the_alert_loggers_print_is_redacted(caplog):
     """The last line of defence: a traceback or message logged by apps.alerts carries no URL token."""
     url = f"https://discord.com/api/webhooks/{DISCORD_ID}/{DISCORD_TOKEN}"
-    for name in ("apps.alerts.tasks", "apps.alerts.services"):
+    for name in ("apps.alerts.tasks", "apps.alerts.services", "apps.alerts.delivery"):
         try:
             raise ValueError(f"unknown url type: {url}?token={QUERY_TOKEN}")
         except ValueError:
             logging.getLogger(name).exception("alert delivery %s crashed at %s", 7, url)
-    assert caplog.text.count("alert delivery 7 crashed") == 2 and "ValueError: unknown url type" in caplog.text
+    assert caplog.text.count("alert delivery 7 crashed") == 3 and "ValueError: unknown url type" in caplog.text
     assert "https://discord.com/api/webhooks/***/***" in caplog.text and leaks(caplog.text) == []
 
 
