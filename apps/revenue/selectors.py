@@ -1,13 +1,23 @@
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
 
+import numpy as np
 import pandas as pd
 from django.conf import settings
+from django.db.models import Sum
 
-from apps.engine.performance import Performance, performance
+from apps.engine.performance import (
+    PERIODS_PER_YEAR,
+    Performance,
+    performance,
+    sample_returns_daily,
+    sharpe_ratio,
+    sortino_ratio,
+)
 from apps.ghosts.models import Ghost
-from apps.revenue.models import RevenueTarget
+from apps.revenue.models import GhostLedger, PnlDay, RevenueTarget
 
 
 @dataclass(frozen=True)
@@ -69,53 +79,89 @@ def portfolio_progress() -> Progress:
 
 
 
-def _closed_pnls(ghost_ids: list[int]) -> dict[int, list[tuple]]:
-    """Per ghost: (closed_at, net P&L) of its closed positions in closing order, from the ledger (one query)."""
-    from apps.trading.models import Position
+def _ledgers(ghost_ids: list[int]) -> dict[int, GhostLedger]:
+    """Each ghost's running curve figures; a row measured with another start capital is re-derived."""
+    from apps.revenue.pnl_days import ghost_ledger_rebuild
 
-    out: dict[int, list[tuple]] = {gid: [] for gid in ghost_ids}
-    rows = (
-        Position.objects.filter(ghost_id__in=ghost_ids, status=Position.Status.CLOSED)
-        .order_by("ghost_id", "closed_at", "id")
-        .values_list("ghost_id", "closed_at", "gross_pnl", "fees")
-    )
-    for gid, t, g, f in rows:
-        out[gid].append((t, float(g - f)))
-    return out
+    capital = settings.HFT_START_CAPITAL
+    rows = {lg.ghost_id: lg for lg in GhostLedger.objects.filter(ghost_id__in=ghost_ids)}
+    for gid, lg in rows.items():
+        if lg.capital != capital:  # the drawdown fraction depends on it (HFT_START_CAPITAL changed)
+            rows[gid] = ghost_ledger_rebuild(ghost_id=gid)
+    return rows
 
 
 def ghost_pnl_curve(ghost_id: int) -> list[float]:
-    """Cumulative net P&L after each closed trade, starting at 0."""
-    return [0.0, *accumulate(p for _, p in _closed_pnls([ghost_id])[ghost_id])]
+    """Cumulative net P&L after each closed trade, starting at 0 (the whole per-trade curve: for tools and
+    tests; pages and the review read `GhostLedger`'s running figures instead)."""
+    from apps.trading.models import Position
+
+    nets = (Position.objects.filter(ghost_id=ghost_id, status=Position.Status.CLOSED)
+            .order_by("closed_at", "id").values_list("gross_pnl", "fees"))
+    return [0.0, *accumulate(float(g - f) for g, f in nets)]
+
+
+def _performance(days: list[dict], ledger: GhostLedger | None, capital: float, *, freq: str,
+                 period_pnl: float, target_amount: float | None) -> Performance:
+    """The engine's figures (apps.engine.performance) from one ghost's day rows and running figures.
+
+    Win rate, profit factor and net P&L are sums over the days; the daily returns are those of the curve
+    sampled at each day's last close (`sample_returns_daily` over the same points the per-trade curve has
+    at day ends: capital at the first close, then each day's closing level); the max drawdown is the
+    per-trade curve's, kept by `GhostLedger`. Only the "1D" sampling can be read off day rows.
+    """
+    if freq != "1D":
+        raise ValueError("figures from day rows are sampled daily (freq='1D')")
+    n = sum(d["n"] for d in days)
+    if n == 0:
+        return performance([], pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype="float64"), freq=freq,
+                           period_pnl=period_pnl, target_amount=target_amount)
+    wins = sum(d["w"] for d in days)
+    gp = float(sum((d["wn"] for d in days), Decimal(0)))
+    gl = float(-sum((d["ln"] for d in days), Decimal(0)))
+    if gl > 0:
+        pf = gp / gl
+    else:
+        pf = math.inf if gp > 0 else math.nan
+    nets = np.array([float(d["g"] - d["f"]) for d in days], dtype=np.float64)
+    day_ns = np.array([np.datetime64(d["day"], "ns").astype(np.int64) for d in days], dtype=np.int64)
+    levels = capital + np.cumsum(nets)
+    returns = sample_returns_daily(np.concatenate(([day_ns[0]], day_ns)), np.concatenate(([capital], levels)))
+    ppy = PERIODS_PER_YEAR[freq]
+    return Performance(
+        trades=n, wins=wins, win_rate=wins / n, gross_profit=gp, gross_loss=gl, profit_factor=pf,
+        net_pnl=float(nets.sum()), sharpe=sharpe_ratio(returns, ppy), sortino=sortino_ratio(returns, ppy),
+        max_drawdown=ledger.max_dd if ledger else 0.0,
+        target_progress=period_pnl / target_amount if target_amount and target_amount > 0 else math.nan,
+        periods=len(returns),
+    )
 
 
 def performance_by_ghost(ghost_ids: list[int], *, freq: str = "1D") -> dict[int, Performance]:
-    """The engine's Performance of each ghost from its closed positions (the ledger) and its target period,
-    in a fixed number of queries whatever the ghost count (the ghosts page shows them all).
+    """The engine's Performance of each ghost from its day rows, running figures and target period, in a
+    fixed number of queries whatever the ghost count or the number of trades (the ghosts page shows them
+    all; the signal manager scores every draft with them).
 
     Equity curve = start capital + cumulative net P&L at each close (data time); returns are sampled per
-    `freq` by the engine, never per trade.
+    day, never per trade.
     """
     from apps.trading.selectors import ghost_period_pnl
 
-    closed = _closed_pnls(ghost_ids)
+    days: dict[int, list[dict]] = {gid: [] for gid in ghost_ids}
+    rows = (PnlDay.objects.filter(ghost_id__in=ghost_ids).values("ghost_id", "day").order_by("ghost_id", "day")
+            .annotate(n=Sum("trades"), w=Sum("wins"), g=Sum("gross"), f=Sum("fees"), wn=Sum("win_net"),
+                      ln=Sum("loss_net")))
+    for r in rows:  # a ghost trading two instruments has two rows a day: summed here
+        days[r["ghost_id"]].append(r)
+    ledgers = _ledgers(ghost_ids)
     targets = targets_by_ghost()
     period = ghost_period_pnl()
     capital = float(settings.HFT_START_CAPITAL)
     out = {}
     for gid in ghost_ids:
-        trades = closed[gid]
-        pnls = [p for _, p in trades]
-        if trades:
-            times = pd.DatetimeIndex([trades[0][0]] + [t for t, _ in trades])
-            levels = [capital] + [capital + c for c in accumulate(pnls)]
-        else:
-            times, levels = pd.DatetimeIndex([], tz="UTC"), []
         target = targets.get(gid)
-        out[gid] = performance(
-            pnls,
-            pd.Series(levels, index=times, dtype="float64"),
-            freq=freq,
+        out[gid] = _performance(
+            days[gid], ledgers.get(gid), capital, freq=freq,
             period_pnl=float(period[gid].total) if gid in period else 0.0,
             target_amount=float(target.amount) if target else None,
         )
@@ -125,3 +171,9 @@ def performance_by_ghost(ghost_ids: list[int], *, freq: str = "1D") -> dict[int,
 def ghost_performance(ghost_id: int, *, freq: str = "1D") -> Performance:
     """`performance_by_ghost` for one ghost."""
     return performance_by_ghost([ghost_id], freq=freq)[ghost_id]
+
+
+def ghost_max_drawdown_abs(ghost_id: int) -> float:
+    """The largest peak-to-trough fall of the ghost's cumulative net P&L, quote currency (0 without trades)."""
+    lg = _ledgers([ghost_id]).get(ghost_id)
+    return float(lg.max_dd_abs) if lg else 0.0

@@ -12,9 +12,12 @@ from apps.ghosts.events import GHOSTS_GROUP
 from apps.ghosts.models import Ghost
 from apps.ghosts.services import ghost_set_enabled
 from apps.revenue.models import Period, RevenueTarget
-from apps.revenue.selectors import ghost_performance, ghost_pnl_curve, targets_by_ghost
+from apps.revenue.pnl_days import pnl_days_rebuild
+from apps.revenue.selectors import ghost_max_drawdown_abs, ghost_performance, targets_by_ghost
 from apps.trading.risk_selectors import risk_limits
 from apps.trading.selectors import ghost_period_pnl
+
+__all__ = ["pnl_days_rebuild", "revenue_target_set", "ghost_review", "parse_amount", "TargetError"]
 
 # Above this a target is a typo, not an ambition: ten million quote units per period.
 MAX_TARGET = Decimal("10000000")
@@ -83,7 +86,10 @@ def ghost_review(*, ghost_id: int) -> list[str]:
         period_pnl=float(period.total) if period else 0.0,
         target_amount=float(target.amount) if target else None,
     )
-    drawdown = ghost_drawdown_breached(ghost_pnl_curve(ghost_id), float(settings.HFT_START_CAPITAL), risk_limits())
+    # The engine's rule reads only the curve's largest peak-to-trough fall, which GhostLedger keeps per close:
+    # a two-point curve with that fall stands in for the whole history (never loaded).
+    fall = ghost_max_drawdown_abs(ghost_id)
+    drawdown = ghost_drawdown_breached((0.0, -fall), float(settings.HFT_START_CAPITAL), risk_limits())
     if drawdown:
         reasons.append(drawdown)
     if reasons:

@@ -1,4 +1,10 @@
-"""Reads of the ledger. Equity = start capital + realised gross P&L - all fees + unrealised P&L."""
+"""Reads of the ledger. Equity = start capital + realised net P&L + open positions marked to the last price,
+less their entry fees.
+
+Realised figures come from the materialised day rows (`apps.revenue.models.PnlDay`, written by every close in
+its own transaction), never from a sum over every position: the header runs this on every page and after
+every fill, and a desk with a million closed trades would spend seconds on it.
+"""
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -8,9 +14,11 @@ from django.conf import settings
 from django.db.models import Count, F, Q, QuerySet, Sum
 
 from apps.market.selectors import desk_now, last_prices
-from apps.trading.models import Fill, Position
+from apps.revenue.models import PnlDay
+from apps.trading.models import Position
 
 ZERO = Decimal(0)
+PERIODS = ("day", "week", "month")
 
 
 def open_positions(*, instrument_id: int | None = None) -> QuerySet[Position]:
@@ -27,14 +35,26 @@ def unrealised(position: Position, price: float | None) -> Decimal:
     )
 
 
-def equity() -> Decimal:
-    realised = (
-        Position.objects.filter(status=Position.Status.CLOSED).aggregate(s=Sum("gross_pnl"))["s"] or ZERO
-    )
-    fees = Fill.objects.aggregate(s=Sum("fee"))["s"] or ZERO
-    prices = last_prices()
-    open_pnl = sum((unrealised(p, prices.get(p.instrument_id)) for p in open_positions()), ZERO)
-    return settings.HFT_START_CAPITAL + realised - fees + open_pnl
+def _open_marks(prices: dict[int, float], *, ghost_id: int | None = None) -> dict[int, Decimal]:
+    """Per ghost: its open positions' unrealised P&L less the fees paid on them so far (one query)."""
+    qs = Position.objects.filter(status=Position.Status.OPEN)
+    if ghost_id is not None:
+        qs = qs.filter(ghost_id=ghost_id)
+    out: dict[int, Decimal] = {}
+    for p in qs.only("ghost_id", "instrument_id", "side", "entry_price", "quantity", "fees"):
+        out[p.ghost_id] = out.get(p.ghost_id, ZERO) + unrealised(p, prices.get(p.instrument_id)) - p.fees
+    return out
+
+
+def realised_net() -> Decimal:
+    """Net P&L of every closed position (gross less entry and exit fees), from the day rows."""
+    agg = PnlDay.objects.aggregate(g=Sum("gross"), f=Sum("fees"))
+    return (agg["g"] or ZERO) - (agg["f"] or ZERO)
+
+
+def equity(*, prices: dict[int, float] | None = None) -> Decimal:
+    prices = last_prices() if prices is None else prices
+    return settings.HFT_START_CAPITAL + realised_net() + sum(_open_marks(prices).values(), ZERO)
 
 
 def period_start(day: date, period: str) -> datetime:
@@ -57,82 +77,102 @@ class PnlSummary:
         return self.realised + self.unrealised
 
 
+def _is_day_start(since: datetime) -> bool:
+    return since.astimezone(UTC).time() == time.min
+
+
 def pnl_since(
     since: datetime, *, ghost_id: int | None = None, prices: dict[int, float] | None = None
 ) -> PnlSummary:
-    closed = Position.objects.filter(status=Position.Status.CLOSED, closed_at__gte=since)
-    opened = open_positions()
-    if ghost_id is not None:
-        closed, opened = closed.filter(ghost_id=ghost_id), opened.filter(ghost_id=ghost_id)
-    agg = closed.aggregate(g=Sum("gross_pnl"), f=Sum("fees"))
-    prices = last_prices() if prices is None else prices
-    open_pnl = sum((unrealised(p, prices.get(p.instrument_id)) - p.fees for p in opened), ZERO)
-    return PnlSummary(
-        realised=(agg["g"] or ZERO) - (agg["f"] or ZERO), unrealised=open_pnl, trades=closed.count()
-    )
+    """P&L since `since`: positions closed since then (net) plus the open ones marked to the last price.
 
-
-def ghost_period_pnl(*, prices: dict[int, float] | None = None) -> dict[int, PnlSummary]:
-    """Each ghost's P&L over its own target period (day when it has no target).
-
-    Same figures as `pnl_since(period_start(today, period), ghost_id=...)` per ghost, but in a fixed
-    number of queries whatever the ghost count: it runs in the header of every page and after every
-    fill, so one aggregate per ghost would make the dashboard N+1.
+    A UTC day boundary (every period start) reads the day rows; any other instant sums the positions closed
+    since then over the `closed_at` index (a short window, never the whole history).
     """
+    if _is_day_start(since):
+        closed = PnlDay.objects.filter(day__gte=since.astimezone(UTC).date())
+        if ghost_id is not None:
+            closed = closed.filter(ghost_id=ghost_id)
+        agg = closed.aggregate(g=Sum("gross"), f=Sum("fees"), n=Sum("trades"))
+    else:
+        positions = Position.objects.filter(status=Position.Status.CLOSED, closed_at__gte=since)
+        if ghost_id is not None:
+            positions = positions.filter(ghost_id=ghost_id)
+        agg = positions.aggregate(g=Sum("gross_pnl"), f=Sum("fees"), n=Count("id"))
+    prices = last_prices() if prices is None else prices
+    open_pnl = sum(_open_marks(prices, ghost_id=ghost_id).values(), ZERO)
+    return PnlSummary(realised=(agg["g"] or ZERO) - (agg["f"] or ZERO), unrealised=open_pnl, trades=agg["n"] or 0)
+
+
+@dataclass(frozen=True)
+class _Book:
+    """Everything the header needs, from three small queries: realised sums per ghost (all time and per
+    period start), the open positions' marks per ghost, and each ghost's target period."""
+
+    today: date
+    realised_all: Decimal
+    by_ghost: dict[int, dict[str, Decimal | int]]  # ghost -> {g_day, f_day, n_day, ... per period}
+    marks: dict[int, Decimal]
+    periods: dict[int, str]
+    ghost_ids: list[int]
+
+
+def _book(prices: dict[int, float], today: date) -> _Book:
     from apps.ghosts.models import Ghost
     from apps.revenue.models import RevenueTarget
 
-    today = desk_now().date()
-    prices = last_prices() if prices is None else prices
-    periods = dict(RevenueTarget.objects.filter(ghost__isnull=False).values_list("ghost_id", "period"))
-    ghost_ids = list(Ghost.objects.values_list("pk", flat=True))
-    starts = {p: period_start(today, p) for p in ("day", "week", "month")}
-    # One grouped query: realised gross, fees and trade count since each possible period start.
-    aggs = {}
+    starts = {p: period_start(today, p).date() for p in PERIODS}
+    aggs = {"g_all": Sum("gross"), "f_all": Sum("fees")}
     for p, since in starts.items():
-        window = Q(closed_at__gte=since)
-        aggs[f"g_{p}"] = Sum("gross_pnl", filter=window)
+        window = Q(day__gte=since)
+        aggs[f"g_{p}"] = Sum("gross", filter=window)
         aggs[f"f_{p}"] = Sum("fees", filter=window)
-        aggs[f"n_{p}"] = Count("id", filter=window)
-    closed = {
-        row["ghost_id"]: row
-        for row in Position.objects.filter(status=Position.Status.CLOSED, closed_at__gte=min(starts.values()))
-        .values("ghost_id")
-        .order_by("ghost_id")
-        .annotate(**aggs)
-    }
-    open_pnl: dict[int, Decimal] = {}
-    for p in Position.objects.filter(status=Position.Status.OPEN).only(
-        "ghost_id", "instrument_id", "side", "entry_price", "quantity", "fees"
-    ):
-        mark = unrealised(p, prices.get(p.instrument_id)) - p.fees
-        open_pnl[p.ghost_id] = open_pnl.get(p.ghost_id, ZERO) + mark
+        aggs[f"n_{p}"] = Sum("trades", filter=window)
+    # One grouped query over the day rows (ghosts x days: a few thousand rows at most).
+    by_ghost = {row["ghost_id"]: row for row in PnlDay.objects.values("ghost_id").order_by("ghost_id").annotate(**aggs)}
+    realised_all = sum(((r["g_all"] or ZERO) - (r["f_all"] or ZERO) for r in by_ghost.values()), ZERO)
+    periods = dict(RevenueTarget.objects.filter(ghost__isnull=False).values_list("ghost_id", "period"))
+    return _Book(today=today, realised_all=realised_all, by_ghost=by_ghost, marks=_open_marks(prices),
+                 periods=periods, ghost_ids=list(Ghost.objects.values_list("pk", flat=True)))
+
+
+def _ghost_summaries(book: _Book) -> dict[int, PnlSummary]:
     out = {}
-    for gid in ghost_ids:
-        period = periods.get(gid, "day")
-        row = closed.get(gid, {})
+    for gid in book.ghost_ids:
+        period = book.periods.get(gid, "day")
+        row = book.by_ghost.get(gid, {})
         realised = (row.get(f"g_{period}") or ZERO) - (row.get(f"f_{period}") or ZERO)
-        out[gid] = PnlSummary(
-            realised=realised, unrealised=open_pnl.get(gid, ZERO), trades=row.get(f"n_{period}") or 0
-        )
+        out[gid] = PnlSummary(realised=realised, unrealised=book.marks.get(gid, ZERO),
+                              trades=row.get(f"n_{period}") or 0)
     return out
 
 
+def ghost_period_pnl(*, prices: dict[int, float] | None = None) -> dict[int, PnlSummary]:
+    """Each ghost's P&L over its own target period (day when it has no target), from the day rows.
+
+    Same figures as `pnl_since(period_start(today, period), ghost_id=...)` per ghost, in a fixed number of
+    queries whatever the ghost count or the ledger's size.
+    """
+    prices = last_prices() if prices is None else prices
+    return _ghost_summaries(_book(prices, desk_now().date()))
+
+
 def pnl_snapshot() -> dict:
-    """What the header and overview show, as one typed event payload."""
+    """What the header and overview show, as one typed event payload (a fixed handful of small queries)."""
     prices = last_prices()
     now = desk_now()
-    today = pnl_since(period_start(now.date(), "day"), prices=prices)
-    per_ghost = ghost_period_pnl(prices=prices)
+    book = _book(prices, now.date())
+    marks = sum(book.marks.values(), ZERO)
+    realised_today = sum(((r["g_day"] or ZERO) - (r["f_day"] or ZERO) for r in book.by_ghost.values()), ZERO)
     return {
         "type": "pnl.updated",
-        "equity": float(equity()),
-        "today_pnl": float(today.total),
-        "realised_today": float(today.realised),
-        "unrealised": float(today.unrealised),
+        "equity": float(settings.HFT_START_CAPITAL + book.realised_all + marks),
+        "today_pnl": float(realised_today + marks),
+        "realised_today": float(realised_today),
+        "unrealised": float(marks),
         "open_positions": open_positions().count(),
         "day": now.date().isoformat(),
-        "ghosts": {str(k): float(v.total) for k, v in per_ghost.items()},
+        "ghosts": {str(k): float(v.total) for k, v in _ghost_summaries(book).items()},
     }
 
 

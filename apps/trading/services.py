@@ -1,6 +1,7 @@
 """Paper execution: fills from the engine's fill model, positions managed on every price update.
 
-The ledger (Fill rows) is the truth: equity and P&L are derived from it by selectors, never stored.
+The ledger (Fill rows) is the truth. Realised P&L is also counted into the day rows
+(`apps.revenue.pnl_days`) in the closing transaction, so reads never sum the whole ledger.
 """
 
 import logging
@@ -15,6 +16,7 @@ from apps.common.realtime import send_on_commit
 from apps.engine.fills import fill_model_for
 from apps.engine.sizing import position_size, quantity_at_fill
 from apps.ghosts.models import Ghost
+from apps.revenue.pnl_days import pnl_days_add
 from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
 from apps.trading import selectors
@@ -150,6 +152,7 @@ def position_close(*, position_id: int, price: float, at: datetime, reason: str)
     position.save(
         update_fields=["status", "closed_at", "exit_price", "exit_reason", "gross_pnl", "fees", "updated_at"]
     )
+    pnl_days_add(positions=[position])  # same transaction: the day rows never disagree with the ledger
     audit_record(
         actor=None,
         action="position.closed",
