@@ -165,6 +165,10 @@ def make_position(
         position.gross_pnl = ((x - e) * q * sign).quantize(STEP)
         position.fees = entry_fee + exit_fee
         position.save()
+        # As every close service does, in the same breath: pages read realised P&L from the day rows.
+        from apps.revenue.pnl_days import pnl_days_add
+
+        pnl_days_add(positions=[position])
     return position
 
 
