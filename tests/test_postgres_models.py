@@ -101,6 +101,8 @@ def one_row_of_each() -> list[models.Model]:
         row(m("trading", "RiskSettings"), id=1),
         row(m("trading", "KillSwitch"), id=1, changed_by=user),
         row(m("revenue", "RevenueTarget"), ghost=ghost),
+        row(m("revenue", "PnlDay"), ghost=ghost, instrument=inst),
+        row(m("revenue", "GhostLedger"), ghost=ghost),
         row(m("alerts", "AlertDelivery"), channel=channel),
         row(m("audit", "AuditEvent"), actor=user),
         row(m("lab", "BacktestTrade"), run=run, signal=lab_signal),
