@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard import views, views_alerts, views_history, views_risk
+from apps.dashboard import views, views_alerts, views_history, views_risk, views_trades
 
 app_name = "dashboard"
 
@@ -11,8 +11,8 @@ urlpatterns = [
     path("ghosts/<int:ghost_id>/params/", views.ghost_params, name="ghost-params"),
     path("ghosts/<int:ghost_id>/auto-disable/", views_risk.ghost_auto_disable, name="ghost-auto-disable"),
     path("signals/<int:signal_id>/", views_risk.signal_detail, name="signal"),
-    path("trades/", views.trades_page, name="trades"),
-    path("trades.csv", views.trades_csv, name="trades-csv"),
+    path("trades/", views_trades.trades_page_view, name="trades"),
+    path("trades.csv", views_trades.trades_csv, name="trades-csv"),
     path("targets/", views.targets_page, name="targets"),
     path("risk/", views_risk.risk_page, name="risk"),
     path("risk/kill-switch/trip/", views_risk.kill_switch_trip_view, name="kill-switch-trip"),

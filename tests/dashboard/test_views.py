@@ -1,17 +1,15 @@
-"""Dashboard pages over Django's test client: access rules, role enforcement, bad input, the trades
-table and its CSV, and query counts that catch N+1 on the list pages."""
+"""Dashboard pages over Django's test client: access rules, role enforcement, bad input, and query counts that
+catch N+1 on the list pages (the trades table and its CSV: test_trades_views.py)."""
 
-import csv
 import gzip
 import importlib.resources
-import io
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.test import AsyncClient, Client
+from django.test import Client
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.urls import reverse
 
@@ -253,180 +251,7 @@ def test_target_unknown_owner(op_client, desk):
     assert not RevenueTarget.objects.exists()
 
 
-# --- trades ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ledger(desk):
-    """Ghost A (fader-btc): a long win, a short loss, an open long. Ghost B: a long win a week later."""
-    a = desk["ghost"]
-    b = make_ghost(name="fader-two", instrument=desk["instrument"])
-    return {
-        "a": a,
-        "b": b,
-        "win": make_position(ghost=a, opened_at=T0, side="long", entry="100", exit="101", qty="2"),
-        "loss": make_position(
-            ghost=a,
-            opened_at=T0 + timedelta(hours=1),
-            side="short",
-            entry="100",
-            exit="101",
-            exit_reason="stop",
-        ),
-        "open": make_position(ghost=a, opened_at=T0 + timedelta(hours=2), side="long", entry="102"),
-        "later": make_position(
-            ghost=b, opened_at=T0 + timedelta(days=7), side="long", entry="100", exit="103"
-        ),
-    }
-
-
-def trade_ids(html: str) -> set[str]:
-    return {part.split('"')[0] for part in html.split('id="trade-')[1:]}
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        ("", {"win", "loss", "open", "later"}),
-        ("ghost={b}", {"later"}),
-        ("side=short", {"loss"}),
-        ("outcome=win", {"win", "later"}),
-        ("outcome=loss", {"loss"}),
-        ("outcome=open", {"open"}),
-        ("date_from=2026-03-05", {"later"}),
-        ("date_to=2026-03-02", {"win", "loss", "open"}),
-        ("date_from=2026-03-02&date_to=2026-03-02&side=long", {"win", "open"}),
-        ("ghost={a}&outcome=win", {"win"}),
-    ],
-)
-def test_trades_filters(viewer_client, ledger, query, expected):
-    query = query.format(a=ledger["a"].pk, b=ledger["b"].pk)
-    response = viewer_client.get("/trades/?" + query)
-    assert response.status_code == 200
-    assert trade_ids(response.content.decode()) == {str(ledger[k].pk) for k in expected}
-
-
-@pytest.mark.django_db
-def test_trades_show_net_pnl_with_unit_and_exit_reason(viewer_client, ledger):
-    html = viewer_client.get("/trades/").content.decode()
-    win = ledger["win"]  # (101 - 100) * 2 - fees (0.2 + 0.202) = +1.598 -> "+1.60"
-    assert win.net_pnl == Decimal("1.598")
-    row = html[html.index(f'id="trade-{win.pk}"') :]
-    row = row[: row.index("</tr>")]
-    assert "+1.60" in row and "Target" in row and 'class="r num pos"' in row
-    assert 'Net P&amp;L <span class="unit">USDT</span>' in html
-    assert "net P&amp;L = (exit − entry) × qty × side − fees" in html  # the tooltip formula
-    loss_row = html[html.index(f'id="trade-{ledger["loss"].pk}"') :]
-    assert "−1.20" in loss_row[: loss_row.index("</tr>")]
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("query", "message"),
-    [
-        ("side=sideways", "side must be long or short"),
-        ("outcome=maybe", "outcome must be win, loss or open"),
-        ("ghost=999999", "no such ghost"),
-        ("ghost=abc", "no such ghost"),
-        ("date_from=2026-13-45", "from: enter a date as YYYY-MM-DD"),
-        ("date_to=yesterday", "to: enter a date as YYYY-MM-DD"),
-        (
-            "date_from=2026-03-05&date_to=2026-03-01",
-            "the &#x27;from&#x27; date is after the &#x27;to&#x27; date",
-        ),
-    ],
-)
-def test_trades_invalid_filters_give_a_clear_message(viewer_client, ledger, query, message):
-    response = viewer_client.get("/trades/?" + query)
-    assert response.status_code == 400
-    html = response.content.decode()
-    assert "These filters could not be used" in html and message in html
-    assert not trade_ids(html)
-    csv_response = viewer_client.get("/trades.csv?" + query)
-    assert csv_response.status_code == 400
-    assert csv_response.content.decode().startswith("invalid filter: ")
-
-
-@pytest.mark.django_db
-def test_trades_pagination(viewer_client, desk):
-    ghost = desk["ghost"]
-    for i in range(120):
-        make_position(ghost=ghost, opened_at=T0 + timedelta(minutes=10 * i), entry="100", exit="100.5")
-    first = viewer_client.get("/trades/").content.decode()
-    assert len(trade_ids(first)) == 50 and "page 1 of 3 · 120 rows" in first
-    third = viewer_client.get("/trades/?page=3").content.decode()
-    assert len(trade_ids(third)) == 20
-    assert trade_ids(first).isdisjoint(trade_ids(third))
-    # Filters survive paging: the "Older" link keeps side=long.
-    filtered = viewer_client.get("/trades/?side=long").content.decode()
-    assert "?side=long&amp;page=2" in filtered
-    # Nonsense page numbers fall back to a real page instead of a 404 or 500.
-    assert len(trade_ids(viewer_client.get("/trades/?page=abc").content.decode())) == 50
-    assert len(trade_ids(viewer_client.get("/trades/?page=999").content.decode())) == 20
-
-
-@pytest.mark.django_db
-def test_trades_empty_states(viewer_client, desk):
-    assert (
-        "No trades yet: enable a ghost or start the sim feed"
-        in viewer_client.get("/trades/").content.decode()
-    )
-    assert "No trades match these filters" in viewer_client.get("/trades/?side=short").content.decode()
-
-
-def read_csv(response) -> list[list[str]]:
-    body = b"".join(response.streaming_content).decode()
-    return list(csv.reader(io.StringIO(body)))
-
-
-@pytest.mark.django_db
-def test_trades_csv_export(viewer_client, ledger):
-    response = viewer_client.get("/trades.csv")
-    assert response.status_code == 200
-    assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert 'filename="trades.csv"' in response["Content-Disposition"]
-    rows = read_csv(response)
-    header, body = rows[0], rows[1:]
-    assert header[:3] == ["id", "opened_at", "closed_at"] and "net_pnl" in header
-    assert len(body) == 4
-    by_id = {r[0]: dict(zip(header, r, strict=True)) for r in body}
-    win = by_id[str(ledger["win"].pk)]
-    assert Decimal(win["net_pnl"]) == Decimal("1.598") and win["exit_reason"] == "target"
-    assert Decimal(win["fees"]) == Decimal("0.402") and win["currency"] == "USDT"
-    assert "e" not in win["net_pnl"].lower()  # Decimal strings, never floats in scientific notation
-    opened = by_id[str(ledger["open"].pk)]
-    assert opened["status"] == "open" and opened["net_pnl"] == "" and opened["exit_price"] == ""
-    only_wins = read_csv(viewer_client.get("/trades.csv?outcome=win"))[1:]
-    assert {r[0] for r in only_wins} == {str(ledger["win"].pk), str(ledger["later"].pk)}
-
-
-@pytest.mark.django_db
-def test_trades_csv_neutralises_formulas_and_streams_in_batches(viewer_client, desk, monkeypatch):
-    from apps.dashboard import views
-
-    monkeypatch.setattr(views, "CSV_BATCH", 7)  # several keyset batches over rows sharing timestamps
-    evil = make_ghost(name="=HYPERLINK(1)", instrument=desk["instrument"])
-    for i in range(30):
-        make_position(ghost=evil, opened_at=T0 + timedelta(minutes=i // 3), entry="100", exit="99")
-    rows = read_csv(viewer_client.get("/trades.csv"))[1:]
-    assert len(rows) == 30 and len({r[0] for r in rows}) == 30
-    assert all(r[3] == "'=HYPERLINK(1)" for r in rows)
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_trades_csv_streams_under_asgi(make_user, desk):
-    """Under ASGI the export is pulled one batch at a time (an async iterator), not read whole."""
-    from asgiref.sync import sync_to_async
-
-    user = await sync_to_async(make_user)("vera", "viewer")
-    await sync_to_async(make_position)(ghost=desk["ghost"], opened_at=T0, entry="100", exit="101")
-    client = AsyncClient()
-    await client.aforce_login(user)
-    response = await client.get("/trades.csv")
-    assert response.status_code == 200 and response.is_async
-    body = b"".join([chunk async for chunk in response.streaming_content]).decode()
-    assert body.splitlines()[0].startswith("id,opened_at") and len(body.splitlines()) == 2
+# The trades page and its CSV: tests/dashboard/test_trades_views.py (the views live in views_trades.py).
 
 
 # --- overview, audit, state, assets -------------------------------------------------------------------
