@@ -5,6 +5,7 @@ override_settings (Channels resets its layers on setting_changed; the cache is r
 Celery app's conf, and REDIS_URL in os.environ for subprocesses (Daphne, workers).
 """
 
+import copy
 import os
 import shutil
 import socket
@@ -89,15 +90,26 @@ def redis_url(tmp_path_factory):
     stop_proc(proc)
 
 
+def channel_layers_on(layers: dict, redis_url: str) -> dict:
+    """settings.CHANNEL_LAYERS with every host pointed at `redis_url` and its other options kept: the desk's
+    socket_timeout above channels-redis's 5 s blocking read (hftweb/settings.py) must hold in the tests too, or an
+    in-process receive idle for 5 s dies with "Timeout reading from" as every quiet socket did in issue 12."""
+    out = copy.deepcopy(layers)
+    for layer in out.values():
+        config = layer.setdefault("CONFIG", {})
+        config["hosts"] = [{**h, "address": redis_url} if isinstance(h, dict) else redis_url
+                           for h in config.get("hosts") or [redis_url]]
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def services_use_test_redis(redis_url):
+    from django.conf import settings
     from django.test import override_settings
 
     from hftweb.celery import app
 
-    layers = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
-    }
+    layers = channel_layers_on(settings.CHANNEL_LAYERS, redis_url)
     caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
     os.environ["REDIS_URL"] = redis_url
     with override_settings(
