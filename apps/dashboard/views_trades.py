@@ -7,15 +7,15 @@ A cursor that does not parse shows the newest page (a hand-edited URL is not an 
 
 import csv
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from apps.common.csv_stream import aiter_batches, csv_text
 from apps.dashboard.forms import TradeFilterForm
 from apps.ghosts.models import Ghost
 from apps.market.models import Instrument
@@ -78,11 +78,6 @@ CSV_HEADER = [
 CSV_BATCH = EXPORT_BATCH
 
 
-def _csv_text(value: str) -> str:
-    # Spreadsheet formula injection: a text cell starting with = + - @ is run as a formula by Excel.
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
-
-
 def _csv_batches(filters: TradeFilter) -> Iterator[str]:
     """The export as chunks of CSV text, one chunk per keyset batch of the selector.
 
@@ -90,8 +85,8 @@ def _csv_batches(filters: TradeFilter) -> Iterator[str]:
     reads as text or a float."""
     ccy = settings.HFT_QUOTE_CURRENCY
     # A handful of ghosts and instruments: looked up once here instead of joined into every row.
-    ghosts = {pk: _csv_text(name) for pk, name in Ghost.objects.values_list("pk", "name")}
-    symbols = {pk: _csv_text(s) for pk, s in Instrument.objects.values_list("pk", "symbol")}
+    ghosts = {pk: csv_text(name) for pk, name in Ghost.objects.values_list("pk", "name")}
+    symbols = {pk: csv_text(s) for pk, s in Instrument.objects.values_list("pk", "symbol")}
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
@@ -123,15 +118,6 @@ def _csv_batches(filters: TradeFilter) -> Iterator[str]:
         yield out.getvalue()
 
 
-async def _aiter_batches(batches: Iterator[str]) -> AsyncIterator[str]:
-    """Under ASGI a sync iterator would be read whole into memory by Django; pull chunk by chunk instead."""
-    while True:
-        chunk = await sync_to_async(next)(batches, None)  # a sentinel: StopIteration cannot cross a Future
-        if chunk is None:
-            return
-        yield chunk
-
-
 @require_GET
 def trades_csv(request: HttpRequest) -> HttpResponseBase:
     form = TradeFilterForm(request.GET or None)
@@ -142,7 +128,7 @@ def trades_csv(request: HttpRequest) -> HttpResponseBase:
             content_type="text/plain; charset=utf-8",
         )
     batches = _csv_batches(_filters(form))
-    content = _aiter_batches(batches) if isinstance(request, ASGIRequest) else batches
+    content = aiter_batches(batches) if isinstance(request, ASGIRequest) else batches
     response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="trades.csv"'
     response["Cache-Control"] = "no-store"
