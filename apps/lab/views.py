@@ -24,9 +24,12 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.common.csv_stream import Echo as _Echo
+from apps.common.csv_stream import aiter_batches as _aiter_batches
+from apps.common.csv_stream import csv_text as _csv_text
 from apps.common.parsing import ParseError, parse_id, parse_int, parse_json
 from apps.dashboard.context_processors import request_is_operator
-from apps.dashboard.views import _aiter_batches, _csv_text, _Echo, _plotly_version, _wants_json
+from apps.dashboard.views import _plotly_version, _wants_json
 from apps.dashboard.views_risk import FATE_WORDS, _show, fate_words
 from apps.engine import fills
 from apps.engine.registry import GHOSTS, warmup_minutes_for
