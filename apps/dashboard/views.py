@@ -4,32 +4,25 @@ Roles are enforced here on the server (a viewer's hand-made POST gets 403), neve
 buttons. Every view needs a login (LoginRequiredMiddleware) except the static assets.
 """
 
-import csv
 import gzip
 import hashlib
 import importlib.resources
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.staticfiles.views import serve as staticfiles_serve
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, SuspiciousFileOperation
-from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
-    HttpResponseBase,
     HttpResponseNotModified,
     JsonResponse,
-    StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -37,7 +30,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.audit.selectors import audit_events
 from apps.dashboard.context_processors import request_is_operator, request_pnl
-from apps.dashboard.forms import GhostParamsForm, GhostToggleForm, TargetForm, TradeFilterForm
+from apps.dashboard.forms import GhostParamsForm, GhostToggleForm, TargetForm
 from apps.dashboard.views_risk import ghosts_context
 from apps.ghosts.events import ghost_payload
 from apps.ghosts.selectors import ghosts
@@ -52,9 +45,9 @@ from apps.signals.selectors import recent_signals
 from apps.trading.models import Position
 from apps.trading.risk_selectors import kill_switch
 from apps.trading.risk_services import kill_switch_payload
-from apps.trading.selectors import open_positions, positions_for_chart, trades
+from apps.trading.selectors import open_positions, positions_for_chart
 
-PAGE_SIZE = 50  # rows per page on trades and audit: one screen on a laptop, cheap to render
+PAGE_SIZE = 50  # rows per page on audit: one screen on a laptop, cheap to render (trades: views_trades.py)
 CHART_BARS = 240  # four hours of 1m bars: enough context for a 15-minute spike fader
 SIGNALS_SHOWN = 50
 
@@ -245,136 +238,6 @@ def _toggle_failed(
     if as_json:
         return JsonResponse({"ok": False, "error": message}, status=status)
     return _render_ghosts(request, errors={ghost_id: message}, status=status)
-
-
-@require_GET
-def trades_page(request: HttpRequest) -> HttpResponse:
-    form = TradeFilterForm(request.GET or None)
-    page_obj = None
-    status = 200
-    if form.is_bound and not form.is_valid():
-        status = 400  # the page still renders, with the errors next to the filters
-    else:
-        qs = trades(**form.selector_kwargs()) if form.is_bound else trades()
-        page_obj = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(
-        request,
-        "dashboard/trades.html",
-        {
-            "nav": "trades",
-            "form": form,
-            "page_obj": page_obj,
-            "filtered": any(request.GET.get(name) for name in form.fields),
-        },
-        status=status,
-    )
-
-
-CSV_HEADER = [
-    "id",
-    "opened_at",
-    "closed_at",
-    "ghost",
-    "symbol",
-    "side",
-    "status",
-    "quantity",
-    "entry_price",
-    "exit_price",
-    "exit_reason",
-    "gross_pnl",
-    "fees",
-    "net_pnl",
-    "currency",
-]
-CSV_BATCH = 1000
-
-
-class _Echo:
-    """csv.writer wants a file; this one hands each formatted line straight back."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_text(value: str) -> str:
-    # Spreadsheet formula injection: a text cell starting with = + - @ is run as a formula by Excel.
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
-
-
-def _d(v: Any) -> str:
-    return "" if v is None else str(v)
-
-
-def _csv_batches(qs: QuerySet[Position]) -> Iterator[str]:
-    """The export in chunks of CSV text, keyset-paginated on (opened_at, id).
-
-    Each chunk is its own short query, so no cursor stays open between chunks: that works under WSGI
-    and when ASGI pulls the chunks one `sync_to_async` call at a time, and holds no lock on SQLite.
-    """
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_HEADER)
-    ccy = settings.HFT_QUOTE_CURRENCY
-    last: Position | None = None
-    while True:
-        page = (
-            qs
-            if last is None
-            else qs.filter(Q(opened_at__lt=last.opened_at) | Q(opened_at=last.opened_at, id__lt=last.pk))
-        )
-        rows = list(page[:CSV_BATCH])
-        if not rows:
-            return
-        yield "".join(
-            writer.writerow(
-                [
-                    p.pk,
-                    p.opened_at.isoformat(),
-                    p.closed_at.isoformat() if p.closed_at else "",
-                    _csv_text(p.ghost.name),
-                    _csv_text(p.instrument.symbol),
-                    p.side,
-                    p.status,
-                    _d(p.quantity),
-                    _d(p.entry_price),
-                    _d(p.exit_price),
-                    p.exit_reason,
-                    _d(p.gross_pnl),
-                    _d(p.fees),
-                    _d(p.net_pnl),
-                    ccy,
-                ]
-            )
-            for p in rows
-        )
-        last = rows[-1]
-
-
-async def _aiter_batches(batches: Iterator[str]) -> AsyncIterator[str]:
-    """Under ASGI a sync iterator would be read whole into memory by Django; pull chunk by chunk instead."""
-    while True:
-        chunk = await sync_to_async(next)(batches, None)  # a sentinel: StopIteration cannot cross a Future
-        if chunk is None:
-            return
-        yield chunk
-
-
-@require_GET
-def trades_csv(request: HttpRequest) -> HttpResponseBase:
-    form = TradeFilterForm(request.GET or None)
-    if form.is_bound and not form.is_valid():
-        return HttpResponse(
-            "invalid filter: " + "; ".join(form.error_lines()) + "\n",
-            status=400,
-            content_type="text/plain; charset=utf-8",
-        )
-    qs = trades(**form.selector_kwargs()) if form.is_bound else trades()
-    batches = _csv_batches(qs)
-    content = _aiter_batches(batches) if isinstance(request, ASGIRequest) else batches
-    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="trades.csv"'
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 @require_http_methods(["GET", "POST"])
