@@ -12,6 +12,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 
 from apps.alerts.crypto import SecretUnreadable
 from apps.alerts.models import SUBSCRIBABLE, AlertChannel, AlertDelivery
+from apps.common.parsing import parse_id
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ def delivery_targets(event: str) -> list[Target]:
 def delivery_target(key: str) -> Target | None:
     """The target for a delivery's channel key, re-read at send time (a replaced secret takes effect)."""
     if key.startswith("db:"):
-        ch = AlertChannel.objects.filter(pk=int(key[3:])).first() if key[3:].isdigit() else None
+        # parse_id, not isdigit(): "db:²" passed isdigit() and failed int(); and only the key as AlertChannel.key
+        # spells it ("db:05", "db: 5" name nothing)
+        pk = parse_id(key[3:])
+        ch = AlertChannel.objects.filter(pk=pk).first() if pk is not None and key[3:] == str(pk) else None
         return _target(ch) if ch else None
     return next((t for t in env_channels() if t.key == key), None)
 

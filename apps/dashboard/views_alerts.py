@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.alerts.models import SUBSCRIBABLE, AlertChannel, AlertEvent
@@ -79,6 +80,7 @@ def _require_operator(request: HttpRequest) -> None:
         raise PermissionDenied("only operators can change alert channels")
 
 
+@sensitive_post_parameters("secret")  # Django's error reports (500 page, mail to ADMINS, log) mask the token
 @require_http_methods(["GET", "POST"])
 def alerts_page(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
@@ -99,6 +101,7 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
     return redirect("dashboard:alerts")
 
 
+@sensitive_post_parameters("secret")  # Django's error reports (500 page, mail to ADMINS, log) mask the token
 @require_http_methods(["GET", "POST"])
 def alert_channel_edit(request: HttpRequest, channel_id: int) -> HttpResponse:
     if request.method == "GET":
