@@ -52,6 +52,7 @@ from apps.lab.models import BacktestRun, BacktestSignal, BacktestTrade, SuccessC
 from apps.lab.selectors import criteria_gates, data_range, run_bars, success_criteria
 from apps.lab.series import series_pack
 from apps.market.models import Instrument
+from hftweb.celery import app as celery_app
 
 log = logging.getLogger(__name__)
 
@@ -328,10 +329,9 @@ def _default_name(settings: Mapping[str, Any]) -> str:
 # --- create, cancel, re-queue ---------------------------------------------------------------------------------
 
 def _queue(run_id: int) -> None:
-    from apps.lab.tasks import lab_run_task
-
+    # By task name: apps.lab.tasks imports this module, so importing it back would make a circle (issue 13).
     # robust: a dead broker must not undo the committed request; the run stays queued and can be re-queued
-    transaction.on_commit(lambda: lab_run_task.delay(run_id), robust=True)
+    transaction.on_commit(lambda: celery_app.send_task("apps.lab.tasks.lab_run_task", args=(run_id,)), robust=True)
 
 
 @transaction.atomic

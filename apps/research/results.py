@@ -30,6 +30,8 @@ from apps.engine.objectives import OBJECTIVE_FORMULAS, window_score
 from apps.engine.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting, sharpe_moments
 from apps.engine.report import FORMULAS, num
 from apps.research.models import Study, Trial
+from apps.research.space import study_distributions as _distributions
+from apps.research.space import study_ranges as _ranges
 
 PBO_MAX_SPLITS = 16  # CSCV blocks (C(16, 8) = 12,870 splits, the paper's choice); fewer when the range is short
 PBO_MIN_SPLITS = 4
@@ -63,8 +65,6 @@ def _pbo(matrix: np.ndarray) -> dict[str, Any]:
 
 def _importance(s: Mapping[str, Any], trials: Sequence[Trial]) -> tuple[dict[str, float] | None, str]:
     """optuna's parameter importances (fractions summing to 1) over the trials with a defined train value."""
-    from apps.research.services import _distributions, _ranges
-
     scored = [t for t in trials if t.status == Trial.Status.DONE and t.value is not None]
     ranges = _ranges(s)
     if len(ranges) < 2:
@@ -127,8 +127,6 @@ def _oos_figures(days: list[str], returns: list[float], capital: float, trades: 
 def study_results(study: Study) -> dict[str, Any]:
     """The results JSON of a study whose trials are all finished (module docstring)."""
     from apps.research.charts import stability_rows
-    from apps.research.services import _ranges
-
     s = study.settings
     objective = s["objective"]
     capital = float(s["start_capital"])

@@ -52,7 +52,6 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +77,9 @@ from apps.lab.selectors import data_range, run_bars
 from apps.lab.services import LabError, backtest_inputs, fingerprint, lab_settings_validate
 from apps.research.events import LAB_GROUP, elapsed_s, progress_payload
 from apps.research.models import Study, Trial
+from apps.research.space import study_distributions as _distributions
+from apps.research.space import study_ranges as _ranges
+from hftweb.celery import app as celery_app
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -320,21 +322,21 @@ def _default_name(s: Mapping[str, Any]) -> str:
 
 # --- create / pause / resume / cancel ----------------------------------------------------------------------
 
-def _queue_step(study_id: int) -> None:
-    from apps.research.tasks import study_step_task
+# By task name: apps.research.tasks imports this module, so importing it back would make a circle (issue 13).
+STEP_TASK, TRIAL_TASK = "apps.research.tasks.study_step_task", "apps.research.tasks.trial_task"
 
+
+def _queue_step(study_id: int) -> None:
     # robust: a dead broker must not undo the committed change; the sweeper queues the step again
-    transaction.on_commit(lambda: study_step_task.delay(study_id), robust=True)
+    transaction.on_commit(lambda: celery_app.send_task(STEP_TASK, args=(study_id,)), robust=True)
 
 
 def _dispatch(trial_ids: Sequence[int]) -> None:
-    from apps.research.tasks import trial_task
-
     ids = list(trial_ids)
 
     def send() -> None:
         for tid in ids:
-            trial_task.delay(tid)
+            celery_app.send_task(TRIAL_TASK, args=(tid,))
 
     if ids:
         transaction.on_commit(send, robust=True)
@@ -445,12 +447,6 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
-def _ranges(s: Mapping[str, Any]) -> list[Any]:
-    """The study's ParamRanges, named by their key in Trial.params ("field", or "ghost.field" for the desk)."""
-    fields = {f.name for f in dataclasses.fields(space_mod.ParamRange)}
-    return [space_mod.ParamRange(**{k: v for k, v in r.items() if k in fields}) for r in s["space"]]
-
-
 def _sampler(s: Mapping[str, Any], fold: int, batch: int) -> optuna.samplers.BaseSampler:
     kind, seed = s["sampler"], s["seed"]
     if kind == "grid":
@@ -464,16 +460,6 @@ def _sampler(s: Mapping[str, Any], fold: int, batch: int) -> optuna.samplers.Bas
     # constant_liar: a batch's trials are asked before any is told, the liar spreads them out
     return optuna.samplers.TPESampler(seed=_seed(seed, fold, batch), multivariate=True, group=True,
                                       constant_liar=True)
-
-
-@lru_cache(maxsize=64)
-def _distributions(ranges: tuple[Any, ...]) -> dict[str, Any]:
-    """optuna's distributions of a space, exactly as `search_space.suggest` declares them (a FixedTrial at each
-    range's low end records them; they depend on the ranges only), computed once per space and process."""
-    point = {r.name: r.low if r.kind in ("int", "float") else r.choices[0] for r in ranges}
-    ft = optuna.trial.FixedTrial(point)
-    space_mod.suggest(ft, ranges)
-    return ft.distributions
 
 
 def fold_study(s: Mapping[str, Any], fold: int, batch: int, finished: Sequence[Trial]) -> optuna.Study:
