@@ -1,12 +1,13 @@
 import math
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from itertools import accumulate
 
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import F, FloatField, Sum
 
 from apps.engine.performance import (
     PERIODS_PER_YEAR,
@@ -101,37 +102,36 @@ def ghost_pnl_curve(ghost_id: int) -> list[float]:
     return [0.0, *accumulate(float(g - f) for g, f in nets)]
 
 
-def _performance(days: list[dict], ledger: GhostLedger | None, capital: float, *, freq: str,
-                 period_pnl: float, target_amount: float | None) -> Performance:
+def _performance(totals: dict | None, days: list[tuple[date, float]], ledger: GhostLedger | None, capital: float,
+                 *, freq: str, period_pnl: float, target_amount: float | None) -> Performance:
     """The engine's figures (apps.engine.performance) from one ghost's day rows and running figures.
 
-    Win rate, profit factor and net P&L are sums over the days; the daily returns are those of the curve
-    sampled at each day's last close (`sample_returns_daily` over the same points the per-trade curve has
-    at day ends: capital at the first close, then each day's closing level); the max drawdown is the
-    per-trade curve's, kept by `GhostLedger`. Only the "1D" sampling can be read off day rows.
+    Win rate, profit factor and net P&L are sums over the days (`totals`); the daily returns are those of the
+    curve sampled at each day's last close (`sample_returns_daily` over the points the per-trade curve has at
+    day ends: capital at the first close, then each day's closing level); the max drawdown is the per-trade
+    curve's, kept by `GhostLedger`. Only the "1D" sampling can be read off day rows.
     """
     if freq != "1D":
         raise ValueError("figures from day rows are sampled daily (freq='1D')")
-    n = sum(d["n"] for d in days)
+    n = totals["n"] if totals else 0
     if n == 0:
         return performance([], pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype="float64"), freq=freq,
                            period_pnl=period_pnl, target_amount=target_amount)
-    wins = sum(d["w"] for d in days)
-    gp = float(sum((d["wn"] for d in days), Decimal(0)))
-    gl = float(-sum((d["ln"] for d in days), Decimal(0)))
+    wins = totals["w"]
+    gp, gl = float(totals["wn"]), float(-totals["ln"])
     if gl > 0:
         pf = gp / gl
     else:
         pf = math.inf if gp > 0 else math.nan
-    nets = np.array([float(d["g"] - d["f"]) for d in days], dtype=np.float64)
-    day_ns = np.array([np.datetime64(d["day"], "ns").astype(np.int64) for d in days], dtype=np.int64)
+    nets = np.array([net for _, net in days], dtype=np.float64)
+    day_ns = np.array([np.datetime64(d, "ns").astype(np.int64) for d, _ in days], dtype=np.int64)
     levels = capital + np.cumsum(nets)
     returns = sample_returns_daily(np.concatenate(([day_ns[0]], day_ns)), np.concatenate(([capital], levels)))
     ppy = PERIODS_PER_YEAR[freq]
     return Performance(
         trades=n, wins=wins, win_rate=wins / n, gross_profit=gp, gross_loss=gl, profit_factor=pf,
-        net_pnl=float(nets.sum()), sharpe=sharpe_ratio(returns, ppy), sortino=sortino_ratio(returns, ppy),
-        max_drawdown=ledger.max_dd if ledger else 0.0,
+        net_pnl=float(totals["g"] - totals["f"]), sharpe=sharpe_ratio(returns, ppy),
+        sortino=sortino_ratio(returns, ppy), max_drawdown=ledger.max_dd if ledger else 0.0,
         target_progress=period_pnl / target_amount if target_amount and target_amount > 0 else math.nan,
         periods=len(returns),
     )
@@ -147,12 +147,17 @@ def performance_by_ghost(ghost_ids: list[int], *, freq: str = "1D") -> dict[int,
     """
     from apps.trading.selectors import ghost_period_pnl
 
-    days: dict[int, list[dict]] = {gid: [] for gid in ghost_ids}
-    rows = (PnlDay.objects.filter(ghost_id__in=ghost_ids).values("ghost_id", "day").order_by("ghost_id", "day")
-            .annotate(n=Sum("trades"), w=Sum("wins"), g=Sum("gross"), f=Sum("fees"), wn=Sum("win_net"),
-                      ln=Sum("loss_net")))
-    for r in rows:  # a ghost trading two instruments has two rows a day: summed here
-        days[r["ghost_id"]].append(r)
+    mine = PnlDay.objects.filter(ghost_id__in=ghost_ids)
+    # Totals per ghost in Decimal (one row each); the daily nets as floats, the engine's unit for returns
+    # (a ghost trading two instruments has two rows a day: summed here). Decimal conversion of thousands of
+    # day rows was most of the page's time.
+    totals = {r["ghost_id"]: r for r in mine.values("ghost_id").order_by("ghost_id").annotate(
+        n=Sum("trades"), w=Sum("wins"), g=Sum("gross"), f=Sum("fees"), wn=Sum("win_net"), ln=Sum("loss_net"))}
+    days: dict[int, list[tuple[date, float]]] = {gid: [] for gid in ghost_ids}
+    for gid, day, net in (mine.values("ghost_id", "day").order_by("ghost_id", "day")
+                          .annotate(net=Sum(F("gross") - F("fees"), output_field=FloatField()))
+                          .values_list("ghost_id", "day", "net")):
+        days[gid].append((day, net))
     ledgers = _ledgers(ghost_ids)
     targets = targets_by_ghost()
     period = ghost_period_pnl()
@@ -161,7 +166,7 @@ def performance_by_ghost(ghost_ids: list[int], *, freq: str = "1D") -> dict[int,
     for gid in ghost_ids:
         target = targets.get(gid)
         out[gid] = _performance(
-            days[gid], ledgers.get(gid), capital, freq=freq,
+            totals.get(gid), days[gid], ledgers.get(gid), capital, freq=freq,
             period_pnl=float(period[gid].total) if gid in period else 0.0,
             target_amount=float(target.amount) if target else None,
         )

@@ -210,21 +210,21 @@ def trades(
 
 
 def positions_for_chart(*, instrument_id: int, since: datetime) -> list[Position]:
-    """Positions on one instrument opened or closed since `since`: the chart's entry and exit markers."""
-    return list(
-        Position.objects.filter(instrument_id=instrument_id)
-        .filter(Q(opened_at__gte=since) | Q(closed_at__gte=since))
-        .only(
-            "id",
-            "ghost_id",
-            "side",
-            "opened_at",
-            "entry_price",
-            "closed_at",
-            "exit_price",
-            "exit_reason",
-            "gross_pnl",
-            "fees",
-        )
-        .order_by("opened_at", "id")[:500]
-    )
+    """Positions on one instrument opened or closed since `since`, oldest entry first, at most 500: the
+    chart's entry and exit markers.
+
+    Two range reads, each on its own index (closed_at; opened_at): one query with `opened OR closed` made
+    SQLite scan every position of the instrument (1.4 s at a million trades). Positions opened before
+    `since` sort first, so they are read first and the newer ones fill the rest of the 500.
+    """
+    limit = 500
+    fields = ("id", "ghost_id", "side", "opened_at", "entry_price", "closed_at", "exit_price", "exit_reason",
+              "gross_pnl", "fees")
+    mine = Position.objects.filter(instrument_id=instrument_id).only(*fields)
+    # Ordered by closed_at so the closed_at index drives the read (ordering by opened_at made SQLite walk the
+    # opened_at index over the whole history); they are few (at most one per ghost spans `since`).
+    older = sorted(mine.filter(closed_at__gte=since, opened_at__lt=since).order_by("closed_at", "id")[:limit],
+                   key=lambda p: (p.opened_at, p.pk))
+    newer = list(mine.filter(opened_at__gte=since).order_by("opened_at", "id")[: limit - len(older)]) \
+        if len(older) < limit else []
+    return older + newer
