@@ -5,6 +5,7 @@ Expected figures are worked out here from the ledger rows (Position.net_pnl) wit
 not with the engine functions the page uses."""
 
 import asyncio
+import json
 import math
 import re
 import statistics
@@ -37,7 +38,9 @@ def drain(layer, channel: str, timeout: float = 1.0) -> list[dict]:
         out = []
         while True:
             try:
-                out.append((await asyncio.wait_for(layer.receive(channel), timeout))["event"])
+                msg = await asyncio.wait_for(layer.receive(channel), timeout)
+                # apps.common.realtime.desk_message: one event's JSON text, or a transaction's batch of them.
+                out += [json.loads(t) for t in (msg["texts"] if msg["type"] == "desk.batch" else [msg["text"]])]
             except TimeoutError:
                 return out
     return async_to_sync(take)()
