@@ -19,6 +19,8 @@ class AlertEvent(models.TextChoices):
     AUTO_DISABLE = "auto_disable", "ghost auto-disabled"
     KILL_SWITCH = "kill_switch", "kill switch tripped / reset"
     FEED_DOWN = "feed_down", "feed down"
+    # a live position's protective stop on the exchange was missing, moved, filled or could not be placed
+    PROTECTIVE_STOP = "protective_stop", "live protective stop"
     TEST = "test", "test alert"
 
 
