@@ -15,9 +15,14 @@ and when that cancel finds it filled the position closes from the stop's fill; r
 from __future__ import annotations
 
 import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from django.core.cache import cache
 from django.db import transaction
 
 from apps.audit.services import audit_record
@@ -41,6 +46,50 @@ from apps.trading.models import ExitReason, Mode, Order, Position
 from apps.trading.risk_selectors import risk_limits
 
 log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- one actor per position on the exchange
+
+GUARD_TTL_S = 120  # longer than any one exit or stop check (3 attempts with backoff, fill polls): a killed holder's
+# guard lapses by itself
+GUARD_WAIT_S = 10.0  # a stop move or an entry's stop waits this long for another process's check of the position
+EXIT_WAIT_S = 5.0  # an exit waits less: the feed's next price check fires it again
+
+
+def _guard_key(position_id: int) -> str:
+    return f"live:position-guard:{position_id}"
+
+
+@contextmanager
+def position_guard(position_id: int, *, wait_s: float) -> Iterator[bool]:
+    """One process at a time sends or checks a live position's orders on the exchange (exit, stop move, stop
+    check). Without it the stop watch could read the stop the exit had just cancelled as "missing" and place a
+    new one under the exit's market sell: a spot stop holding coins that are gone, or a second sell. A Redis
+    key (the cache) held for GUARD_TTL_S at most; yields False when another holder kept it past `wait_s`.
+    Redis unreachable: yields True (the guard is a safety net; an exit must not wait for Redis)."""
+    key, token = _guard_key(position_id), uuid.uuid4().hex
+    deadline = time.monotonic() + wait_s
+    try:
+        while not cache.add(key, token, GUARD_TTL_S):
+            if time.monotonic() >= deadline:
+                held = False
+                break
+            time.sleep(0.05)
+        else:
+            held = True
+    except Exception as exc:
+        log.warning("position guard %s: cache unreachable (%s); acting without it", position_id, type(exc).__name__)
+        yield True
+        return
+    try:
+        yield held
+    finally:
+        if held:
+            try:
+                if cache.get(key) == token:  # ours still (not lapsed and taken by another)
+                    cache.delete(key)
+            except Exception:  # lapses by itself within GUARD_TTL_S
+                log.warning("position guard %s not released; it lapses in %s s", position_id, GUARD_TTL_S)
 
 
 # ---------------------------------------------------------------- entries
@@ -145,7 +194,17 @@ def _exit_amount(ex, position: Position, market: dict, cap: float | None = None)
 def position_close_live(*, position_id: int, price: float, at: datetime, reason: str) -> Position | None:
     """Close a live position with a market order (client id hft-<signal id>-exit). `price` is the level
     the exit rule fired at, kept in the audit row; the fill price is the exchange's. A closed position is
-    left alone, so a repeat is a no-op."""
+    left alone, so a repeat is a no-op. While another process acts on the position's orders (the stop watch,
+    a stop move) the exit waits for it up to EXIT_WAIT_S, else returns None: the next price check exits."""
+    with position_guard(position_id, wait_s=EXIT_WAIT_S) as held:
+        if not held:
+            log.warning("live position %s: its orders are busy in another process; the %s exit is left to the next "
+                        "price check", position_id, reason)
+            return None
+        return _close_live(position_id=position_id, price=price, at=at, reason=reason)
+
+
+def _close_live(*, position_id: int, price: float, at: datetime, reason: str) -> Position | None:
     position = Position.objects.select_related("instrument__exchange").get(pk=position_id)
     if position.status != Position.Status.OPEN:
         return None
@@ -194,12 +253,16 @@ def position_close_live(*, position_id: int, price: float, at: datetime, reason:
 
 
 def protect_position(position_id: int, *, ex=None, market: dict | None = None,
-                     how: str = "stop filled on the exchange") -> tuple[str, str]:
-    """`live_protect.protect_sync`, and when the price is already through the stop (the exchange refused it as
-    immediately triggering: outcome "crossed") the position is closed at market with reason stop, which is
-    what the desk's own rule does at that price. The close is here, not in live_protect, so that live_protect
-    never imports the executor (issue 13: no import circles)."""
-    outcome, detail = protect_sync(position_id, ex=ex, market=market, how=how)
+                     how: str = "stop filled on the exchange", wait_s: float = GUARD_WAIT_S) -> tuple[str, str]:
+    """`live_protect.protect_sync` under the position's guard, and when the price is already through the stop
+    (the exchange refused it as immediately triggering: outcome "crossed") the position is closed at market
+    with reason stop, which is what the desk's own rule does at that price. The close is here, not in
+    live_protect, so that live_protect never imports the executor (issue 13: no import circles). Outcome
+    "busy": another process held the position's guard for longer than `wait_s`; nothing was done."""
+    with position_guard(position_id, wait_s=wait_s) as held:
+        if not held:
+            return "busy", f"position #{position_id}: its orders are busy in another process; not checked now"
+        outcome, detail = protect_sync(position_id, ex=ex, market=market, how=how)
     if outcome != "crossed":
         return outcome, detail
     position = Position.objects.get(pk=position_id)

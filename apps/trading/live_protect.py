@@ -49,11 +49,13 @@ from __future__ import annotations
 import logging
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 
+from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.signals.models import Side
 from apps.trading.live_client import (
@@ -190,10 +192,16 @@ def _audit(position: Position, action: str, **after: Any) -> None:
                                                                 for k, v in after.items()})
 
 
+UNPROTECTED_AUDIT_EVERY = timedelta(hours=6)  # the stop watch finds an unprotected position every run
+
+
 def _unprotected(position: Position, why: str) -> tuple[str, str]:
     log.error("live position %s has NO protective stop on the exchange: %s", position.pk, why)
-    with transaction.atomic():
-        _audit(position, "position.unprotected", reason=why)
+    recent = AuditEvent.objects.filter(action="position.unprotected", object_id=str(position.pk),
+                                       created_at__gte=datetime.now(tz=UTC) - UNPROTECTED_AUDIT_EVERY)
+    if not recent.filter(after__reason=why).exists():  # one row per reason and 6 h, not one per watch run
+        with transaction.atomic():
+            _audit(position, "position.unprotected", reason=why)
     return "unprotected", f"position #{position.pk}: no protective stop on the exchange ({why})"
 
 

@@ -1,10 +1,11 @@
 """Trading tasks run by beat, and the worker's start-up reconciliation. Thin: the rules live in
-apps.trading.risk_services and apps.trading.live_reconcile."""
+apps.trading.risk_services, apps.trading.live_watch and apps.trading.live_reconcile."""
 
 from celery import shared_task
 from celery.signals import worker_ready
 
 from apps.trading.live_reconcile import live_startup
+from apps.trading.live_watch import protect_watch
 from apps.trading.risk_services import risk_watch
 
 
@@ -23,3 +24,11 @@ def _on_worker_ready(**kwargs) -> None:
 # Every worker imports this module (Celery's autodiscovery of apps.*.tasks), so every worker reconciles live
 # trading when it starts, whichever queues it consumes; the dispatch uid keeps it to one call per start.
 worker_ready.connect(_on_worker_ready, weak=False, dispatch_uid="hftweb-live-reconcile")
+
+
+# expires (settings: below the 30 s interval) drops a run that waited in the queue behind another: the next one
+# comes anyway. Hard limit 50 s < the watch's 55 s lock, so a killed run's lock lapses before the next-but-one.
+@shared_task(ignore_result=True, soft_time_limit=40, time_limit=50)
+def protect_watch_task() -> dict[str, int]:
+    """Check every live position's protective stop on the exchange (apps.trading.live_watch)."""
+    return protect_watch()
