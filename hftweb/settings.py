@@ -343,6 +343,9 @@ CELERY_BEAT_SCHEDULE = {
                         "options": {"expires": 9, "queue": "default"}},
     "risk-watch": {"task": "apps.trading.tasks.risk_watch_task", "schedule": 10.0,
                    "options": {"expires": 9, "queue": "default"}},
+    # every live position's protective stop on the exchange, between reconciliations (apps/trading/live_watch.py)
+    "protect-watch": {"task": "apps.trading.tasks.protect_watch_task", "schedule": 30.0,
+                      "options": {"expires": 25, "queue": "default"}},
     "lab-runs-sweep": {"task": "apps.lab.tasks.lab_runs_sweep_task", "schedule": 30.0,
                        "options": {"expires": 29, "queue": "default"}},
     "research-sweep": {"task": "apps.research.tasks.studies_sweep_task", "schedule": 30.0,
