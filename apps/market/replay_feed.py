@@ -54,7 +54,9 @@ from apps.market.sink import PipelineFactory
 
 log = logging.getLogger(__name__)
 LOOP_SLEEP = 0.05  # s between paced steps
-MAX_CHUNK = 20_000  # events per step at full speed: the heartbeat is checked between chunks
+MAX_CHUNK = 20_000  # events per step at most: the heartbeat is checked between steps
+MIN_CHUNK = 50
+STEP_SECONDS = 1.0  # wall time a step aims at: the runner's lock (15 s TTL) is renewed about once a second
 CLOCK_LOOKAHEAD = 16  # events, the median window of the data clock (module docstring)
 TRADE, LIQ, BAR = 0, 1, 2
 
@@ -296,6 +298,7 @@ class ReplayFeed:
         p.publish(force=True, state=FeedStatus.State.CONNECTED, last_error="", next_retry_at=None)
         wall_start = time.monotonic()
         data_start = int(clock[pos]) if pos < len(clock) else 0
+        chunk = 1_000  # events in the next step; adapted to the pace after each step
         while pos < len(clock):
             elapsed = time.monotonic() - wall_start
             if (self.max_seconds is not None and elapsed > self.max_seconds) or not self.heartbeat():
@@ -305,11 +308,17 @@ class ReplayFeed:
             p.refresh_positions()
             if self.speed > 0:
                 until = data_start + int(elapsed * self.speed * 1000)
-                end = min(int(np.searchsorted(clock, until, side="right")), pos + MAX_CHUNK)
+                end = min(int(np.searchsorted(clock, until, side="right")), pos + chunk)
             else:
-                until, end = None, min(pos + MAX_CHUNK, len(clock))
+                until, end = None, min(pos + chunk, len(clock))
             if end > pos:
+                step_start = time.monotonic()
                 self._play(clock, kind, row, pos, end)
+                # The step size follows the pipeline's pace, so the heartbeat comes about every STEP_SECONDS
+                # whatever a step costs (bars with drafts, open positions, a loaded machine): a fixed 20,000
+                # events between heartbeats took over an hour at 5 bars/s, and the supervisor started more runners.
+                took = max(time.monotonic() - step_start, 1e-3)
+                chunk = int(min(MAX_CHUNK, max(MIN_CHUNK, (end - pos) * STEP_SECONDS / took)))
                 pos = end
             if until is not None:
                 p.flush(min(until, int(clock[-1])))  # a quiet stretch still closes its bars on time

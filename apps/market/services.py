@@ -10,6 +10,7 @@ from django.db.models.constants import OnConflict
 
 from apps.alerts.services import alert_feed_state
 from apps.common.realtime import send_on_commit
+from apps.common.text import db_text
 from apps.market.events import FEEDS_GROUP, bar_payload, feed_payload
 from apps.market.models import CANDLE_BAR_FIELDS, Candle, FeedStatus
 
@@ -63,10 +64,55 @@ def candle_store(
     return candle, created
 
 
+_STORE_MANY_FIELDS = ("instrument_id", "timeframe", "open_time", *CANDLE_BAR_FIELDS, "trade_count")
+
+
+@transaction.atomic
+def candles_store_many(*, instrument, bars: list[dict], timeframe: str = "1m") -> tuple[list[tuple], set]:
+    """Store closed bars in bulk (a fast replay), idempotently like candle_store: a bar already stored is left as
+    it is. Returns every bar as stored, (open_time, *CANDLE_BAR_FIELDS, trade_count) with Decimal values (None
+    for unknown), and the open times of the new ones. One INSERT ... ON CONFLICT DO NOTHING executemany: the
+    ORM's bulk_create spent ~120 us per row preparing fields. Browsers get the newest new bar only (a chunk of
+    a fast replay is not drawn bar by bar)."""
+    if not bars:
+        return [], set()
+    times = [b["open_time"] for b in bars]
+    stored = {row[0]: row for row in Candle.objects.filter(
+        instrument_id=instrument.pk, timeframe=timeframe, open_time__gte=min(times), open_time__lte=max(times),
+    ).values_list("open_time", *CANDLE_BAR_FIELDS, "trade_count")}
+    adapt = connection.ops.adapt_datetimefield_value
+    out, new_rows, new_times = [], [], set()
+    for bar in bars:
+        row = stored.get(bar["open_time"])
+        if row is None:
+            v = _candle_values(bar)
+            row = (bar["open_time"], *(v[f] for f in CANDLE_BAR_FIELDS), v["trade_count"])
+            new_rows.append((instrument.pk, timeframe, adapt(bar["open_time"]), *row[1:]))
+            new_times.add(bar["open_time"])
+        out.append(row)
+    if new_rows:
+        ops = connection.ops
+        fobjs = [Candle._meta.get_field(n) for n in _STORE_MANY_FIELDS]
+        sql = (
+            f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {ops.quote_name(Candle._meta.db_table)} "
+            f"({', '.join(ops.quote_name(f.column) for f in fobjs)}) VALUES ({', '.join(['%s'] * len(fobjs))}) "
+            f"{ops.on_conflict_suffix_sql(fobjs, OnConflict.IGNORE, None, None)}"
+        ).rstrip()
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, new_rows)
+        newest = max((r for r in out if r[0] in new_times), key=lambda r: r[0])
+        send_on_commit(instrument.group_name, bar_payload(Candle(
+            instrument_id=instrument.pk, timeframe=timeframe, open_time=newest[0],
+            **dict(zip(CANDLE_BAR_FIELDS, newest[1:-1], strict=True)))))
+    return out, new_times
+
+
 @transaction.atomic
 def feed_status_update(*, instrument_id: int, push: bool = True, **fields) -> FeedStatus:
     """Update the dashboard's view of one feed (state, last price/trade time, error, retry)."""
     fs = FeedStatus.objects.select_for_update().select_related("instrument").get(instrument_id=instrument_id)
+    if "last_error" in fields:  # an exchange's answer or a file's line: NUL, a bad file name's byte, megabytes
+        fields["last_error"] = db_text(fields["last_error"] or "")
     changed = [k for k, v in fields.items() if getattr(fs, k) != v]
     alert_feed_state(feed=fs, fields=fields)  # before the update: it alerts on the up -> down transition only
     for k in changed:

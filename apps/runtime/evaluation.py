@@ -6,9 +6,10 @@ window and the last bar is taken (the engine tests assert both give identical dr
 
 import logging
 import traceback
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pandas as pd
 from django.core.cache import cache
 from django.db import transaction
 
@@ -119,3 +120,105 @@ def signal_execute_at_market(*, signal_id: int, instrument_id: int, quantity: fl
     )
     if position is not None:
         positions_changed(instrument_id)  # committed by now: the feed reloads its stop/target cache
+
+
+class BarDecider:
+    """A replay's ghosts, run in-process over a chunk of closed bars at once (issue 13: thousands of bars/s).
+
+    Live and sim queue one `evaluate_bar` task per bar, which reads the trailing window from the database. A
+    replay feeds bars far faster than that, so the pipeline hands the decider each chunk of bars it stored:
+
+    * the rolling window is kept in memory (read from the database once, at the first chunk, then extended
+      with the chunk's own bars and trimmed to the longest warm-up);
+    * every ghost runs ONCE per chunk over window + chunk (apps.engine.batch.evaluate_all) and the chunk's rows
+      are its drafts: a ghost's output at bar t depends only on bars up to t (the engine's look-ahead guard
+      proves it for every ghost), so these are the drafts a per-bar evaluation of the trailing window gives;
+      the trend gate is computed once per chunk the same way;
+    * per-bar database work only where a draft exists: its signals, the manager's decision (risk state read
+      then, after every earlier exit and entry is written) and the fill at the next bar's open; the ghosts'
+      evaluation records (status, error, state summary) once per chunk.
+    """
+
+    def __init__(self, instrument_id: int) -> None:
+        self.instrument_id = instrument_id
+        self.window: pd.DataFrame | None = None
+        self.warmup = 0
+
+    def _ghosts(self) -> list[tuple[list, dict]]:
+        """Rounds of (ghosts, {kind: config}) as bar_evaluate forms them; re-read per chunk (an operator may
+        disable a ghost or change its params while the replay runs)."""
+        rounds: list[tuple[list, dict]] = []
+        for ghost in enabled_ghosts_for(instrument_id=self.instrument_id):
+            try:
+                cfg = config_from_params(ghost.kind, ghost.params)
+            except Exception as exc:  # a bad config is a ghost error too, not a replay crash
+                ghost_record_evaluation(ghost_id=ghost.pk, error="".join(traceback.format_exception(exc)))
+                continue
+            free = next((r for r in rounds if ghost.kind not in r[1]), None)
+            if free is None:
+                rounds.append(free := ([], {}))
+            free[0].append(ghost)
+            free[1][ghost.kind] = cfg
+        return rounds
+
+    def drafts(self, chunk: pd.DataFrame, *, new: set) -> tuple[dict, dict]:
+        """The chunk's drafts ({bar time: [(ghost, Draft), ...]}, only bars in `new`, i.e. stored by this run)
+        and the trend gate of each bar that has one ({bar time: TrendGate})."""
+        from apps.ghosts.selectors import trend_config_for
+        from apps.runtime.manager import gate_from_row
+
+        rounds = self._ghosts()
+        self.warmup = warmup_minutes_needed(instrument_id=self.instrument_id)
+        if self.window is None:
+            first = chunk.index[0].to_pydatetime()
+            self.window = candle_bars(instrument_id=self.instrument_id, until=first - timedelta(minutes=1),
+                                      minutes=self.warmup)
+        bars = pd.concat([self.window, chunk]) if len(self.window) else chunk
+        bars = bars[~bars.index.duplicated(keep="last")]
+        self.window = bars.iloc[-max(self.warmup, 1):]
+        out: dict = {}
+        for ghosts, configs in rounds:
+            results = evaluate_all(bars, configs)
+            for ghost in ghosts:
+                result, cfg = results[ghost.kind], configs[ghost.kind]
+                ghost_record_evaluation(ghost_id=ghost.pk, error=result.error,
+                                        state=_summary(ghost.kind, bars, cfg, ghost.pk))
+                if result.error or result.drafts is None or result.drafts.empty:
+                    continue
+                rows = result.drafts.iloc[-len(chunk):]
+                rows = rows[rows["side"].to_numpy() != 0]
+                for t, row in zip(rows.index, rows.to_dict("records"), strict=True):
+                    if t in new:
+                        out.setdefault(t, []).append((ghost, Draft.from_row(t, row)))
+        gates: dict = {}
+        trend_cfg = trend_config_for(self.instrument_id) if out else None
+        if trend_cfg is not None:
+            from apps.engine.trend import trend_state
+
+            state = trend_state(bars, trend_cfg)
+            gates = {t: gate_from_row(state.loc[t]) for t in out}
+        return out, gates
+
+    def decide(self, *, bar_time: datetime, drafts: list, gate, price: float, ts_ms: int) -> bool:
+        """Record the bar's drafts as signals, let the manager pick, fill at `price` (the next bar's open, at
+        `ts_ms`). True when a position was opened."""
+        from apps.market.prices import price_set
+        from apps.market.services import feed_status_update
+
+        for ghost, draft in drafts:
+            signal_record(ghost=ghost, bar_time=bar_time, draft=draft)
+        # The desk's clock and marks as the decision sees them live: the risk state reads "today" and the open
+        # positions' marks from the feed status, which the pipeline otherwise writes about once a wall second.
+        price_set(self.instrument_id, price, ts_ms)
+        at = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+        feed_status_update(instrument_id=self.instrument_id, push=False, last_price=Decimal(repr(price)),
+                           last_trade_at=at)
+        now_s = max(ts_ms / 1000, bar_time.timestamp() + 60)
+        signal, decision = bar_decide(instrument_id=self.instrument_id, bar_time=bar_time, bars=None, now_s=now_s,
+                                      gate=gate)
+        if signal is None:
+            return False
+        position = signal_execute(signal_id=signal.pk, price=Decimal(repr(price)), at=at, quantity=decision.quantity)
+        if position is not None:
+            positions_changed(self.instrument_id)
+        return position is not None

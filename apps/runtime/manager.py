@@ -33,9 +33,16 @@ def trend_gate(bars: pd.DataFrame, cfg) -> TrendGate:
     """The gate from the trend filter's state on the last bar (everything allowed without a trend filter)."""
     if cfg is None:
         return TrendGate(label="no trend filter on this instrument")
-    from apps.engine.trend import DIRECTION_NAMES, REGIME_NAMES, trend_state
+    from apps.engine.trend import trend_state
 
-    row = trend_state(bars, cfg).iloc[-1]
+    return gate_from_row(trend_state(bars, cfg).iloc[-1])
+
+
+def gate_from_row(row) -> TrendGate:
+    """The gate from one row of apps.engine.trend.trend_state (a replay computes the state once per chunk of bars
+    and takes each decided bar's row: the same row the trailing window's last bar gives, the state being causal)."""
+    from apps.engine.trend import DIRECTION_NAMES, REGIME_NAMES
+
     label = f"{DIRECTION_NAMES[int(row['direction'])]} / {REGIME_NAMES[int(row['regime'])]}"
     if not bool(row["ready"]):
         label = "trend filter warming up"
@@ -63,9 +70,12 @@ def _draft(signal: Signal) -> Draft:
     )
 
 
-def bar_decide(*, instrument_id: int, bar_time, bars: pd.DataFrame, now_s: float,
-               cfg: ManagerConfig = DEFAULT_MANAGER) -> tuple[Signal | None, Decision | None]:
-    """Give every pending signal of this bar a fate; returns the signal to execute and its decision."""
+def bar_decide(*, instrument_id: int, bar_time, bars: pd.DataFrame | None, now_s: float,
+               cfg: ManagerConfig = DEFAULT_MANAGER, gate: TrendGate | None = None,
+               ) -> tuple[Signal | None, Decision | None]:
+    """Give every pending signal of this bar a fate; returns the signal to execute and its decision.
+
+    The trend gate comes from `bars` (the window ending at the bar), unless the caller computed it (`gate`)."""
     pending = list(
         Signal.objects.filter(instrument_id=instrument_id, bar_time=bar_time, fate=Fate.PENDING).select_related("ghost")
     )
@@ -83,7 +93,8 @@ def bar_decide(*, instrument_id: int, bar_time, bars: pd.DataFrame, now_s: float
         for s in pending
     ]
     risk_watch()  # a daily loss at the limit trips the kill switch before anything new is decided
-    gate = trend_gate(bars, trend_config_for(instrument_id))
+    if gate is None:
+        gate = trend_gate(bars, trend_config_for(instrument_id))
     state, limits = risk_state(), risk_limits()
 
     def risk(c: Candidate, size_mult: float) -> RiskDecision:

@@ -15,9 +15,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import numpy as np
+import pandas as pd
+
 from apps.engine.exits import bar_check
+from apps.engine.types import BAR_COLUMNS
 from apps.market.bar_builder import DEFAULT_GRACE_MS, MINUTE_MS, BarBuilder, Liquidation, Trade
-from apps.market.models import FeedStatus, Instrument
+from apps.market.models import CANDLE_BAR_FIELDS, FeedStatus, Instrument
 from apps.market.prices import positions_version, price_set
 from apps.market.sanitize import Sanitiser
 from apps.market.services import candle_store, feed_status_update
@@ -49,9 +53,13 @@ class FeedPipeline:
         has_liquidations: bool,
         sanitiser: Sanitiser | None = None,
         wall_clock: Callable[[], float] = time.monotonic,
+        decider=None,
     ) -> None:
         self.instrument = instrument
         self.on_bar = on_bar
+        # apps.runtime.evaluation.BarDecider: a replay's closed bars are stored and decided in chunks, in-process
+        # (consume_bars); without it each stored bar goes to on_bar (live and sim queue evaluate_bar).
+        self.decider = decider
         from django.conf import settings
 
         self.builder = BarBuilder(
@@ -132,6 +140,9 @@ class FeedPipeline:
         holding both stop and target exits at the stop), only for positions opened at or before the bar's open.
         `now_ms` is the caller's clock (data time).
         """
+        if evaluate and self.decider is not None:
+            self._consume_bars_chunk(bars, now_ms=now_ms)
+            return
         for bar in bars:
             reason = self.sanitiser.check_candle(bar, now_ms)
             if reason:
@@ -149,9 +160,59 @@ class FeedPipeline:
     def finish_bars(self, *, evaluate: bool = True) -> None:
         """The data is over: store the held-back last bar (its signals see its own close as the next price)."""
         bar = self._pending_bar
-        if bar is not None:
+        if bar is not None and evaluate and self.decider is not None:
+            self._pending_bar = None
+            close_ms = int(bar["open_time"].timestamp() * 1000) + MINUTE_MS - 1
+            drafts, gates = self._store_chunk([bar])
+            self._decide(bar, float(bar["close"]), close_ms, drafts, gates)
+        elif bar is not None:
             self._release_pending_bar(float(bar["close"]), int(bar["open_time"].timestamp() * 1000) + MINUTE_MS - 1,
                                       evaluate)
+
+    def _consume_bars_chunk(self, bars: Iterable[dict], *, now_ms: int) -> None:
+        """consume_bars for a replay with a BarDecider: the same order of events as bar by bar (bar t decided at
+        bar t+1's open, then bar t+1's range checked against the open positions), with the bars stored in bulk
+        and every ghost run once over the chunk; only bars with drafts or open positions cost a database write."""
+        accepted = []
+        for bar in bars:
+            reason = self.sanitiser.check_candle(bar, now_ms)
+            if reason:
+                log.debug("%s: bar rejected (%s): %r", self.instrument.symbol, reason, bar)
+                continue
+            accepted.append(bar)
+        if not accepted:
+            return
+        prev = self._pending_bar
+        released = ([prev] if prev is not None else []) + accepted[:-1]
+        drafts, gates = self._store_chunk(released)
+        for bar in accepted:
+            open_ms = int(bar["open_time"].timestamp() * 1000)
+            if prev is not None:
+                self._decide(prev, float(bar["open"]), open_ms, drafts, gates)
+            self.last_price, self.last_ts = float(bar["close"]), open_ms + MINUTE_MS - 1
+            if self.positions:
+                self._check_bar_exits(bar)
+            prev = bar
+        self._pending_bar = prev
+
+    def _store_chunk(self, bars: list[dict]) -> tuple[dict, dict]:
+        """Store closed bars in bulk; the decider's drafts and gates for the ones this run stored."""
+        from apps.market.services import candles_store_many
+
+        if not bars:
+            return {}, {}
+        rows, new = candles_store_many(instrument=self.instrument, bars=bars)
+        self.bars_stored += len(new)
+        if not new:
+            return {}, {}
+        return self.decider.drafts(engine_frame(rows), new={pd.Timestamp(t) for t in new})
+
+    def _decide(self, bar: dict, price: float, ts_ms: int, drafts: dict, gates: dict) -> None:
+        t = pd.Timestamp(bar["open_time"])
+        found = drafts.get(t)
+        if found:
+            self.decider.decide(bar_time=bar["open_time"], drafts=found, gate=gates.get(t), price=price, ts_ms=ts_ms)
+            self.refresh_positions()
 
     def _release_pending_bar(self, next_price: float, next_ms: int, evaluate: bool) -> None:
         bar, self._pending_bar = self._pending_bar, None
@@ -234,10 +295,20 @@ class FeedPipeline:
             feed_status_update(instrument_id=self.instrument.pk, state=state, rejected=self.counts(), **status)
 
 
-def pipeline_factory(instrument: Instrument, *, on_bar: Callable | None = None) -> PipelineFactory:
+def engine_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Stored bars (candles_store_many's rows: open_time, *CANDLE_BAR_FIELDS, trade_count) as the engine's bars
+    frame, the values apps.market.selectors.candle_bars would read back."""
+    index = pd.DatetimeIndex(pd.to_datetime([r[0] for r in rows], utc=True), name="open_time")
+    values = np.array([[np.nan if v is None else float(v) for v in r[1:]] for r in rows], dtype=np.float64)
+    data = {f: values[:, k] for k, f in enumerate(CANDLE_BAR_FIELDS)}
+    data["trades"] = values[:, len(CANDLE_BAR_FIELDS)]
+    return pd.DataFrame(data, index=index)[list(BAR_COLUMNS)]
+
+
+def pipeline_factory(instrument: Instrument, *, on_bar: Callable | None = None, decider=None) -> PipelineFactory:
     """What a feed adapter is given to build its pipeline (it knows whether it has liquidations)."""
 
     def make(*, has_liquidations: bool) -> FeedPipeline:
-        return FeedPipeline(instrument, on_bar=on_bar, has_liquidations=has_liquidations)
+        return FeedPipeline(instrument, on_bar=on_bar, has_liquidations=has_liquidations, decider=decider)
 
     return make

@@ -18,19 +18,19 @@ from django.core.cache import cache
 from apps.market.models import FeedStatus, Instrument
 from apps.market.services import feed_status_update
 from apps.market.tasks import LOCK_TTL, _lock_key
-from apps.runtime.evaluation import bar_evaluate
+from apps.runtime.evaluation import BarDecider, bar_evaluate
 from apps.runtime.pipeline import pipeline_factory
 
 log = logging.getLogger(__name__)
 
 
-def feed_source_runner(source: str, instrument: Instrument, *, on_bar=None, **kwargs):
+def feed_source_runner(source: str, instrument: Instrument, *, on_bar=None, decider=None, **kwargs):
     """The runner for a FeedStatus.source: "sim", "live" (ccxt) or "replay:<path>[@speed]".
 
     Every feed adapter (apps.market.*_feed) takes (instrument, make_pipeline=, heartbeat=, max_seconds=, ...)
     and feeds the same FeedPipeline, built here with `on_bar`; only where the trades come from differs.
     """
-    make_pipeline = pipeline_factory(instrument, on_bar=on_bar)
+    make_pipeline = pipeline_factory(instrument, on_bar=on_bar, decider=decider)
     if source == "sim":
         from apps.ghosts.selectors import warmup_minutes_needed
         from apps.market.sim_feed import SimFeed
@@ -84,9 +84,11 @@ def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float 
             evaluate_bar.delay(candle.instrument_id, candle.open_time.isoformat())
 
     try:
-        runner = feed_source_runner(
-            source, instrument, on_bar=on_bar, heartbeat=heartbeat, speed=speed, max_seconds=max_seconds
-        )
+        # A kline replay's bars are decided in chunks in-process (BarDecider); a trade replay's bars one by one
+        # through on_bar, as they close.
+        decider = BarDecider(instrument_id) if source.startswith("replay:") else None
+        runner = feed_source_runner(source, instrument, on_bar=on_bar, decider=decider, heartbeat=heartbeat,
+                                    speed=speed, max_seconds=max_seconds)
         feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STARTING)
         if source == "live":
             from apps.ghosts.selectors import warmup_minutes_needed

@@ -1,0 +1,64 @@
+"""The replay runner at full speed (issue 13): one runner per instrument, however fast it replays.
+
+A `@max` replay of the 90-day kline file used to feed 20,000 bars between two renewals of its Redis lock; at a
+few bars per second the lock lapsed, and beat's supervisor (which starts every feed whose lock has lapsed)
+started a second and a third runner for the same instrument. The runner now renews the lock about once a second
+(steps sized to the pipeline's pace, STEP_SECONDS). Here time is scaled down 15 times (the lock's TTL 1 s, a
+step 0.25 s) while the desk's five ghosts replay the file at @max in a thread, and the supervisor, called over and
+over meanwhile, must find a live runner each time (a fixed 20,000 bars per step fails this).
+"""
+
+import threading
+import time
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+
+from apps.engine.registry import DESK_KINDS
+from apps.ghosts.services import ghost_create
+from apps.market import replay_feed
+from apps.market.models import Candle, FeedStatus
+from apps.market.tasks import _lock_key
+from apps.runtime import tasks as runtime_tasks
+from apps.runtime.tasks import run_feed, supervise_feeds
+from tests.datafiles import BTC_90D, require
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def test_a_max_replay_renews_its_lock_so_the_supervisor_starts_no_second_runner(desk, monkeypatch, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # a supervisor that did start one only queues it
+    monkeypatch.setattr(runtime_tasks, "LOCK_TTL", 1)
+    monkeypatch.setattr(replay_feed, "STEP_SECONDS", 0.25)
+    inst = desk["instrument"]
+    for kind in DESK_KINDS:
+        if kind != "spike_fader":
+            ghost_create(name=f"{kind}-btc", kind=kind, instrument=inst, enabled=True)
+    FeedStatus.objects.filter(instrument=inst).update(source=f"replay:{require(BTC_90D)}@max",
+                                                      state=FeedStatus.State.STARTING)
+    result: dict[str, str] = {}
+
+    def runner() -> None:
+        try:
+            result["r"] = run_feed(inst.pk, max_seconds=12)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while cache.get(_lock_key(inst.pk)) is None and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        checks, started = 0, []
+        while thread.is_alive():
+            started += supervise_feeds()
+            checks += 1
+            time.sleep(0.1)
+    finally:
+        thread.join(60)
+    assert result.get("r") == "stopped"
+    assert checks >= 20, "the replay ended before the supervisor could look"
+    assert started == [], f"the supervisor started a second runner after {checks} checks"
+    assert Candle.objects.filter(instrument=inst).count() > 12_000, "a @max replay of many steps"
