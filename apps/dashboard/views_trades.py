@@ -79,10 +79,7 @@ CSV_BATCH = EXPORT_BATCH
 
 
 def _csv_batches(filters: TradeFilter) -> Iterator[str]:
-    """The export as chunks of CSV text, one chunk per keyset batch of the selector.
-
-    Decimals are written with format "f": str() of a zero quantised to 8 places is "0E-8", which a spreadsheet
-    reads as text or a float."""
+    """The export as chunks of CSV text, one chunk per keyset batch of the selector (cells already text)."""
     ccy = settings.HFT_QUOTE_CURRENCY
     # A handful of ghosts and instruments: looked up once here instead of joined into every row.
     ghosts = {pk: csv_text(name) for pk, name in Ghost.objects.values_list("pk", "name")}
@@ -95,25 +92,10 @@ def _csv_batches(filters: TradeFilter) -> Iterator[str]:
         out.seek(0)
         out.truncate()
         writer.writerows(
-            (
-                pk,
-                opened.isoformat(),
-                closed.isoformat() if closed else "",
-                ghosts.get(ghost_id, ""),
-                symbols.get(inst_id, ""),
-                side,
-                status,
-                f"{qty:f}",
-                f"{entry:f}",
-                "" if exit_price is None else f"{exit_price:f}",
-                exit_reason,
-                "" if gross is None else f"{gross:f}",
-                f"{fees:f}",
-                "" if gross is None else f"{gross - fees:f}",
-                ccy,
-            )
+            (pk, opened, closed, ghosts.get(ghost_id, ""), symbols.get(inst_id, ""), side, status, qty, entry,
+             exit_price, exit_reason, gross, fees, net, ccy)
             for (pk, opened, closed, ghost_id, inst_id, side, status, qty, entry, exit_price, exit_reason, gross,
-                 fees) in rows
+                 fees, net) in rows
         )
         yield out.getvalue()
 

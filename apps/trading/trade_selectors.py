@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db import connections
 from django.db.models import F, Q, QuerySet
 
 from apps.trading.models import Position
@@ -137,28 +138,90 @@ def trades_page(
 
 EXPORT_FIELDS = ("id", "opened_at", "closed_at", "ghost_id", "instrument_id", "side", "status", "quantity",
                  "entry_price", "exit_price", "exit_reason", "gross_pnl", "fees")
+Cell = str | int
+
+
+def _places(name: str) -> int:
+    return Position._meta.get_field(name).decimal_places
+
+
+_QTY, _PRICE, _MONEY = _places("quantity"), _places("entry_price"), _places("gross_pnl")
+_MONEY_SCALE = 10**_MONEY
+
+
+def _decimal_text(value: Any, places: int) -> str:
+    """The column's value as a plain decimal with the field's places ("0.00150000", never "1.5E-3").
+
+    SQLite keeps a DecimalField as REAL (or INTEGER when whole): formatting the float to the field's places gives
+    the digits Django's own converter would (it rounds the same float to the same places); PostgreSQL hands back
+    Decimals, formatted the same way.
+    """
+    if value is None:
+        return ""
+    return f"{value:.{places}f}"
+
+
+def _net_text(gross: Any, fees: Any) -> str:
+    """gross - fees, exact to the money field's places (in integer units, so no float subtraction error)."""
+    if gross is None:
+        return ""
+    if isinstance(gross, Decimal):
+        return f"{gross - fees:.{_MONEY}f}"
+    units = round(gross * _MONEY_SCALE) - round(fees * _MONEY_SCALE)
+    whole, frac = divmod(abs(units), _MONEY_SCALE)
+    return f"{'-' if units < 0 else ''}{whole}.{frac:0{_MONEY}d}"
+
+
+def _aware(value: Any) -> datetime:
+    # Django's SQLite connection parses the stored text (naive UTC) into naive datetimes; PostgreSQL's are aware.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime) and value.tzinfo is None:  # SQLite: naive UTC (the common case, kept cheap)
+        return value.isoformat() + "+00:00"
+    return _aware(value).isoformat()
 
 
 def trades_export_rows(
     *, filters: TradeFilter = TradeFilter(), batch: int = EXPORT_BATCH
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Every filtered trade as tuples of EXPORT_FIELDS, newest first, in batches of at most `batch`.
+) -> Iterator[list[tuple[Cell, ...]]]:
+    """Every filtered trade newest first, in batches of at most `batch` rows of text cells:
+    (id, opened_at, closed_at, ghost_id, instrument_id, side, status, quantity, entry_price, exit_price,
+    exit_reason, gross_pnl, fees, net_pnl), times ISO 8601 in UTC, decimals plain with their field's places,
+    "" for none. The ghost and instrument stay ids (the caller maps them: a join per row costs more than the two
+    small lookups).
 
-    Each batch is its own short keyset query (no cursor stays open between batches, so it works when ASGI pulls
-    one batch per thread hop and holds no lock on SQLite); the ghost and instrument are ids (the caller maps
-    them: a join per row would cost more than the two small lookups).
+    Each batch is its own short keyset query on the (opened_at, id) index (no cursor stays open between batches,
+    so it works when ASGI pulls one batch per thread hop and holds no lock on SQLite). The values_list query is run
+    on a plain cursor: Django's per-value converters (Decimal and datetime objects for every cell) cost more than
+    the whole rest of the export, and the cells are text anyway.
     """
     qs = trades_filtered(filters).order_by(*NEWEST_FIRST).values_list(*EXPORT_FIELDS)
+    # Bound methods looked up once: this loop runs a million times (see _decimal_text for why "f" is exact).
+    iso, qty_text, price_text = datetime.isoformat, f"{{:.{_QTY}f}}".format, f"{{:.{_PRICE}f}}".format
+    money_text = f"{{:.{_MONEY}f}}".format
     last: Cursor | None = None
     while True:
-        rows = list((qs.filter(_older_than(last)) if last else qs)[:batch])
-        if not rows:
+        page = (qs.filter(_older_than(last)) if last else qs)[:batch]
+        sql, params = page.query.get_compiler(using=page.db).as_sql()
+        with connections[page.db].cursor() as cur:
+            cur.execute(sql, params)
+            raw = cur.fetchall()
+        if not raw:
             return
-        yield rows
-        if len(rows) < batch:
+        yield [
+            (pk, iso(opened) + "+00:00" if type(opened) is datetime and opened.tzinfo is None else _iso(opened),
+             _iso(closed), ghost_id, inst_id, side, status, qty_text(qty), price_text(entry),
+             "" if exit_price is None else price_text(exit_price), exit_reason,
+             "" if gross is None else money_text(gross), money_text(fees), _net_text(gross, fees))
+            for (pk, opened, closed, ghost_id, inst_id, side, status, qty, entry, exit_price, exit_reason, gross,
+                 fees) in raw
+        ]
+        if len(raw) < batch:
             return
-        last = Cursor(rows[-1][1], rows[-1][0])
-
-
-def net_pnl(gross: Decimal | None, fees: Decimal) -> Decimal | None:
-    return None if gross is None else gross - fees
+        last = Cursor(_aware(raw[-1][1]), raw[-1][0])

@@ -250,3 +250,34 @@ async def test_trades_csv_streams_under_asgi(make_user, desk):
     assert response.status_code == 200 and response.is_async
     body = b"".join([chunk async for chunk in response.streaming_content]).decode()
     assert body.splitlines()[0].startswith("id,opened_at") and len(body.splitlines()) == 2
+
+
+@pytest.mark.postgres  # the cursor hands back floats and naive times on SQLite, Decimals and aware times there
+@pytest.mark.django_db
+def test_trades_csv_cells_equal_the_orm_values(viewer_client, desk):
+    """The export reads plain cursor rows (no Django converters, for speed): every cell still equals what the ORM
+    reads, decimals are plain digits with the field's places (no 1E-8, no 0E-8) and times are UTC ISO 8601."""
+    from apps.trading.models import Position
+
+    ghost = desk["ghost"]
+    make_position(ghost=ghost, opened_at=T0 + timedelta(microseconds=123456), entry="0.00001234", exit="0.00001234",
+                  qty="123456.000000000001")  # a flat trade: gross 0
+    make_position(ghost=ghost, opened_at=T0 + timedelta(minutes=1), side="short", entry="98765.4321098765",
+                  exit="99999.99", qty="0.000001")
+    make_position(ghost=ghost, opened_at=T0 + timedelta(minutes=2), entry="100", qty="3")  # open
+    rows = read_csv(viewer_client.get("/trades.csv"))
+    header, body = rows[0], rows[1:]
+    assert len(body) == 3
+    for row in body:
+        cell = dict(zip(header, row, strict=True))
+        p = Position.objects.get(pk=int(cell["id"]))
+        assert cell["opened_at"] == p.opened_at.isoformat()
+        assert cell["closed_at"] == (p.closed_at.isoformat() if p.closed_at else "")
+        for name in ("quantity", "entry_price", "exit_price", "gross_pnl", "fees", "net_pnl"):
+            value = p.net_pnl if name == "net_pnl" else getattr(p, name)
+            if value is None:
+                assert cell[name] == ""
+            else:
+                assert "e" not in cell[name].lower() and Decimal(cell[name]) == value, (name, cell[name], value)
+    flat = dict(zip(header, body[2], strict=True))
+    assert flat["gross_pnl"] == "0.00000000" and flat["opened_at"].endswith(".123456+00:00")
