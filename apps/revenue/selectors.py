@@ -124,7 +124,7 @@ def _performance(totals: dict | None, days: list[tuple[date, float]], ledger: Gh
     else:
         pf = math.inf if gp > 0 else math.nan
     nets = np.array([net for _, net in days], dtype=np.float64)
-    day_ns = np.array([np.datetime64(d, "ns").astype(np.int64) for d, _ in days], dtype=np.int64)
+    day_ns = np.array([d for d, _ in days], dtype="datetime64[D]").astype("datetime64[ns]").astype(np.int64)
     levels = capital + np.cumsum(nets)
     returns = sample_returns_daily(np.concatenate(([day_ns[0]], day_ns)), np.concatenate(([capital], levels)))
     ppy = PERIODS_PER_YEAR[freq]
@@ -137,13 +137,14 @@ def _performance(totals: dict | None, days: list[tuple[date, float]], ledger: Gh
     )
 
 
-def performance_by_ghost(ghost_ids: list[int], *, freq: str = "1D") -> dict[int, Performance]:
+def performance_by_ghost(ghost_ids: list[int], *, freq: str = "1D",
+                         period_pnl: dict[int, float] | None = None) -> dict[int, Performance]:
     """The engine's Performance of each ghost from its day rows, running figures and target period, in a
     fixed number of queries whatever the ghost count or the number of trades (the ghosts page shows them
     all; the signal manager scores every draft with them).
 
     Equity curve = start capital + cumulative net P&L at each close (data time); returns are sampled per
-    day, never per trade.
+    day, never per trade. `period_pnl` (each ghost's P&L over its target period) when the caller has it already.
     """
     from apps.trading.selectors import ghost_period_pnl
 
@@ -160,14 +161,15 @@ def performance_by_ghost(ghost_ids: list[int], *, freq: str = "1D") -> dict[int,
         days[gid].append((day, net))
     ledgers = _ledgers(ghost_ids)
     targets = targets_by_ghost()
-    period = ghost_period_pnl()
+    if period_pnl is None:
+        period_pnl = {gid: float(s.total) for gid, s in ghost_period_pnl().items()}
     capital = float(settings.HFT_START_CAPITAL)
     out = {}
     for gid in ghost_ids:
         target = targets.get(gid)
         out[gid] = _performance(
             totals.get(gid), days[gid], ledgers.get(gid), capital, freq=freq,
-            period_pnl=float(period[gid].total) if gid in period else 0.0,
+            period_pnl=period_pnl.get(gid, 0.0),
             target_amount=float(target.amount) if target else None,
         )
     return out
