@@ -217,6 +217,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # "sim", "live" (ccxt public data, paper trading) or "replay:<path>[@speed]". Unset, `make run` (devrun)
 # probes api.binance.com for 3 s and sets "live" when it answers, else "sim"; elsewhere the default is "sim".
 HFT_FEED = os.environ.get("HFT_FEED", "sim")
+# It is stored as the feed's source (FeedStatus.source, 255 characters): longer, PostgreSQL refused the desk's setup
+# with a DataError; a byte that is not UTF-8 (a file name's) reaches Python as a lone surrogate, which no database
+# driver encodes. Refuse both here, saying which, rather than a traceback from the setup's first write.
+_feed_shown = HFT_FEED[:80].encode("ascii", "backslashreplace").decode()  # printable whatever it holds
+if len(HFT_FEED) > 255:
+    raise ImproperlyConfigured(
+        f"HFT_FEED is {len(HFT_FEED)} characters ('{_feed_shown[:40]}...'): at most 255 are stored; name a replay "
+        "file by a shorter path (relative to MARKET_DATA_DIR or ../shared/data, e.g. replay:BTCUSDT-1m-2024-05.zip)")
+if "\x00" in HFT_FEED or any("\ud800" <= ch <= "\udfff" for ch in HFT_FEED):
+    raise ImproperlyConfigured(f"HFT_FEED '{_feed_shown}' holds a byte that is not UTF-8 (a file name's?): rename "
+                               "the file, or name it by a path in UTF-8")
 HFT_SIM_SEED = int(os.environ.get("HFT_SIM_SEED", "7"))
 HFT_SIM_SPEED = float(os.environ.get("HFT_SIM_SPEED", "60"))
 HFT_SIM_SPIKES_PER_DAY = float(os.environ.get("HFT_SIM_SPIKES_PER_DAY", "24"))
