@@ -90,6 +90,18 @@ def redis_url(tmp_path_factory):
     stop_proc(proc)
 
 
+def desk_events(message: dict) -> list[dict]:
+    """The browser events in one channel-layer message as a socket of the desk group gets it (apps.common.realtime:
+    "desk.event" carries one encoded event, "desk.batch" several; "event" is the decoded form of older code)."""
+    import json
+
+    if "texts" in message:
+        return [json.loads(t) for t in message["texts"]]
+    if "text" in message:
+        return [json.loads(message["text"])]
+    return [message["event"]]
+
+
 def channel_layers_on(layers: dict, redis_url: str) -> dict:
     """settings.CHANNEL_LAYERS with every host pointed at `redis_url` and its other options kept: the desk's
     socket_timeout above channels-redis's 5 s blocking read (hftweb/settings.py) must hold in the tests too, or an

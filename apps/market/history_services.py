@@ -20,6 +20,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
+from apps.common.text import db_text
 from apps.market import history
 from apps.market.events import FEEDS_GROUP
 from apps.market.models import Candle, Exchange, HistoryDownload, Instrument
@@ -197,7 +198,7 @@ def history_download_run(*, download_id: int, exchange: ccxt.Exchange | None = N
     except Exception as exc:  # network after retries, exchange errors, a time limit: all visible on the row
         log.warning("history download %s failed: %s", download_id, exc)
         row.state = HistoryDownload.State.FAILED
-        row.error = f"{type(exc).__name__}: {exc}"[:2000]
+        row.error = db_text(f"{type(exc).__name__}: {exc}")  # NUL or a bad byte would fail this save too
         row.save(update_fields=["state", "error", "updated_at"])
         send_on_commit(FEEDS_GROUP, download_payload(row))
         return row

@@ -25,7 +25,7 @@ from apps.market.events import FEEDS_GROUP
 from apps.market.feed_watch import feed_watch, feed_watch_task
 from apps.market.models import FeedStatus
 from apps.market.tasks import LOCK_TTL, _lock_key
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, desk_events
 
 
 def _runner_gone(instrument_id: int, *, silent_s: float = 95) -> None:
@@ -55,7 +55,7 @@ async def _received(layer, channel: str, wait_s: float = 0.5) -> list[dict]:
     out = []
     while True:
         try:
-            out.append((await asyncio.wait_for(layer.receive(channel), wait_s))["event"])
+            out += desk_events(await asyncio.wait_for(layer.receive(channel), wait_s))
         except TimeoutError:
             return out
 
