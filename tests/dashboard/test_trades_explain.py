@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.audit.models import AuditEvent
 from apps.signals.selectors import recent_signals
-from apps.trading.trade_selectors import Cursor, TradeFilter, trades_export_rows, trades_page
+from apps.trading.trade_selectors import TradeFilter, trade_cursor, trades_export_rows, trades_page
 from tests.factories import make_ghost, make_position
 
 pytestmark = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's query planner")
@@ -76,8 +76,8 @@ def test_trades_page_reads_an_index_for_every_filter_and_cursor(ledger, name, kw
     kw = dict(kw)
     if kw.pop("ghost", False):
         kw["ghost_id"] = ledger["ghost"].pk
-    cursor = {"newest": {}, "before": {"before": Cursor.of(ledger["mid"])},
-              "after": {"after": Cursor.of(ledger["mid"])}}[where]
+    cursor = {"newest": {}, "before": {"before": trade_cursor(ledger["mid"])},
+              "after": {"after": trade_cursor(ledger["mid"])}}[where]
     got = plans(lambda: trades_page(filters=TradeFilter(**kw), limit=5, **cursor))
     assert 1 <= len(got) <= 2  # constant: the page, and for `after` near the top the newest page instead
     for plan in got:

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.test import AsyncClient
 
-from apps.trading.trade_selectors import Cursor
+from apps.trading.trade_selectors import trade_cursor
 from tests.factories import make_ghost, make_position
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -182,10 +182,10 @@ def test_trades_bad_cursors_show_the_newest_page(viewer_client, desk, cursor):
 @pytest.mark.django_db
 def test_trades_cursor_past_the_end_says_so(viewer_client, desk):
     p = make_position(ghost=desk["ghost"], opened_at=T0, entry="100", exit="100.5")
-    html = viewer_client.get(f"/trades/?before={Cursor.of(p).token}").content.decode()
+    html = viewer_client.get(f"/trades/?before={trade_cursor(p).token}").content.decode()
     assert "No older trades" in html and not _ordered_ids(html)
     # A newer cursor within a page of the top shows the full newest page, not a short one.
-    html = viewer_client.get(f"/trades/?after={Cursor.of(p).token}").content.decode()
+    html = viewer_client.get(f"/trades/?after={trade_cursor(p).token}").content.decode()
     assert _ordered_ids(html) == [str(p.pk)]
 
 
