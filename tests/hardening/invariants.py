@@ -14,8 +14,8 @@ request wrote are the difference between the database now and the world's baseli
   study row gets the generic checks only.
 
 Tables of more than BIG_TABLE rows in the world (candles, lab trades) are checked for new rows only.
-On SQLite, `total_changes()` says whether the request wrote anything at all; most refused requests did not,
-and skip the comparison.
+`total_changes()` (SQLite's, or the transaction's row counts on PostgreSQL) says whether the request wrote anything
+at all; most refused requests did not, and skip the comparison.
 """
 
 import json
@@ -41,12 +41,20 @@ def _models() -> list[type[models.Model]]:
 
 
 def total_changes() -> int | None:
-    """Rows inserted, updated or deleted on this connection so far (SQLite), else None (always compare)."""
-    if connection.vendor != "sqlite":
+    """Rows inserted, updated or deleted so far, a count that grows with every write: on SQLite the connection's
+    total_changes(); on PostgreSQL, inside a transaction (the world's, where the generated requests run), the
+    transaction's own row counts from pg_stat_xact_user_tables (kept by the backend itself, not the stats
+    collector; rolled-back savepoints' writes still count, so the number never goes back). Else None: always
+    compare (in autocommit each statement is a transaction of its own, and those counts restart at zero)."""
+    if connection.vendor == "sqlite":
+        sql = "SELECT total_changes()"
+    elif connection.vendor == "postgresql" and connection.in_atomic_block:
+        sql = "SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_user_tables"
+    else:
         return None
     with connection.cursor() as c:
-        c.execute("SELECT total_changes()")
-        return c.fetchone()[0]
+        c.execute(sql)
+        return int(c.fetchone()[0])
 
 
 def _rows(model: type[models.Model], since_pk: Any = None) -> dict[Any, tuple]:
