@@ -23,6 +23,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.engine.fills import fill_model_for
+from apps.revenue.pnl_days import pnl_days_add
 from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
 from apps.trading.live_client import STEP, LiveOrderUncertain, client_order_id, ledger_client_id, to_step
@@ -162,6 +163,7 @@ def exit_record(*, position_id: int, order: dict, how: str, ex, market: dict, re
         position.fees = position.fees + fee
         position.save(update_fields=["status", "closed_at", "exit_price", "exit_reason", "gross_pnl", "fees",
                                      "updated_at"])
+        pnl_days_add(positions=[position])  # the P&L day rows, in the closing transaction (issue 13)
         audit_record(actor=None, action="position.closed", obj=position, after={
             "mode": "live", "reason": reason, "trigger_price": None if trigger_price is None else str(trigger_price),
             "price": str(avg), "qty": str(filled), "fee": str(fee), "fee_source": fee_source,
@@ -212,6 +214,7 @@ def entry_void(order_id: int) -> Position | None:
         position.status, position.closed_at = Position.Status.CLOSED, datetime.now(tz=UTC)
         position.exit_price, position.exit_reason, position.gross_pnl = position.entry_price, "manual", 0
         position.save(update_fields=["status", "closed_at", "exit_price", "exit_reason", "gross_pnl", "updated_at"])
+        pnl_days_add(positions=[position])  # a zero trade, but a trade: counted like the ledger counts it
     return position
 
 
