@@ -16,7 +16,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.staticfiles.views import serve as staticfiles_serve
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, SuspiciousFileOperation
-from django.core.paginator import Paginator
 from django.http import (
     Http404,
     HttpRequest,
@@ -28,7 +27,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.audit.selectors import audit_events
+from apps.audit import selectors as audit_selectors
+from apps.common.keyset import Cursor
 from apps.dashboard.context_processors import request_is_operator, request_pnl
 from apps.dashboard.forms import GhostParamsForm, GhostToggleForm, TargetForm
 from apps.dashboard.views_risk import ghosts_context
@@ -303,8 +303,9 @@ def targets_page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def audit_page(request: HttpRequest) -> HttpResponse:
-    page_obj = Paginator(audit_events(limit=200), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "dashboard/audit.html", {"nav": "audit", "page_obj": page_obj})
+    page = audit_selectors.audit_page(before=Cursor.parse(request.GET.get("before")),
+                                      after=Cursor.parse(request.GET.get("after")), limit=PAGE_SIZE)
+    return render(request, "dashboard/audit.html", {"nav": "audit", "page": page})
 
 
 CATCH_UP_BARS = 60  # an hour of 1m bars; after a longer outage the chart shows a gap until reload

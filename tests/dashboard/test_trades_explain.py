@@ -111,3 +111,18 @@ def test_a_plain_scan_would_be_caught():
     with pytest.raises(AssertionError):
         for plan in plans(lambda: list(AuditEvent.objects.order_by("reason")[:5])):
             assert_indexed(plan, "audit_auditevent")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("where", ["newest", "before", "after"])
+def test_audit_page_reads_the_created_at_index(where):
+    from apps.audit.selectors import audit_page
+    from apps.common.keyset import Cursor
+
+    rows = [AuditEvent.objects.create(action="x", object_type="y", object_id=str(i)) for i in range(12)]
+    mid = Cursor.of(rows[6], "created_at")
+    kw = {"newest": {}, "before": {"before": mid}, "after": {"after": mid}}[where]
+    got = plans(lambda: audit_page(limit=3, **kw))
+    assert 1 <= len(got) <= 2
+    for plan in got:
+        assert_indexed(plan, "audit_auditevent")
