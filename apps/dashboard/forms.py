@@ -120,7 +120,7 @@ class TradeFilterForm(forms.Form):
         return data
 
     def selector_kwargs(self) -> dict[str, Any]:
-        """Arguments for apps.trading.selectors.trades (call after is_valid())."""
+        """Fields of apps.trading.trade_selectors.TradeFilter (call after is_valid())."""
         d = self.cleaned_data
         return {
             "ghost_id": d["ghost"].pk if d.get("ghost") else None,

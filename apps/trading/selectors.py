@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 
 from apps.market.selectors import desk_now, last_prices
 from apps.revenue.models import PnlDay
@@ -181,32 +181,6 @@ def pnl_push() -> None:
     from apps.trading.events import PORTFOLIO_GROUP
 
     send_now(PORTFOLIO_GROUP, pnl_snapshot())
-
-
-def trades(
-    *,
-    ghost_id: int | None = None,
-    side: str | None = None,
-    outcome: str | None = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
-) -> QuerySet[Position]:
-    """Trade history: one row per position. outcome: win | loss | open."""
-    qs = Position.objects.select_related("ghost", "instrument", "signal").order_by("-opened_at", "-id")
-    if ghost_id:
-        qs = qs.filter(ghost_id=ghost_id)
-    if side:
-        qs = qs.filter(side=side)
-    if outcome == "open":
-        qs = qs.filter(status=Position.Status.OPEN)
-    elif outcome in ("win", "loss"):
-        net = Q(gross_pnl__gt=F("fees")) if outcome == "win" else Q(gross_pnl__lte=F("fees"))
-        qs = qs.filter(Q(status=Position.Status.CLOSED) & net)
-    if date_from:
-        qs = qs.filter(opened_at__gte=period_start(date_from, "day"))
-    if date_to:
-        qs = qs.filter(opened_at__lt=period_start(date_to, "day") + timedelta(days=1))
-    return qs
 
 
 def positions_for_chart(*, instrument_id: int, since: datetime) -> list[Position]:
