@@ -56,6 +56,8 @@ def limit(field: models.Field):
         return True
     if isinstance(field, models.DateTimeField):
         return WHEN
+    if isinstance(field, models.DateField):  # after DateTimeField, its subclass
+        return WHEN.date()
     if isinstance(field, models.JSONField):
         return JSON
     if isinstance(field, models.BinaryField):
