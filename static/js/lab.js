@@ -1,9 +1,8 @@
 /* hftweb lab pages: run progress, the new-run form's data coverage, and the results' plotly charts.
  *
- * desk.js owns the one websocket (/ws/desk/) and re-dispatches each "lab.progress" event as a "desk:lab" DOM
- * event. Every event carries the whole state of one run, so a missed one is repaired by the next; the run
- * page also polls its progress.json every few seconds while the run is active (a socket that reconnects
- * gets no replay of events).
+ * Progress: desk.js re-dispatches each "lab.progress" event as a "desk:lab" DOM event; progress.js (loaded before
+ * this file) follows them, polls the run page's progress.json while the run is active and reloads it at the end;
+ * this file draws a run's row and card.
  *
  * Plain ES2020, no build step. Server strings reach the page through textContent, except the coverage
  * fragment, which is a Django-rendered (autoescaped) template.
@@ -13,20 +12,7 @@
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
   const QUOTE = document.body.dataset.quote || "USDT";
-  const finite = (x) => typeof x === "number" && Number.isFinite(x);
-  const fmtInt = (x) => (finite(x) ? Math.round(x).toLocaleString("en-US") : "—");
-  const TERMINAL = new Set(["done", "failed", "cancelled"]);
-
-  function eta(s) {
-    if (!finite(s) || s < 0) return "—";
-    if (s < 1) return "< 1 s";
-    if (s < 90) return Math.round(s) + " s";
-    const m = Math.floor(s / 60);
-    return m < 90 ? `${m} min ${Math.round(s % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
-  }
-  function pct(done, total) {
-    return total > 0 ? Math.max(0, Math.min(100, (done / total) * 100)) : 0;
-  }
+  const { TERMINAL, finite, fmtInt, pct, eta, drawBar, track } = window.hftProgress; // progress.js
 
   // ---- progress ---------------------------------------------------------------------------------------------
   function onRunRow(ev) {
@@ -43,46 +29,18 @@
   }
 
   const card = $("#progress");
-  let reloadScheduled = false;
   function onRunPage(ev) {
-    if (!card || String(ev.run_id) !== card.dataset.runId) return;
-    const was = card.dataset.status;
-    card.dataset.status = ev.status;
     const badge = $("#run-status");
     if (badge) { badge.textContent = ev.status; badge.className = "badge run-status " + ev.status; }
-    const p = pct(ev.bars_done, ev.bars_total);
-    $("#progress-fill").style.width = p.toFixed(1) + "%";
-    $(".progress", card).setAttribute("aria-valuenow", p.toFixed(0));
+    drawBar(card, ev.bars_done, ev.bars_total);
     $("#progress-stage").textContent = ev.stage || ev.status;
     $("#progress-done").textContent = fmtInt(ev.bars_done);
     $("#progress-total").textContent = fmtInt(ev.bars_total);
     $("#progress-rate").textContent = finite(ev.bars_per_s) && ev.bars_per_s > 0 ? fmtInt(ev.bars_per_s) : "—";
     $("#progress-eta").textContent = eta(ev.eta_s);
-    if (TERMINAL.has(ev.status) && was !== ev.status && !reloadScheduled) {
-      reloadScheduled = true; // the results (or the error) are rendered by the server: fetch the page again
-      if (window.hftDesk) window.hftDesk.toast(`Run #${ev.run_id} ${ev.status}`, ev.status === "done" ? "ok" : "warn");
-      setTimeout(() => location.reload(), 400);
-    }
   }
+  track({ eventName: "desk:lab", idKey: "run_id", idData: "runId", label: "Run", card, onRow: onRunRow, onPage: onRunPage });
 
-  document.addEventListener("desk:lab", (e) => {
-    const ev = e.detail;
-    if (!ev || typeof ev.run_id !== "number") return;
-    onRunRow(ev);
-    onRunPage(ev);
-  });
-
-  if (card && !TERMINAL.has(card.dataset.status)) {
-    const poll = async () => {
-      if (reloadScheduled) return;
-      try {
-        const r = await fetch(card.dataset.progressUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
-        if (r.ok) onRunPage(await r.json());
-      } catch (e) { /* the next poll tries again */ }
-      if (!reloadScheduled) setTimeout(poll, 4000);
-    };
-    setTimeout(poll, 1500);
-  }
   const cancelForm = $("#cancel-form");
   if (cancelForm) {
     cancelForm.addEventListener("submit", async (e) => {

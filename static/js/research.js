@@ -1,10 +1,9 @@
 /* hftweb research pages: a study's live progress, the new-study form (search space per ghost, budget), and
  * the results' plotly charts (stitched out-of-sample equity, parameter importance, parallel coordinates).
  *
- * desk.js owns the one websocket (/ws/desk/) and re-dispatches each "study.progress" event as a "desk:study"
- * DOM event. Every event carries the whole state of one study, so a missed one is repaired by the next; the
- * study page also polls its progress.json every few seconds while the study is active (a socket that
- * reconnects gets no replay of events).
+ * Progress: desk.js re-dispatches each "study.progress" event as a "desk:study" DOM event; progress.js (loaded
+ * before this file) follows them, polls the study page's progress.json while the study is active and reloads it
+ * at the end; this file draws a study's row, card, folds and controls.
  *
  * Plain ES2020, no build step. Server strings reach the page through textContent only.
  */
@@ -13,20 +12,9 @@
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
   const QUOTE = document.body.dataset.quote || "USDT";
-  const finite = (x) => typeof x === "number" && Number.isFinite(x);
-  const fmtInt = (x) => (finite(x) ? Math.round(x).toLocaleString("en-US") : "—");
+  const { TERMINAL, finite, fmtInt, pct, eta, drawBar, track } = window.hftProgress; // progress.js
   const fmtScore = (x) => (finite(x) ? x.toFixed(3) : "—");
-  const TERMINAL = new Set(["done", "failed", "cancelled"]);
   const ACTIVE = new Set(["queued", "running"]);
-
-  function eta(s) {
-    if (!finite(s) || s < 0) return "—";
-    if (s < 1) return "< 1 s";
-    if (s < 90) return Math.round(s) + " s";
-    const m = Math.floor(s / 60);
-    return m < 90 ? `${m} min ${Math.round(s % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
-  }
-  const pct = (done, total) => (total > 0 ? Math.max(0, Math.min(100, (done / total) * 100)) : 0);
   function setBadge(el, status) {
     if (!el) return;
     el.textContent = status;
@@ -49,19 +37,13 @@
 
   // ---- progress: one study's page ------------------------------------------------------------------------------
   const card = $("#progress");
-  let reloadScheduled = false;
   function showControls(status) {
     // each control says in data-when the states it applies to ("running queued", "paused" ...)
     $$("[data-when]").forEach((el) => { el.hidden = !el.dataset.when.split(" ").includes(status); });
   }
-  function onStudyPage(ev) {
-    if (!card || String(ev.study_id) !== card.dataset.studyId) return;
-    const was = card.dataset.status;
-    card.dataset.status = ev.status;
+  function onStudyPage(ev, was) {
     setBadge($("#study-status"), ev.status);
-    const p = pct(ev.trials_done, ev.trials_total);
-    $("#progress-fill").style.width = p.toFixed(1) + "%";
-    $(".progress", card).setAttribute("aria-valuenow", p.toFixed(0));
+    drawBar(card, ev.trials_done, ev.trials_total);
     $("#progress-done").textContent = fmtInt(ev.trials_done);
     $("#progress-total").textContent = fmtInt(ev.trials_total);
     $("#progress-eta").textContent = ev.status === "paused" ? "paused" : eta(ev.eta_s);
@@ -80,32 +62,10 @@
     const bestEl = $("#progress-best");
     if (bestEl) bestEl.textContent = best ? `${fmtScore(best.best_train)} (fold ${best.index + 1})` : "—";
     if (was !== ev.status) showControls(ev.status);
-    if (TERMINAL.has(ev.status) && was !== ev.status && !reloadScheduled) {
-      reloadScheduled = true; // the results (or the error) are rendered by the server: fetch the page again
-      if (window.hftDesk) window.hftDesk.toast(`Study #${ev.study_id} ${ev.status}`, ev.status === "done" ? "ok" : "warn");
-      setTimeout(() => location.reload(), 400);
-    }
   }
-
-  document.addEventListener("desk:study", (e) => {
-    const ev = e.detail;
-    if (!ev || typeof ev.study_id !== "number") return;
-    onStudyRow(ev);
-    onStudyPage(ev);
-  });
-
-  if (card && !TERMINAL.has(card.dataset.status)) {
-    showControls(card.dataset.status);
-    const poll = async () => {
-      if (reloadScheduled) return;
-      try {
-        const r = await fetch(card.dataset.progressUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
-        if (r.ok) onStudyPage(await r.json());
-      } catch (e) { /* the next poll tries again */ }
-      if (!reloadScheduled) setTimeout(poll, 4000);
-    };
-    setTimeout(poll, 1500);
-  }
+  if (card && !TERMINAL.has(card.dataset.status)) showControls(card.dataset.status);
+  const studyPage = track({ eventName: "desk:study", idKey: "study_id", idData: "studyId", label: "Study", card,
+    onRow: onStudyRow, onPage: onStudyPage });
 
   // pause / resume / cancel: posted with fetch (the forms also work without JS: they redirect back)
   $$("form.study-action").forEach((f) => {
@@ -121,7 +81,7 @@
         if (!r.ok || !data || !data.ok) {
           if (window.hftDesk) window.hftDesk.toast((data && data.error) || `refused (HTTP ${r.status})`, "error");
         } else {
-          onStudyPage(data.progress);
+          studyPage(data.progress);
         }
       } catch (err) { /* the socket or the next poll shows the state */ }
       btn.disabled = false;
