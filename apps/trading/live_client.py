@@ -172,12 +172,13 @@ def _is_duplicate(exc: Exception) -> bool:
     return isinstance(exc, ccxt.DuplicateOrderId) or "duplicate" in str(exc).lower()
 
 
-def order_fetch_by_client_id(ex, symbol: str, ecid: str) -> dict | None:
-    """The exchange's order with this client id, or None when it has none (Binance -2013)."""
+def order_fetch_by_client_id(ex, symbol: str, ecid: str, params: dict | None = None) -> dict | None:
+    """The exchange's order with this client id, or None when it has none (Binance -2013). `params`: ccxt's
+    extras, e.g. {"trigger": True} for a conditional order on Binance futures (its Algo Service's own ids)."""
     import ccxt
 
     try:
-        return ex.fetch_order(None, symbol, {"clientOrderId": ecid})
+        return ex.fetch_order(None, symbol, {"clientOrderId": ecid, **(params or {})})
     except ccxt.OrderNotFound:
         return None
 
@@ -193,10 +194,10 @@ def order_place_market(ex, *, symbol: str, side: str, amount: float, ecid: str,
 
 
 def order_place(ex, *, symbol: str, kind: str, side: str, amount: float, ecid: str, price: float | None = None,
-                params: dict | None = None) -> tuple[dict, str]:
+                params: dict | None = None, lookup: dict | None = None) -> tuple[dict, str]:
     """Exactly one order of ccxt type `kind` with client id `ecid` (see order_place_market); `params` are
-    ccxt's unified extras (a protective stop's stopLossPrice). Exchange refusals other than a duplicate id
-    are raised as ccxt gives them."""
+    ccxt's unified extras (a protective stop's stopLossPrice), `lookup` the extras that find it again
+    (order_fetch_by_client_id). Exchange refusals other than a duplicate id are raised as ccxt gives them."""
     import ccxt
 
     params = {**(params or {}), "clientOrderId": ecid}
@@ -205,7 +206,7 @@ def order_place(ex, *, symbol: str, kind: str, side: str, amount: float, ecid: s
         if attempt:
             time.sleep(0.5 * 2 ** (attempt - 1))
         try:
-            existing = order_fetch_by_client_id(ex, symbol, ecid)
+            existing = order_fetch_by_client_id(ex, symbol, ecid, lookup)
             if existing is not None:
                 return existing, "found"
             try:
@@ -214,7 +215,7 @@ def order_place(ex, *, symbol: str, kind: str, side: str, amount: float, ecid: s
                 if not _is_duplicate(exc):
                     raise
                 log.warning("exchange rejected client id %s as a duplicate; fetching the existing order", ecid)
-                existing = order_fetch_by_client_id(ex, symbol, ecid)
+                existing = order_fetch_by_client_id(ex, symbol, ecid, lookup)
                 if existing is None:
                     raise
                 return existing, "duplicate"

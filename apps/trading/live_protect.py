@@ -17,9 +17,14 @@ into (binance.create_order_request, which checks the symbol's `orderTypes` from 
   unfilled on the book; the desk's own exit then cancels it and sells at market, and reconcile reports it.
 Not OCO: an OCO adds a take-profit leg at the target, which protects nothing, and changes how targets fill;
 ccxt has no unified OCO for Binance spot (raw orderList endpoints, a client id per leg, cancel by list), and
-moving the stop would replace the whole list. Contract markets are not protected here (ccxt sends Binance
-futures conditional orders through separate algo endpoints, looked up and cancelled differently, and the
-fake exchange is spot only): such a position's audit row says it has no exchange stop.
+moving the stop would replace the whole list.
+Futures and perpetuals (issue 13): a reduce-only stop-market, `createOrder(symbol, "market", side, amount, None,
+{"stopLossPrice": stop, "reduceOnly": True})`, where ccxt's features for that market type take a stopLossPrice and
+the symbol lists STOP_MARKET. On Binance USDⓈ-M ccxt sends it to the Algo Service (POST /fapi/v1/algoOrder,
+algoType CONDITIONAL, our client id as clientAlgoId); it is looked up and cancelled there (ccxt's trigger=True),
+and once triggered its fill is on the market order it placed (`actualOrderId`, read by `stop_fetch`).
+reduceOnly: a stop left behind can never open a position the other way. The amount is the position's quantity
+(no commission is taken from it; the contract size of BTC/USDT:USDT is 1).
 
 Record. One Order row per position, purpose "protect" (mode live): client_order_id is the current exchange
 order's client id `hft-<signal id>-stop<n>`, n counting placements (Binance cannot change a stop's price in
@@ -89,9 +94,8 @@ def _placements(client_id: str | None) -> int:
 def protect_plan(ex, market: dict) -> tuple[str | None, str]:
     """How a position on this market is protected on the exchange: ("market", "") for a stop-market, ("limit",
     "") for a stop-limit, or (None, why not)."""
-    if not market.get("spot"):
-        return None, (f"{market['symbol']} is not a spot market: no exchange-side stop is placed for contract "
-                      "positions here")
+    if market.get("contract"):
+        return _contract_plan(ex, market)
     create = ((getattr(ex, "features", None) or {}).get("spot") or {}).get("createOrder") or {}
     if not create.get("stopLossPrice"):
         return None, f"ccxt's {ex.id} takes no stopLossPrice on spot orders"
@@ -107,6 +111,48 @@ def protect_plan(ex, market: dict) -> tuple[str | None, str]:
     if ex.has.get("createStopLimitOrder"):
         return "limit", ""
     return None, f"ccxt's {ex.id} places neither stop-market nor stop-limit orders"
+
+
+def _contract_plan(ex, market: dict) -> tuple[str | None, str]:
+    """A futures/perpetual position: a reduce-only stop-market (Binance USDⓈ-M STOP_MARKET through its Algo
+    Service) where ccxt takes a stopLossPrice for that market type and the symbol lists STOP_MARKET."""
+    kind = "swap" if market.get("swap") else "future"
+    sub = "linear" if market.get("linear") else "inverse"
+    create = (((getattr(ex, "features", None) or {}).get(kind) or {}).get(sub) or {}).get("createOrder") or {}
+    if not create.get("stopLossPrice"):
+        return None, f"ccxt's {ex.id} takes no stopLossPrice on {sub} {kind} orders"
+    listed = (market.get("info") or {}).get("orderTypes")
+    if listed is not None and "STOP_MARKET" not in listed:
+        return None, f"{ex.id} lists no STOP_MARKET order type for {market['symbol']}"
+    return "market", ""
+
+
+def _conditional(market: dict) -> dict:
+    """ccxt extras that address a stop order: Binance futures keep conditional orders in their Algo Service
+    (own ids and endpoints since Dec 2025), which ccxt reaches with trigger=True; spot stops are plain orders."""
+    return {"trigger": True} if market.get("contract") else {}
+
+
+def stop_fetch(ex, market: dict, ecid: str) -> dict | None:
+    """The exchange's view of our stop order with client id `ecid` (None when it has none). A triggered futures
+    stop (an algo order with `actualOrderId`) filled through the market order it placed in the matching engine:
+    that order is returned, under the stop's client id, so its fill is read like a spot stop's."""
+    symbol = market["symbol"]
+    found = order_fetch_by_client_id(ex, symbol, ecid, _conditional(market))
+    actual = ((found or {}).get("info") or {}).get("actualOrderId") if market.get("contract") else None
+    if not actual or str(actual) == "0":
+        return found
+    placed = ex.fetch_order(str(actual), symbol)
+    return {**placed, "clientOrderId": found.get("clientOrderId"), "triggerPrice": found.get("triggerPrice")}
+
+
+def _immediate(exc: Exception) -> bool:
+    """The exchange refused a stop the price is already through. ccxt maps Binance's answer (spot -2010 "Stop
+    price would trigger immediately.", futures -2021 "Order would immediately trigger.") to
+    OrderImmediatelyFillable only on the exchange's own hosts, so the message is checked too."""
+    import ccxt
+
+    return isinstance(exc, ccxt.OrderImmediatelyFillable) or "immediately" in str(exc).lower()
 
 
 def _filled(order: dict | None) -> float:
@@ -128,20 +174,21 @@ def protect_cancel(ex, symbol: str, ecid: str) -> dict | None:
     None when the exchange has no such order. Raises LiveOrderUncertain when it cannot tell."""
     import ccxt
 
+    market = ex.market(symbol)
     last_error: Exception | None = None
     for attempt in range(PLACE_ATTEMPTS):
         if attempt:
             time.sleep(0.5 * 2 ** (attempt - 1))
         try:
             try:
-                ex.cancel_order(None, symbol, {"clientOrderId": ecid})
+                ex.cancel_order(None, symbol, {"clientOrderId": ecid, **_conditional(market)})
             except ccxt.OrderNotFound:
                 pass  # filled, already cancelled, or never placed: the lookup tells which
             except ccxt.NetworkError:
                 raise
             except ccxt.ExchangeError as exc:  # refused for another reason: the lookup below decides
                 last_error = exc
-            found = order_fetch_by_client_id(ex, symbol, ecid)
+            found = stop_fetch(ex, market, ecid)
             if found is None or found.get("status") != "open":
                 return found
             last_error = last_error or RuntimeError("still open after the cancel")
@@ -229,6 +276,8 @@ def _place(ex, position: Position, market: dict, plan: str, row: Order | None) -
             row.quantity = Decimal(repr(amount)).quantize(STEP)
             row.save(update_fields=["client_order_id", "status", "trigger_price", "quantity"])
     params: dict[str, Any] = {"stopLossPrice": str(trigger)}
+    if market.get("contract"):  # it may only close the position, never open one the other way
+        params["reduceOnly"] = True
     if plan == "market":
         kind, price = "market", None
     else:
@@ -236,16 +285,16 @@ def _place(ex, position: Position, market: dict, plan: str, row: Order | None) -
     ecid = exchange_client_id(ex.id, cid)
     try:
         order, how = order_place(ex, symbol=symbol, kind=kind, side=side, amount=amount, price=price, ecid=ecid,
-                                 params=params)
-    except ccxt.OrderImmediatelyFillable:
-        # The price is already through the stop: the desk's rule says out, now. The caller closes at market
-        # (apps.trading.live_executor.protect_position): this module places and cancels stops only.
-        _row_status(row, Order.Status.REJECTED)
-        return "crossed", f"position #{position.pk}: the price is through its stop {trigger}"
+                                 params=params, lookup=_conditional(market))
     except LiveOrderUncertain as exc:  # the row stays new: the order may exist; reconcile looks it up
         return "uncertain", f"position #{position.pk}: protective stop {cid} uncertain ({exc})"
-    except ccxt.ExchangeError as exc:  # refused (insufficient balance, a filter): no stop on the exchange
+    except ccxt.ExchangeError as exc:
         _row_status(row, Order.Status.REJECTED)
+        if _immediate(exc):
+            # The price is already through the stop: the desk's rule says out, now. The caller closes at market
+            # (apps.trading.live_executor.protect_position): this module places and cancels stops only.
+            return "crossed", f"position #{position.pk}: the price is through its stop {trigger}"
+        # refused (insufficient balance, a filter): no stop on the exchange
         return _unprotected(position, f"the exchange refused stop {cid}: {exc}")
     info = order.get("info") or {}
     with transaction.atomic():
@@ -294,7 +343,7 @@ def protect_sync(position_id: int, *, ex=None, market: dict | None = None,
     symbol = market["symbol"]
     found = None
     if row is not None and row.status == Order.Status.NEW:
-        found = order_fetch_by_client_id(ex, symbol, exchange_client_id(code, row.client_order_id))
+        found = stop_fetch(ex, market, exchange_client_id(code, row.client_order_id))
     if position.status != Position.Status.OPEN:
         final = protect_cancel(ex, symbol, exchange_client_id(code, row.client_order_id)) if (
             found is not None and found.get("status") == "open") else found
