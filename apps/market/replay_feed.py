@@ -404,6 +404,27 @@ class ReplayFeed:
         return out
 
 
+def replay_market(source: str) -> tuple[str, str] | None:
+    """(exchange code, ccxt symbol) of the market a replay source's files are from, where their names say it:
+    a COIN-M aggTrades file (``BTCUSD_PERP-aggTrades-...``) is Binance COIN-M's inverse perpetual BTC/USD:BTC
+    (``ETHUSD_250627`` the dated contract ETH/USD:ETH-250627), quoted in USD. None when the names do not tell
+    (spot and USDT-M files, klines, db: sources): the desk's default instrument then."""
+    from apps.market.parsers_trades import _COINM_RE
+
+    try:
+        spec = parse_source(source)
+    except ReplayError:
+        return None
+    for target in spec.targets:
+        if target.startswith("db:"):
+            continue
+        m = _COINM_RE.search(Path(target).name)
+        if m:
+            base, tail = m.group(1), m.group(2)
+            return "binancecoinm", f"{base}/USD:{base}" + ("" if tail == "PERP" else f"-{tail}")
+    return None
+
+
 def replay_label(source: str) -> str:
     """'REPLAY <file> @speed' for the dashboard badge; the raw text when it does not parse."""
     try:
@@ -412,4 +433,4 @@ def replay_label(source: str) -> str:
         return "REPLAY"
 
 
-__all__ = ["ReplayError", "ReplayFeed", "parse_source", "replay_label", "resolve_path"]
+__all__ = ["ReplayError", "ReplayFeed", "parse_source", "replay_label", "replay_market", "resolve_path"]

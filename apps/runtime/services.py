@@ -1,11 +1,16 @@
 """Runtime services: the desk a fresh `make run` starts with (instrument, feed, ghosts)."""
 
 from django.db import transaction
+from django.utils.text import slugify
 
 
 @transaction.atomic
 def desk_ensure() -> str:
     """Default desk for `make run`: BTC/USDT with a feed and one enabled ghost of every desk kind (paper).
+
+    A replay of files that name their market runs on that market's instrument instead (a COIN-M aggTrades
+    file: Binance COIN-M's BTC/USD:BTC, quoted in USD; apps.market.replay_feed.replay_market), and the feed the
+    desk ran before on another instrument is stopped: HFT_FEED names the desk's one feed.
 
     Re-run on every start: a kind added to the engine since the last start gets its ghost; existing ghosts,
     their params and on/off state are left as the operators set them.
@@ -16,18 +21,29 @@ def desk_ensure() -> str:
     from apps.ghosts.models import Ghost
     from apps.ghosts.services import ghost_create
     from apps.market.models import Exchange, FeedStatus, Instrument
+    from apps.market.replay_feed import replay_market
+    from apps.market.services import instrument_ensure
 
-    ex, _ = Exchange.objects.get_or_create(code="binance", defaults={"name": "Binance"})
-    inst, _ = Instrument.objects.get_or_create(
-        exchange=ex, symbol="BTC/USDT", defaults={"base": "BTC", "quote": "USDT"}
-    )
+    market = replay_market(settings.HFT_FEED) if settings.HFT_FEED.startswith("replay:") else None
+    if market is not None:
+        inst = instrument_ensure(exchange_code=market[0], symbol=market[1])
+        others = FeedStatus.objects.exclude(instrument=inst)
+    else:
+        ex, _ = Exchange.objects.get_or_create(code="binance", defaults={"name": "Binance"})
+        inst, _ = Instrument.objects.get_or_create(
+            exchange=ex, symbol="BTC/USDT", defaults={"base": "BTC", "quote": "USDT"}
+        )
+        others = FeedStatus.objects.exclude(instrument=inst).filter(source__startswith="replay:")
+    others.exclude(state=FeedStatus.State.STOPPED).update(state=FeedStatus.State.STOPPED)
     fs, _ = FeedStatus.objects.get_or_create(instrument=inst, defaults={"source": settings.HFT_FEED})
     if fs.state == FeedStatus.State.STOPPED or fs.source != settings.HFT_FEED:
         fs.state, fs.source = FeedStatus.State.STARTING, settings.HFT_FEED
         fs.save(update_fields=["state", "source", "updated_at"])
+    # binance BTC/USDT keeps its ghosts' names (trend-filter-btc); another market's names tell it apart
+    suffix = inst.base.lower() if market is None else slugify(f"{inst.symbol} {inst.exchange.code}")[:40]
     present = set(Ghost.objects.filter(instrument=inst).values_list("kind", flat=True))
     for kind in DESK_KINDS:  # lab-only kinds (the textbook fader) are not desk ghosts
-        name = f"{kind.replace('_', '-')}-{inst.base.lower()}"
+        name = f"{kind.replace('_', '-')}-{suffix}"
         if kind not in present and not Ghost.objects.filter(name=name).exists():
             ghost_create(name=name, kind=kind, instrument=inst, enabled=True)
     return f"{inst} feed={settings.HFT_FEED}, ghosts={Ghost.objects.filter(instrument=inst).count()}"
