@@ -4,6 +4,7 @@ Every variable is documented in README.md ("Configuration"). `hftweb.settings_te
 """
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -242,7 +243,10 @@ HFT_LIVE_SANDBOX = env_bool("HFT_LIVE_SANDBOX", True)
 # fake exchange). Not read from the environment; keys placed here are ignored.
 HFT_LIVE_CCXT_CONFIG: dict = {}
 HFT_START_CAPITAL = Decimal(os.environ.get("HFT_START_CAPITAL", "10000"))
-HFT_QUOTE_CURRENCY = os.environ.get("HFT_QUOTE_CURRENCY", "USDT")
+# A replay of COIN-M files (BTCUSD_PERP...) runs on Binance COIN-M's inverse contract, quoted in USD
+# (apps.market.replay_feed.replay_market); everything else in USDT unless said.
+HFT_QUOTE_CURRENCY = os.environ.get("HFT_QUOTE_CURRENCY") or (
+    "USD" if HFT_FEED.startswith("replay:") and re.search(r"USD_(PERP|\d{6})(?![A-Z0-9])", HFT_FEED) else "USDT")
 # A running lab run whose heartbeat (every 0.5 s) is older than this is marked failed by the sweeper.
 HFT_LAB_STALE_S = float(os.environ.get("HFT_LAB_STALE_S", "60"))
 # A research trial running longer than this (a trial takes seconds), or a study without progress for as long,
