@@ -19,9 +19,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.lab.management.run_options import add_run_options, instrument_from, refused, run_settings
 from apps.lab.models import BacktestRun, BacktestTrade
 from apps.lab.services import LabError, lab_run_create, lab_run_execute
-from apps.market.models import Instrument
 
 CSV_COLUMNS = ["seq", "ghost", "kind", "side", "signal_time", "entry_time", "entry_price", "exit_time", "exit_price",
                "qty", "entry_fee", "exit_fee", "gross_pnl", "net_pnl", "return_pct", "reason"]
@@ -61,30 +61,16 @@ class Command(BaseCommand):
             "and the success criteria, and write the trades as CSV.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--instrument", default="binance:BTC/USDT", help="exchange:SYMBOL (default %(default)s)")
-        parser.add_argument("--start", required=True, help="UTC date or date/time, inclusive")
-        parser.add_argument("--end", required=True, help="UTC date or date/time, exclusive")
+        add_run_options(parser)  # instrument, dates, sizing, fees, limits, capital...: shared with optimize
         parser.add_argument("--ghost", action="append", default=[], metavar="KIND[:JSON]",
                             help="a ghost, with optional params as JSON; repeat for several")
         parser.add_argument("--direction", action="append", default=[], metavar="KIND_OR_NAME=both|long|short")
-        parser.add_argument("--sizing", choices=["risk", "stake", "equity_pct"])
-        parser.add_argument("--stake", type=float, help="quote currency per trade (sizing stake)")
-        parser.add_argument("--equity-pct", type=float, help="%% of equity per trade (sizing equity_pct)")
-        parser.add_argument("--capital", help="start capital, quote currency (default HFT_START_CAPITAL)")
-        parser.add_argument("--taker-fee", type=float, help="fraction of notional (0.001 = 0.1 %%)")
-        parser.add_argument("--maker-fee", type=float, help="fraction of notional")
-        parser.add_argument("--slippage-bps", type=float, help="adverse basis points on market orders")
-        parser.add_argument("--limit", action="append", default=[], metavar="FIELD=VALUE",
-                            help="a risk limit, e.g. max_open_positions=1 (default: the desk's limits)")
-        parser.add_argument("--no-auto-disable", action="store_true")
-        parser.add_argument("--no-kill-switch", action="store_true")
         parser.add_argument("--preset", choices=["textbook"], help="textbook: the issue's textbook rules")
         parser.add_argument("--long-only", action="store_true", help="with --preset textbook: longs only")
-        parser.add_argument("--name", default="")
         parser.add_argument("--csv", type=Path, help="write the run's trades here")
 
     def handle(self, *args, **o):
-        inst = self._instrument(o["instrument"])
+        inst = instrument_from(o["instrument"])
         data: dict[str, Any] = {"instrument_id": inst.pk, "start": o["start"], "end": o["end"]}
         if o["preset"] == "textbook":
             data.update(preset_textbook(long_only=o["long_only"]))
@@ -97,41 +83,11 @@ class Command(BaseCommand):
                 raise CommandError(f"--direction {spec!r}: no ghost {who!r} in the run")
             for g in hit:
                 g["direction"] = side
-        sizing = dict(data.get("sizing") or {})
-        for key, opt in (("mode", "sizing"), ("stake", "stake"), ("equity_pct", "equity_pct")):
-            if o[opt] is not None:
-                sizing[key] = o[opt]
-        if sizing:
-            data["sizing"] = sizing
-        fee = dict(data.get("fee") or {})
-        for key in ("taker_fee", "maker_fee", "slippage_bps"):
-            if o[key] is not None:
-                fee[key] = o[key]
-        if fee:
-            data["fee"] = fee
-        limits = dict(data.get("limits") or {})
-        for spec in o["limit"]:
-            key, _, value = spec.partition("=")
-            try:
-                limits[key] = json.loads(value)
-            except json.JSONDecodeError:
-                raise CommandError(f"--limit {spec!r}: the value must be a number or true/false") from None
-        if limits:
-            data["limits"] = limits
-        if o["capital"] is not None:
-            data["start_capital"] = o["capital"]
-        if o["no_auto_disable"]:
-            data["auto_disable"] = False
-        if o["no_kill_switch"]:
-            data["kill_switch"] = False
-
+        run_settings(o, data)
         try:
             run = lab_run_create(actor=None, settings=data, name=o["name"], source="command", queue=False)
         except LabError as e:
-            for field, msgs in e.errors.items():
-                for m in msgs:
-                    self.stderr.write(f"{field}: {m}")
-            raise CommandError("the request was refused") from None
+            raise refused(self.stderr.write, e.errors) from None
         self.stderr.write(f"run {run.pk}: {run.bars_total:,} bars of {inst}, fingerprint {run.fingerprint[:12]}")
         run = lab_run_execute(run_id=run.pk, on_stage=lambda s: self.stderr.write(f"  {s} ..."))
         if run.status != BacktestRun.Status.DONE:
@@ -141,14 +97,6 @@ class Command(BaseCommand):
         if o["csv"]:
             n = write_trades_csv(run, o["csv"])
             self.stdout.write(f"{n} trades written to {o['csv']}")
-
-    def _instrument(self, text: str) -> Instrument:
-        code, _, symbol = text.partition(":")
-        inst = Instrument.objects.select_related("exchange").filter(exchange__code=code, symbol=symbol).first()
-        if inst is None:
-            known = ", ".join(str(i) for i in Instrument.objects.select_related("exchange")) or "none"
-            raise CommandError(f"no instrument {text!r} (known: {known}); import or download its history first")
-        return inst
 
     def _print(self, run: BacktestRun) -> None:
         w = self.stdout.write

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.market.models import Instrument
+from apps.lab.management.run_options import add_run_options, instrument_from, refused, run_settings
 from apps.research.events import progress_payload
 from apps.research.models import Study
 from apps.research.services import ResearchError, study_create, study_run_inline
@@ -61,9 +61,7 @@ class Command(BaseCommand):
             "store it, and print the folds (in-sample vs out-of-sample) and the out-of-sample headline.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--instrument", default="binance:BTC/USDT", help="exchange:SYMBOL (default %(default)s)")
-        parser.add_argument("--start", required=True, help="UTC date or date/time, inclusive")
-        parser.add_argument("--end", required=True, help="UTC date or date/time, exclusive")
+        add_run_options(parser)  # instrument, dates, sizing, fees, limits, capital...: shared with backtest
         who = parser.add_mutually_exclusive_group(required=True)
         who.add_argument("--ghost", metavar="KIND", help="search this ghost's parameters (the run holds it alone)")
         who.add_argument("--desk", action="store_true", help="search the whole desk (every desk ghost)")
@@ -85,22 +83,11 @@ class Command(BaseCommand):
         budget.add_argument("--minutes", type=float, help="wall minutes for the whole study")
         parser.add_argument("--batch-size", type=int, default=8, help="trials asked at once per fold (fixed: the "
                                                                        "result does not depend on the workers)")
-        parser.add_argument("--sizing", choices=["risk", "stake", "equity_pct"])
-        parser.add_argument("--stake", type=float)
-        parser.add_argument("--equity-pct", type=float)
-        parser.add_argument("--capital", help="start capital, quote currency (default HFT_START_CAPITAL)")
-        parser.add_argument("--taker-fee", type=float)
-        parser.add_argument("--maker-fee", type=float)
-        parser.add_argument("--slippage-bps", type=float)
-        parser.add_argument("--limit", action="append", default=[], metavar="FIELD=VALUE")
-        parser.add_argument("--no-auto-disable", action="store_true")
-        parser.add_argument("--no-kill-switch", action="store_true")
         parser.add_argument("--workers", action="store_true",
                             help="queue it for the research workers and wait (default: run it in this process)")
-        parser.add_argument("--name", default="")
 
     def handle(self, *args, **o):
-        inst = self._instrument(o["instrument"])
+        inst = instrument_from(o["instrument"])
         data: dict[str, Any] = {
             "instrument_id": inst.pk, "start": o["start"], "end": o["end"],
             "target": "desk" if o["desk"] else o["ghost"], "objective": o["objective"],
@@ -123,36 +110,11 @@ class Command(BaseCommand):
                 raise CommandError(f"--fixed {spec!r}: params are not JSON ({e.msg})") from None
         if fixed:
             data["fixed"] = fixed
-        sizing = {k: o[opt] for k, opt in (("mode", "sizing"), ("stake", "stake"), ("equity_pct", "equity_pct"))
-                  if o[opt] is not None}
-        if sizing:
-            data["sizing"] = sizing
-        fee = {k: o[k] for k in ("taker_fee", "maker_fee", "slippage_bps") if o[k] is not None}
-        if fee:
-            data["fee"] = fee
-        limits = {}
-        for spec in o["limit"]:
-            key, _, value = spec.partition("=")
-            try:
-                limits[key] = json.loads(value)
-            except json.JSONDecodeError:
-                raise CommandError(f"--limit {spec!r}: the value must be a number or true/false") from None
-        if limits:
-            data["limits"] = limits
-        if o["capital"] is not None:
-            data["start_capital"] = o["capital"]
-        if o["no_auto_disable"]:
-            data["auto_disable"] = False
-        if o["no_kill_switch"]:
-            data["kill_switch"] = False
-
+        run_settings(o, data)
         try:
             study = study_create(actor=None, settings=data, name=o["name"], queue=o["workers"])
         except ResearchError as e:
-            for field, msgs in e.errors.items():
-                for m in msgs:
-                    self.stderr.write(f"{field}: {m}")
-            raise CommandError("the request was refused") from None
+            raise refused(self.stderr.write, e.errors) from None
         total = study.trials_total or "?"
         self.stderr.write(f"study {study.pk}: {len(study.folds)} folds, {total} trials, "
                           f"space {', '.join(r['name'] for r in study.settings['space'])}")
@@ -187,14 +149,6 @@ class Command(BaseCommand):
                 eta = f", ETA {p['eta_s']:.0f} s" if p["eta_s"] is not None else ""
                 self.stderr.write(f"  {study.status}: {p['trials_done']}/{p['trials_total'] or '?'} trials{eta}")
             time.sleep(0.2)
-
-    def _instrument(self, text: str) -> Instrument:
-        code, _, symbol = text.partition(":")
-        inst = Instrument.objects.select_related("exchange").filter(exchange__code=code, symbol=symbol).first()
-        if inst is None:
-            known = ", ".join(str(i) for i in Instrument.objects.select_related("exchange")) or "none"
-            raise CommandError(f"no instrument {text!r} (known: {known}); import or download its history first")
-        return inst
 
     def _print(self, study: Study, wall: float) -> None:
         w = self.stdout.write
