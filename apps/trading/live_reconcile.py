@@ -109,8 +109,11 @@ def live_reconcile(*, exchange_code: str, since_hours: float = 48.0) -> Reconcil
     known = {exchange_client_id(exchange_code, c) for c in
              Order.objects.filter(instrument__exchange__code=exchange_code).values_list("client_order_id", flat=True)}
 
-    # 1. open on the exchange
+    # 1. open on the exchange (futures keep conditional orders, our protective stops, in a list of their own)
     open_orders = ex.fetch_open_orders()
+    for symbol in symbols:
+        if ex.market(symbol).get("contract"):
+            open_orders += ex.fetch_open_orders(symbol, None, None, {"trigger": True})
     report.checked_orders += len(open_orders)
     open_ids = {o.get("clientOrderId") for o in open_orders}
     for o in open_orders:

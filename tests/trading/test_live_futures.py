@@ -144,3 +144,21 @@ def test_a_stop_the_price_is_already_through_closes_at_market(usdm):
     assert closed.status == Position.Status.CLOSED and closed.exit_reason == ExitReason.STOP
     assert fake.position == 0 and fake.working_stops() == []
     assert [a["clientAlgoId"][-5:] for a in fake.algo_orders] == ["stop1"]  # stop2 refused, nothing rests
+
+
+def test_reconcile_cancels_a_stale_stop_of_ours_in_the_algo_service(usdm):
+    """A stop of ours resting in the Algo Service that the ledger does not name (a crash between placing a new
+    stop and recording it, say) would close the position a second time: reconcile lists the conditional orders
+    too and cancels it."""
+    fake, ghost = usdm
+    position = _open(ghost)
+    with fake._lock:
+        status, _ = fake._new_algo({"algoType": "CONDITIONAL", "type": "STOP_MARKET", "side": "SELL",
+                                    "quantity": str(position.quantity), "triggerPrice": "90000.0",
+                                    "reduceOnly": "true", "clientAlgoId": f"hft-{position.signal_id}-stop7"})
+    assert status == 200
+    report = live_reconcile(exchange_code="binanceusdm")
+    stale = [f for f in report.findings if f.kind == "protect_stale"]
+    assert [f.fixed for f in stale] == [True] and "stop7" in stale[0].detail
+    assert [(a["clientAlgoId"][-5:], a["algoStatus"]) for a in fake.algo_orders] == [("stop1", "NEW"),
+                                                                                      ("stop7", "CANCELED")]
