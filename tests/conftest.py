@@ -102,6 +102,17 @@ def desk_events(message: dict) -> list[dict]:
     return [message["event"]]
 
 
+async def events_until(layer, channel: str, last_status: str, timeout: float = 5) -> list[dict]:
+    """The desk events of `channel` (a channel-layer channel in a progress group) up to the first with status
+    `last_status`, each within `timeout` seconds."""
+    import asyncio
+
+    out: list[dict] = []
+    while not out or out[-1].get("status") != last_status:
+        out += desk_events(await asyncio.wait_for(layer.receive(channel), timeout))
+    return out
+
+
 def channel_layers_on(layers: dict, redis_url: str) -> dict:
     """settings.CHANNEL_LAYERS with every host pointed at `redis_url` and its other options kept: the desk's
     socket_timeout above channels-redis's 5 s blocking read (hftweb/settings.py) must hold in the tests too, or an
@@ -233,6 +244,16 @@ def celery_workers(services_use_test_redis, django_db_setup):
             raise RuntimeError("celery worker did not come up")
     yield proc
     stop_proc(proc)
+
+
+@pytest.fixture
+def lone_broker(services_use_test_redis):
+    """For tests that start Celery workers of their own: no other worker may share the broker (it would take the
+    tasks meant for the workers under test, e.g. the session's `celery_workers`)."""
+    from tests.e2e.procs import foreign_workers
+
+    others = foreign_workers(set())
+    assert not others, f"other Celery workers share this broker and would take the tasks: {others}"
 
 
 @pytest.fixture

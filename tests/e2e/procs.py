@@ -1,8 +1,12 @@
 """Real Celery worker and beat processes for the fault and crash-safety tests (tests/e2e/test_faults.py,
-tests/e2e/test_crash_safety.py).
+tests/e2e/test_crash_safety.py, tests/lab/test_worker.py, tests/research/test_worker.py).
 
 Each process is its own session leader (start_new_session), so a test can SIGKILL one whole worker, main
 process and pool children together, the way an OOM kill or a lost container takes it, with os.killpg.
+
+Crash points (tests/e2e/crashpoints.py and the lab's and research's): crash_point_arm names one in Redis, the first
+worker process to reach it holds it (inside its open transaction) and says so; crash_point_wait returns that
+process's pid, and worker_kill_at SIGKILLs it, or its whole worker, at that moment.
 """
 
 import os
@@ -14,6 +18,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT, _subprocess_env
+from tests.e2e.crashpoints import ARM_KEY, HIT_KEY
 
 WORKER_FLAGS = ["-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
@@ -92,3 +97,48 @@ def foreign_workers(mine: set[str]) -> list[str]:
 
     replies = app.control.ping(timeout=1.0) or []
     return [name for r in replies for name in r if name not in mine]
+
+
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+def crash_point_arm(point: str) -> None:
+    """Arm `point`: the first worker process that reaches it holds it until killed (tests/e2e/crashpoints.py)."""
+    r = _redis()
+    r.delete(HIT_KEY)
+    r.set(ARM_KEY, point)
+
+
+def crash_point_disarm() -> None:
+    """In a test's finally: an armed point nobody reached must not catch a later test's worker."""
+    _redis().delete(ARM_KEY)
+
+
+def crash_point_wait(point: str, worker: subprocess.Popen | None = None, timeout: float = 60) -> int:
+    """The pid of the process holding `point` once one reaches it; the worker's log tail when none does."""
+    r = _redis()
+    deadline = time.monotonic() + timeout
+    while not (hit := r.get(HIT_KEY)):
+        if time.monotonic() > deadline:
+            log = worker_log(worker)[-3000:] if worker is not None else ""
+            raise AssertionError(f"crash point {point!r} not reached within {timeout} s\n{log}")
+        time.sleep(0.05)
+    name, pid = hit.decode().rsplit(":", 1)
+    assert name == point, f"crash point {name!r} reached, {point!r} armed"
+    return int(pid)
+
+
+def worker_kill_at(worker: subprocess.Popen, pid: int, how: str) -> None:
+    """SIGKILL at a held crash point. how="child": only the pool process `pid` (it must be one of the worker's; the
+    worker's main process sees a lost child and carries on); how="worker": the worker's whole process group, as an
+    OOM kill or a lost host takes it, returning once none of it is left."""
+    if how == "child":
+        assert pid in group_pids(worker), f"pid {pid} is not a process of worker {worker.pid}"
+        os.kill(pid, signal.SIGKILL)
+        return
+    assert how == "worker", how
+    proc_kill(worker)
+    assert not group_pids(worker, wait_s=5), "processes of the killed worker are still alive"

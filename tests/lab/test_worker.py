@@ -10,30 +10,28 @@
   done with exactly the trades of an uninterrupted run.
 """
 
-import asyncio
-import os
-import signal
 import time
 
 import pytest
-import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from apps.lab.models import BacktestRun, BacktestSignal, BacktestTrade
 from apps.lab.services import lab_run_create, lab_run_execute, lab_run_requeue, lab_runs_sweep
-from tests.e2e.crashpoints import ARM_KEY, HIT_KEY
-from tests.e2e.procs import foreign_workers, group_pids, proc_kill, worker_log, worker_start
+from tests.conftest import events_until
+from tests.e2e.procs import (
+    crash_point_arm,
+    crash_point_disarm,
+    crash_point_wait,
+    proc_kill,
+    worker_kill_at,
+    worker_log,
+    worker_start,
+)
 from tests.lab.conftest import lab_request
 
 pytestmark = [pytest.mark.postgres, pytest.mark.services, pytest.mark.django_db(transaction=True)]
 CRASH_ENV = {"DJANGO_SETTINGS_MODULE": "tests.lab.crash_settings"}
-
-
-@pytest.fixture
-def lone_broker():
-    others = foreign_workers(set())
-    assert not others, f"other Celery workers share this broker and would take the tasks: {others}"
 
 
 def wait_status(run_id: int, statuses: set[str], timeout: float = 60, proc=None) -> BacktestRun:
@@ -50,14 +48,6 @@ def wait_status(run_id: int, statuses: set[str], timeout: float = 60, proc=None)
 def no_results(run_id: int) -> bool:
     return not BacktestTrade.objects.filter(run_id=run_id).exists() and \
         not BacktestSignal.objects.filter(run_id=run_id).exists()
-
-
-async def received(layer, channel: str, last_status: str, timeout: float = 5) -> list[dict]:
-    """The events of `channel` up to the first with `last_status` (each within `timeout` seconds)."""
-    out = []
-    while not out or out[-1]["status"] != last_status:
-        out.append((await asyncio.wait_for(layer.receive(channel), timeout))["event"])
-    return out
 
 
 def trades_of(run_id: int) -> list[tuple]:
@@ -78,7 +68,7 @@ def test_worker_runs_a_run_to_done_and_pushes_progress(btc, operator, lone_broke
         assert BacktestTrade.objects.filter(run=done).exists()
     finally:
         proc_kill(worker)
-    events = async_to_sync(received)(layer, channel, "done")
+    events = async_to_sync(events_until)(layer, channel, "done")
     assert all(e["type"] == "lab.progress" and e["run_id"] == run.pk for e in events)
     seen = [(e["status"], e["stage"]) for e in events]
     assert seen[0] == ("queued", "") and seen[-1] == ("done", "")
@@ -94,28 +84,16 @@ def test_a_killed_worker_never_leaves_a_done_run(btc, operator, lone_broker, poi
     expected = trades_of(reference.pk)
     assert expected
 
-    r = redis.Redis.from_url(os.environ["REDIS_URL"])
-    r.delete(HIT_KEY)
-    r.set(ARM_KEY, point)
+    crash_point_arm(point)
     worker = worker_start("lab-crash1", queues="research", concurrency=1, env=CRASH_ENV)
     try:
         run = lab_run_create(actor=operator, settings=lab_request(btc))
-        deadline = time.monotonic() + 60
-        while not (hit := r.get(HIT_KEY)):
-            assert time.monotonic() < deadline, f"crash point {point} not reached\n{worker_log(worker)[-3000:]}"
-            time.sleep(0.05)
-        name, pid = hit.decode().rsplit(":", 1)
-        assert name == point
+        pid = crash_point_wait(point, worker)
         # while the worker holds the point, nothing of the open transaction is visible
         held = BacktestRun.objects.get(pk=run.pk)
         assert held.status == "running" and held.summary is None
         assert no_results(run.pk)
-        if how == "child":
-            assert int(pid) in group_pids(worker)
-            os.kill(int(pid), signal.SIGKILL)
-        else:
-            proc_kill(worker)
-            assert not group_pids(worker, wait_s=5)
+        worker_kill_at(worker, pid, how)
         time.sleep(1.5)
         killed = BacktestRun.objects.get(pk=run.pk)
         assert killed.status == "running", "a killed run must never be done (and no one else may finish it)"
@@ -133,5 +111,5 @@ def test_a_killed_worker_never_leaves_a_done_run(btc, operator, lone_broker, poi
         assert trades_of(run.pk) == expected  # exactly the uninterrupted run's trades
         assert done.fingerprint == BacktestRun.objects.get(pk=reference.pk).fingerprint
     finally:
-        r.delete(ARM_KEY)
+        crash_point_disarm()
         proc_kill(worker)

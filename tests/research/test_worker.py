@@ -10,32 +10,30 @@
   its visibility timeout, 3 s here through HFT_BROKER_VISIBILITY_TIMEOUT). Nothing re-queues by hand.
 """
 
-import asyncio
-import os
-import signal
 import time
 
 import pytest
-import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from apps.research.models import Study, Trial
 from apps.research.services import study_create, study_run_inline
-from tests.e2e.crashpoints import ARM_KEY, HIT_KEY
-from tests.e2e.procs import foreign_workers, group_pids, proc_kill, worker_log, worker_start
+from tests.conftest import events_until
+from tests.e2e.procs import (
+    crash_point_arm,
+    crash_point_disarm,
+    crash_point_wait,
+    proc_kill,
+    worker_kill_at,
+    worker_log,
+    worker_start,
+)
 from tests.research.conftest import study_request
 
 pytestmark = [pytest.mark.postgres, pytest.mark.services, pytest.mark.django_db(transaction=True)]
 VISIBILITY_S = 3
 CRASH_ENV = {"DJANGO_SETTINGS_MODULE": "tests.research.crash_settings",
              "HFT_BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_S)}
-
-
-@pytest.fixture
-def lone_broker():
-    others = foreign_workers(set())
-    assert not others, f"other Celery workers share this broker and would take the tasks: {others}"
 
 
 def wait_done(study_id: int, proc, timeout: float = 180) -> Study:
@@ -67,13 +65,6 @@ def reference(btc9, operator):
     return outcome(study)
 
 
-async def received(layer, channel: str, timeout: float = 10) -> list[dict]:
-    out = []
-    while not out or out[-1]["status"] != "done":
-        out.append((await asyncio.wait_for(layer.receive(channel), timeout))["event"])
-    return out
-
-
 @pytest.mark.parametrize("processes", [1, 2])
 def test_one_or_two_worker_processes_give_the_inline_study(btc9, operator, lone_broker, reference,
                                                            processes: int) -> None:
@@ -86,7 +77,7 @@ def test_one_or_two_worker_processes_give_the_inline_study(btc9, operator, lone_
         done = wait_done(study.pk, worker)
         assert done.status == "done", done.error
         # read before the worker dies: the last push leaves just after the commit the test polls for
-        events = [e for e in async_to_sync(received)(layer, channel) if e["study_id"] == study.pk]
+        events = [e for e in async_to_sync(events_until)(layer, channel, "done", 10) if e["study_id"] == study.pk]
     finally:
         proc_kill(worker)
     assert outcome(done) == reference
@@ -105,28 +96,17 @@ def test_one_or_two_worker_processes_give_the_inline_study(btc9, operator, lone_
 @pytest.mark.parametrize(("point", "how"), [("trial_run", "child"), ("trial_write", "worker")])
 def test_a_killed_trial_is_retried_and_the_study_ends_as_undisturbed(btc9, operator, lone_broker, reference,
                                                                      point: str, how: str) -> None:
-    r = redis.Redis.from_url(os.environ["REDIS_URL"])
-    r.delete(HIT_KEY)
-    r.set(ARM_KEY, point)
+    crash_point_arm(point)
     worker = worker_start("research-crash1", queues="research", concurrency=1, env=CRASH_ENV)
     try:
         study = study_create(actor=operator, settings=study_request(btc9))
-        deadline = time.monotonic() + 60
-        while not (hit := r.get(HIT_KEY)):
-            assert time.monotonic() < deadline, f"crash point {point} not reached\n{worker_log(worker)[-3000:]}"
-            time.sleep(0.05)
-        name, pid = hit.decode().rsplit(":", 1)
-        assert name == point
+        pid = crash_point_wait(point, worker)
         # held: one trial claimed (running, first attempt), nothing of its result visible
         (held,) = Trial.objects.filter(study=study, status="running").defer(None)
         assert held.attempts == 1 and held.value is None and held.train is None and held.daily is None
         assert Study.objects.get(pk=study.pk).trials_done == 0
-        if how == "child":
-            assert int(pid) in group_pids(worker)
-            os.kill(int(pid), signal.SIGKILL)
-        else:
-            proc_kill(worker)
-            assert not group_pids(worker, wait_s=5)
+        worker_kill_at(worker, pid, how)
+        if how == "worker":
             time.sleep(0.5)
             killed = Trial.objects.defer(None).get(pk=held.pk)
             assert killed.status == "running" and killed.value is None  # the transaction died with the worker
@@ -134,7 +114,7 @@ def test_a_killed_trial_is_retried_and_the_study_ends_as_undisturbed(btc9, opera
         done = wait_done(study.pk, worker)
         assert done.status == "done", done.error
     finally:
-        r.delete(ARM_KEY)
+        crash_point_disarm()
         proc_kill(worker)
     retried = Trial.objects.get(pk=held.pk)
     assert retried.status == "done" and retried.attempts == 2
