@@ -28,14 +28,12 @@ Default run: 3 iterations. `pytest -m slow tests/e2e/test_crash_safety.py` runs 
 """
 
 import os
-import signal
 import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pandas as pd
 import pytest
-import redis
 
 from apps.audit.models import AuditEvent
 from apps.engine.registry import latest_draft, warmup_minutes_for
@@ -49,8 +47,15 @@ from apps.signals.models import Fate, Signal
 from apps.trading.models import Fill, Order, Position
 from apps.trading.services import position_close
 from tests.datafiles import BTC_90D, load_freqtrade_1m
-from tests.e2e.crashpoints import ARM_KEY, HIT_KEY
-from tests.e2e.procs import foreign_workers, group_pids, proc_kill, worker_log, worker_start
+from tests.e2e.procs import (
+    crash_point_arm,
+    crash_point_wait,
+    foreign_workers,
+    proc_kill,
+    worker_kill_at,
+    worker_log,
+    worker_start,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 POINTS = ["fill", "committed", "signal", "taken", "position"]
@@ -87,31 +92,19 @@ class Crasher:
     def __init__(self) -> None:
         self.n = 0
         self.worker = self._start()
-        self.redis = redis.Redis.from_url(os.environ["REDIS_URL"])
 
     def _start(self):
         self.n += 1
         return worker_start(f"crash{self.n}", queues="ghosts,default", concurrency=2, env=WORKER_ENV)
 
     def wait_hit(self, point: str, timeout: float = 60) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            hit = self.redis.get(HIT_KEY)
-            if hit:
-                name, pid = hit.decode().rsplit(":", 1)
-                assert name == point
-                return int(pid)
-            time.sleep(0.05)
-        raise AssertionError(f"crash point {point!r} not reached within {timeout} s")
+        return crash_point_wait(point, self.worker, timeout)
 
     def kill(self, mode: str, pid: int) -> None:
-        if mode == "child":
-            assert pid in group_pids(self.worker)
-            os.kill(pid, signal.SIGKILL)
-            return
         hit_at = time.monotonic()
-        proc_kill(self.worker)
-        assert not group_pids(self.worker, wait_s=5)
+        worker_kill_at(self.worker, pid, mode)
+        if mode == "child":
+            return
         # The restarted worker re-queues the unacked message at start-up if it is older than the timeout.
         time.sleep(max(0.0, VISIBILITY_S + 0.5 - (time.monotonic() - hit_at)))
         self.worker = self._start()
@@ -196,8 +189,7 @@ def _run(desk, crasher: Crasher, iterations: int) -> None:
         assert desk["ghost"].pk in expected  # the default fader fires on the bars it fired on in the backtest
         close_ms = int(t.timestamp() * 1000) + 60_000
         price_set(inst.pk, float(btc.loc[t + pd.Timedelta("1min"), "open"]), close_ms + 250)
-        crasher.redis.delete(HIT_KEY)
-        crasher.redis.set(ARM_KEY, point)
+        crash_point_arm(point)
 
         first = evaluate_bar.delay(inst.pk, bar_time.isoformat())
         pid = crasher.wait_hit(point)
