@@ -42,8 +42,8 @@ from apps.engine.backtest import (  # noqa: E402
     evaluate_ghosts,
     run_backtest,
 )
+from apps.engine.presets import textbook_setup  # noqa: E402
 from apps.engine.registry import get_spec  # noqa: E402
-from apps.engine.textbook import textbook_setup  # noqa: E402
 from benchmarks.ghosts import load, synthetic_extras  # noqa: E402
 
 TARGET = 2_000_000

@@ -18,14 +18,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Circles known and not yet broken, each with the way out. The test fails on any other circle, and on a listed
-# one that changed or is gone (then delete its entry): the list only shrinks.
-KNOWN_CIRCLES = {
-    # textbook_setup() (a lab preset built from backtest's GhostSetup/BacktestConfig) lives in the ghost's module,
-    # which the registry imports, which the backtest imports. Way out: move textbook_setup next to the backtest
-    # (or a presets module) and update its six callers (lab command and view, tests, benchmarks/lab_engine.py).
-    ("apps.engine.backtest", "apps.engine.batch", "apps.engine.registry", "apps.engine.textbook"),
-}
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -136,9 +128,7 @@ def test_no_import_circle_among_apps_modules():
     graph = import_graph(ROOT)
     assert len(graph) > 100  # the walk found the apps (a wrong root would pass vacuously)
     cycles = import_cycles(graph)
-    new = [c for c in cycles if tuple(c) not in KNOWN_CIRCLES]
-    assert new == [], "\n".join(_describe(c, graph) for c in new)
-    assert {tuple(c) for c in cycles} == KNOWN_CIRCLES, "a known circle changed or is gone: update KNOWN_CIRCLES"
+    assert cycles == [], "\n".join(_describe(c, graph) for c in cycles)
 
 
 @pytest.mark.parametrize("layout, expected", [

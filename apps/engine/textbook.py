@@ -16,7 +16,7 @@ The rules, with the defaults (TextbookFaderConfig):
 
 How the engine runs them: this module only DRAFTS (side, entry = the signal bar's close, stop and target
 at stop_pct / target_pct from it, max_hold_s = max_hold_min x 60); everything else is the engine's, with
-`textbook_setup()`'s configuration: the fill at the next open (`FillModel` without slippage), levels
+`apps.engine.presets.textbook_setup()`'s configuration: the fill at the next open (`FillModel` without slippage), levels
 re-anchored on the fill at the same percentages (`exits.rebase_levels`), exits by `exits.bar_check` (the
 time stop at the open first, gaps at the open, stop before target), stake sizing, one open position
 (`RiskLimits.max_open_positions=1`: a draft while a position is open gets the fate blocked_risk), no trend
@@ -38,7 +38,7 @@ across gaps.
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -46,9 +46,6 @@ import pandas as pd
 from apps.engine.bars import validate_bars
 from apps.engine.spike_fader import close_minutes_ago
 from apps.engine.types import ConfigError, GhostConfig, check_range, drafts_frame, idle_draft_arrays
-
-if TYPE_CHECKING:  # the backtest imports the registry, which imports this module
-    from apps.engine.backtest import BacktestConfig, GhostSetup
 
 KIND = "textbook_fader"
 TEXTBOOK_STAKE = 1000.0  # quote currency per trade
@@ -167,23 +164,3 @@ def state_summary(bars: pd.DataFrame, cfg: TextbookFaderConfig | None = None) ->
     last = "none in this window" if len(fired) == 0 else (
         f"{'LONG' if side[fired[-1]] > 0 else 'SHORT'} at {bars.index[fired[-1]]:%Y-%m-%d %H:%M} UTC")
     return {"move": move_text, "last_signal": last}
-
-
-def textbook_setup(long_only: bool = False) -> tuple[list["GhostSetup"], "BacktestConfig"]:
-    """The textbook rules as a lab run: one textbook_fader ghost at its defaults (long_only as given) and a
-    BacktestConfig with a fixed 1,000 stake, 0.1 % fees each side and no slippage, one open position, no
-    practical cap on trades per day (10,000, the limit's maximum), no auto-disable, no kill switch, and no
-    trend gate (no trend_filter ghost in the set). Start capital: the desk's default 10,000."""
-    from apps.engine.backtest import BacktestConfig, GhostSetup, Sizing
-    from apps.engine.fills import FillModel
-    from apps.engine.risk import RiskLimits
-
-    ghost = GhostSetup(ghost_id=1, name="textbook", kind=KIND, config=TextbookFaderConfig(long_only=long_only))
-    cfg = BacktestConfig(
-        fill_model=FillModel(taker_fee=TEXTBOOK_FEE, maker_fee=TEXTBOOK_FEE, slippage_bps=0.0),
-        limits=RiskLimits(max_open_positions=1, max_trades_per_day=10_000),
-        sizing=Sizing(mode="stake", stake=TEXTBOOK_STAKE),
-        auto_disable=False,
-        kill_switch=False,
-    )
-    return [ghost], cfg

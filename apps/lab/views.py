@@ -129,9 +129,9 @@ def _initial(data: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _preset_textbook(init: dict[str, Any]) -> str:
-    """The textbook rules of issue 9 from the engine's own setup (apps.engine.textbook.textbook_setup)."""
+    """The textbook rules of issue 9 from the engine's own setup (apps.engine.presets.textbook_setup)."""
     try:
-        from apps.engine.textbook import textbook_setup
+        from apps.engine.presets import textbook_setup
     except ImportError:
         return "The textbook preset needs the engine's textbook_fader ghost, which this version does not have."
     setups, cfg = textbook_setup()

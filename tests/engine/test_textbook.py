@@ -19,8 +19,9 @@ from apps.engine.backtest import Sizing, default_ghosts, run_backtest
 from apps.engine.exits import END_OF_DATA, STOP, TARGET, TIME
 from apps.engine.fills import FillModel
 from apps.engine.manager import BLOCKED_RISK, TAKEN
+from apps.engine.presets import textbook_setup
 from apps.engine.registry import DESK_KINDS, GHOSTS, config_from_params, get_spec, latest_draft, warmup_minutes_for
-from apps.engine.textbook import TextbookFaderConfig, evaluate, textbook_setup
+from apps.engine.textbook import TextbookFaderConfig, evaluate
 from apps.engine.types import ConfigError
 from tests.datafiles import _flush_redis, load_freqtrade_1m, services_use_test_redis  # noqa: F401
 

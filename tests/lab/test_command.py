@@ -66,7 +66,7 @@ def test_textbook_preset_equals_the_pure_engine_on_the_same_real_bars(btc, tmp_p
     """The lab path (candles stored in SQLite, read back, run, stored, exported) takes exactly the trades of
     the pure engine with `textbook_setup()` on the same bars of the file, to the cent."""
     from apps.engine.backtest import run_backtest
-    from apps.engine.textbook import textbook_setup
+    from apps.engine.presets import textbook_setup
     from tests.datafiles import load_freqtrade_1m
 
     path = tmp_path / "textbook.csv"

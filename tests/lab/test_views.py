@@ -339,7 +339,7 @@ def _posted(form) -> dict:
 
 def test_the_textbook_preset_reproduces_the_engines_textbook_setup(op_client, btc, operator):
     from apps.engine.backtest import run_backtest
-    from apps.engine.textbook import textbook_setup
+    from apps.engine.presets import textbook_setup
     from apps.lab.selectors import run_bars
 
     page = op_client.get(RUNS, {"preset": "textbook"})

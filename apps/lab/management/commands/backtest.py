@@ -44,7 +44,7 @@ def preset_textbook(*, long_only: bool) -> dict[str, Any]:
     stake 1,000, fee 0.1 % each side, no slippage, one position, no auto-disable, no kill switch)."""
     import dataclasses
 
-    from apps.engine.textbook import textbook_setup
+    from apps.engine.presets import textbook_setup
 
     setups, cfg = textbook_setup(long_only=long_only)
     return {
