@@ -233,6 +233,9 @@ HFT_SIM_SEED = int(os.environ.get("HFT_SIM_SEED", "7"))
 HFT_SIM_SPEED = float(os.environ.get("HFT_SIM_SPEED", "60"))
 HFT_SIM_SPIKES_PER_DAY = float(os.environ.get("HFT_SIM_SPIKES_PER_DAY", "24"))
 HFT_REPLAY_SPEED = float(os.environ.get("HFT_REPLAY_SPEED", "60"))  # data seconds per wall second
+# A replay with fewer bars stored before its first minute than the ghosts' warm-up downloads them first
+# (apps.runtime.services.replay_warmup); off: the ghosts warm up on the file's own head.
+HFT_REPLAY_WARMUP_DOWNLOAD = env_bool("HFT_REPLAY_WARMUP_DOWNLOAD", True)
 HFT_BAR_GRACE_MS = int(os.environ.get("HFT_BAR_GRACE_MS", "2000"))  # late trades within this amend their bar
 MARKET_DATA_DIR = os.environ.get("MARKET_DATA_DIR", "")  # where replay:<relative path> looks first
 HFT_LIVE_TRADING = env_bool("HFT_LIVE_TRADING")

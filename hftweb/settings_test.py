@@ -13,3 +13,5 @@ from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 HFT_LOGIN_MAX_ATTEMPTS = 5
+# A replay in a test warms up on what the test stored, never on a download (tests that test it turn it on).
+HFT_REPLAY_WARMUP_DOWNLOAD = False
