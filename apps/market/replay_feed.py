@@ -42,6 +42,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,10 @@ MIN_CHUNK = 50
 STEP_SECONDS = 1.0  # wall time a step aims at: the runner's lock (15 s TTL) is renewed about once a second
 CLOCK_LOOKAHEAD = 16  # events, the median window of the data clock (module docstring)
 TRADE, LIQ, BAR = 0, 1, 2
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 class ReplayError(ValueError):
@@ -161,9 +166,14 @@ class ReplayFeed:
         heartbeat: Callable[[], bool],
         speed: float | None = None,
         max_seconds: float | None = None,
+        warm_up: Callable[[datetime], str] | None = None,
     ) -> None:
         self.instrument = instrument
         self.spec = parse_source(source)
+        # warm_up(first minute) -> what the ghosts warm up on, given by the runtime (apps.runtime.services.
+        # replay_warmup); called once before a fresh replay's first event, never on a resume.
+        self.warm_up = warm_up
+        self.warmed_on = ""
         self.heartbeat = heartbeat
         self.max_seconds = max_seconds
         chosen = self.spec.speed if self.spec.speed is not None else speed
@@ -292,6 +302,10 @@ class ReplayFeed:
     def run(self) -> None:
         clock, kind, row = self._events()
         pos = self._resume_from(clock)
+        if pos == 0 and len(clock) and self.warm_up is not None:
+            first = int(clock[0]) - (MINUTE_MS if kind[0] == BAR else 0)  # a bar's clock is its close
+            self.warmed_on = self.warm_up(ms_to_dt(first - first % MINUTE_MS))
+            log.info("%s: replay %s warms up on %s", self.instrument, self.spec.label, self.warmed_on)
         if self.skipped:
             log.info("%s: replay %s skips %s", self.instrument, self.spec.label, self.skipped)
         p = self.pipeline

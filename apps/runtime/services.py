@@ -1,7 +1,42 @@
-"""Runtime services: the desk a fresh `make run` starts with (instrument, feed, ghosts)."""
+"""Runtime services: the desk a fresh `make run` starts with (instrument, feed, ghosts), a replay's warm-up."""
 
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db import transaction
 from django.utils.text import slugify
+
+log = logging.getLogger(__name__)
+
+
+def replay_warmup(*, instrument, first: datetime, minutes: int, heartbeat=None) -> str:
+    """Before a fresh replay's first minute: the ghosts' window reaches back into what is stored before it. When
+    fewer than `minutes` bars are stored there and HFT_REPLAY_WARMUP_DOWNLOAD is on, they are downloaded from
+    the exchange first (a HistoryDownload row, as the History page shows; the live feed does the same before
+    it streams). Whatever is still missing is the file's own head: the ghosts and the trend gate warm up on the
+    replay's first bars, as a backtest of the file would, and trade once warm. Returns which, for the log."""
+    from apps.market.history_services import DownloadRequestError, history_download_create, history_download_run
+    from apps.market.models import Candle
+
+    since = first - timedelta(minutes=minutes)
+    stored = Candle.objects.filter(instrument=instrument, timeframe="1m", open_time__gte=since, open_time__lt=first)
+    have = stored.count()
+    if have >= minutes:
+        return f"stored history ({have} bars before {first:%Y-%m-%d %H:%M})"
+    if not settings.HFT_REPLAY_WARMUP_DOWNLOAD or minutes <= 0:
+        return f"the file's own head ({have} of {minutes} warm-up minutes stored before it)"
+    try:
+        row = history_download_create(exchange_code=instrument.exchange.code, symbol=instrument.symbol,
+                                      timeframe="1m", since=since, until=first)
+        row = history_download_run(download_id=row.pk,
+                                   on_progress=(lambda _p: heartbeat()) if heartbeat is not None else None)
+    except DownloadRequestError as exc:
+        log.warning("replay warm-up download for %s refused: %s", instrument, exc)
+        return f"the file's own head (download refused: {exc})"
+    got = stored.count()
+    how = "stored history" if got >= minutes else "stored history and the file's own head"
+    return f"{how} ({got} of {minutes} bars before {first:%Y-%m-%d %H:%M}; download {row.state})"
 
 
 @transaction.atomic
@@ -15,8 +50,6 @@ def desk_ensure() -> str:
     Re-run on every start: a kind added to the engine since the last start gets its ghost; existing ghosts,
     their params and on/off state are left as the operators set them.
     """
-    from django.conf import settings
-
     from apps.engine.registry import DESK_KINDS
     from apps.ghosts.models import Ghost
     from apps.ghosts.services import ghost_create

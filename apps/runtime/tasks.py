@@ -86,9 +86,18 @@ def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float 
     try:
         # A kline replay's bars are decided in chunks in-process (BarDecider); a trade replay's bars one by one
         # through on_bar, as they close.
-        decider = BarDecider(instrument_id) if source.startswith("replay:") else None
+        extra: dict = {}
+        decider = None
+        if source.startswith("replay:"):
+            from apps.ghosts.selectors import warmup_minutes_needed
+            from apps.runtime.services import replay_warmup
+
+            decider = BarDecider(instrument_id)
+            extra["warm_up"] = lambda first: replay_warmup(
+                instrument=instrument, first=first, heartbeat=heartbeat,
+                minutes=warmup_minutes_needed(instrument_id=instrument_id) + 30)
         runner = feed_source_runner(source, instrument, on_bar=on_bar, decider=decider, heartbeat=heartbeat,
-                                    speed=speed, max_seconds=max_seconds)
+                                    speed=speed, max_seconds=max_seconds, **extra)
         feed_status_update(instrument_id=instrument_id, state=FeedStatus.State.STARTING)
         if source == "live":
             from apps.ghosts.selectors import warmup_minutes_needed
