@@ -58,6 +58,10 @@ def trades_filtered(filters: TradeFilter) -> QuerySet[Position]:
 
 
 NEWEST_FIRST = ("-opened_at", "-id")
+# What the trades table shows: the ghost's params/state and the instrument's settings (JSON decoded per row) stay
+# in the database.
+PAGE_FIELDS = ("id", "opened_at", "closed_at", "side", "status", "quantity", "entry_price", "exit_price",
+               "exit_reason", "gross_pnl", "fees", "ghost__id", "ghost__name", "instrument__id", "instrument__symbol")
 TradePage = KeysetPage[Position]
 
 
@@ -66,8 +70,8 @@ def trades_page(
     limit: int = PAGE_SIZE,
 ) -> TradePage:
     """One page of trades, newest first (apps.common.keyset: at most two queries whatever the table's size)."""
-    return keyset_page(trades_filtered(filters).select_related("ghost", "instrument"), field="opened_at",
-                       before=before, after=after, limit=limit)
+    qs = trades_filtered(filters).select_related("ghost", "instrument").only(*PAGE_FIELDS)
+    return keyset_page(qs, field="opened_at", before=before, after=after, limit=limit)
 
 
 def trade_cursor(position: Position) -> Cursor:
