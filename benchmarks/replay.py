@@ -51,7 +51,8 @@ def main() -> None:
                 src = Path(tmp) / f"BTCUSDT-1m-first-{bars_limit}.csv"
                 src.write_text("".join(lines))
             os.environ.update(SQLITE_PATH=str(Path(tmp) / "bench.sqlite3"), DEBUG="1", REDIS_URL=url,
-                              DJANGO_SETTINGS_MODULE="hftweb.settings", RUN_DIR=tmp)
+                              DJANGO_SETTINGS_MODULE="hftweb.settings", RUN_DIR=tmp,
+                              HFT_REPLAY_WARMUP_DOWNLOAD="0")  # the file's own head: comparable with its backtest
             os.environ.pop("DATABASE_URL", None)
             import django
 
