@@ -5,7 +5,7 @@ The same functions the live desk calls, in a loop over data time:
 1. every ghost in the set is evaluated ONCE over the whole series (its `evaluate` is causal: the draft of
    bar t uses bars up to the close of t only; tests/engine/test_causality.py checks each ghost);
 2. the trend gate is `trend_state` of the set's trend_filter ghost config, row t (the live service's
-   `apps.signals.manager.trend_gate`, same label text); the gate applies whenever a trend_filter ghost
+   `apps.runtime.manager.trend_gate`, same label text); the gate applies whenever a trend_filter ghost
    is in the set, enabled or not (live: disabling the trend ghost stops its drafts, not its veto);
 3. bars are then walked in time. Within bar t, in this order:
    a. an entry decided at the close of bar t-1 fills at the OPEN of t through the exchange's FillModel
@@ -24,7 +24,7 @@ The same functions the live desk calls, in a loop over data time:
       switch trips and STAYS tripped to the end of the run (never reset at midnight: only an operator
       resets it); with `flatten_on_kill` open positions close at t's close as market orders;
    e. the drafts of bar t (side != 0) become candidates for `manager.arbitrate` - exactly the function
-      `apps.signals.manager.bar_decide` calls - with each ghost's performance score (performance_score of
+      `apps.runtime.manager.bar_decide` calls - with each ghost's performance score (performance_score of
       performance(...) of its closed trades so far), the gate and `risk.risk_check` on the simulated
       ledger; drafts of disabled ghosts get the fate ghost_disabled. The taken draft fills at step (a)
       of the next bar; a draft taken on the last bar has no next open and is reported as unfilled.
@@ -372,7 +372,7 @@ def _fates_frame(idx: pd.DatetimeIndex, names: Mapping[int, str], rows: list[tup
 
 
 def _gate_label(direction: int, regime: int, ready: bool) -> str:
-    """The label text of `apps.signals.manager.trend_gate` for one trend_state row."""
+    """The label text of `apps.runtime.manager.trend_gate` for one trend_state row."""
     from apps.engine.trend import DIRECTION_NAMES, REGIME_NAMES
 
     return f"{DIRECTION_NAMES[direction]} / {REGIME_NAMES[regime]}" if ready else "trend filter warming up"

@@ -27,7 +27,7 @@ The prototype checked stops only on closes and filled at the signal bar's close 
 
 Prices returned here are REFERENCE prices; `FillModel.exit_fill` adds slippage for market-type exits
 (stop, time) and none for a target (a limit order). `simulate_trade` strings the rules together for one
-trade over bars; the backtest walk (`apps.engine.backtest`), the kline replay (`apps.market.pipeline`) and
+trade over bars; the backtest walk (`apps.engine.backtest`), the kline replay (`apps.runtime.pipeline`) and
 the paper executor (`apps.trading.execution.positions_check_price`) call `bar_check` / `tick_check`, so
 there is one implementation of the order of checks.
 """

@@ -272,7 +272,7 @@ def bars_from_trades(
     **builder_kwargs,
 ) -> TradeBars:
     """Aggregate a trades frame (parsers_trades.read_*: ts_ms, price, amount, side, id) into closed 1m bars
-    through the SAME objects as the live feed (apps.market.pipeline): Sanitiser then BarBuilder, one trade
+    through the SAME objects as the live feed (apps.runtime.pipeline): Sanitiser then BarBuilder, one trade
     at a time in file order. The Sanitiser's clock is now_ms (default: the wall clock), so a trade beyond
     now is refused as "future" and never becomes the newest trade (the trades after it would all be "out
     of order"); `parsers_trades.sanitize_trades` refuses those rows before, with their file lines.

@@ -33,7 +33,7 @@ def _draft(s: Signal) -> Draft:
 
 
 def decide(signals: list[Signal], *, state: RiskState, trend: TrendGate | None = None) -> None:
-    """What apps.signals.manager.bar_decide does, minus the database reads it needs for bars and risk state."""
+    """What apps.runtime.manager.bar_decide does, minus the database reads it needs for bars and risk state."""
     candidates = [Candidate(ghost_id=s.ghost_id, ghost_name=s.ghost.name, draft=_draft(s)) for s in signals]
     decisions = arbitrate(
         candidates, now_s=BAR.timestamp() + 61, trend=trend or TrendGate(),
