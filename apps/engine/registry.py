@@ -21,7 +21,9 @@ class GhostSpec:
     needs with DEFAULT params (use `warmup_minutes_for` for a given config); summary: optional
     fn(bars, config) -> {label: text}, the ghost's current state for the ghosts page; desk: False for a LAB
     ghost (runnable in backtests and the lab, never created on the desk by `desk_ensure` nor in
-    `backtest.default_ghosts()`)."""
+    `backtest.default_ghosts()`); inputs: fn(config) -> the bar inputs beyond OHLCV it cannot draft without (keys
+    of INPUTS; use `inputs_for`): on bars where one is unknown (NaN) the ghost is idle, so the lab says so before a
+    run."""
 
     kind: str
     title: str
@@ -30,6 +32,16 @@ class GhostSpec:
     warmup_minutes: int
     summary: Callable[[pd.DataFrame, Any], dict[str, str]] | None = None
     desk: bool = True
+    inputs: Callable[[Any], tuple[str, ...]] = lambda cfg: ()
+
+
+# The bar inputs beyond OHLCV a ghost may need, by the names the lab's data coverage counts them under
+# (apps.lab.selectors.data_coverage): unknown (NaN) wherever the source does not carry them (apps.engine.types).
+INPUTS: dict[str, tuple[str, ...]] = {
+    "taker": ("taker_buy_volume", "taker_sell_volume"),  # klines with a taker split, or trades
+    "whale": ("whale_buy_volume", "whale_sell_volume"),  # built from trade prints: kline-only history has none
+    "liq": ("liq_long_volume", "liq_short_volume"),  # a liquidation (forceOrder) recording
+}
 
 
 GHOSTS: dict[str, GhostSpec] = {
@@ -48,6 +60,7 @@ GHOSTS: dict[str, GhostSpec] = {
         evaluate=cvd.evaluate,
         warmup_minutes=cvd.CvdConfig().warmup_minutes,
         summary=cvd.state_summary,
+        inputs=lambda cfg: ("taker",),  # it reads the taker split
     ),
     "trend_filter": GhostSpec(
         kind="trend_filter",
@@ -64,6 +77,7 @@ GHOSTS: dict[str, GhostSpec] = {
         evaluate=whale_follower.evaluate,
         warmup_minutes=whale_follower.WhaleFollowerConfig().warmup_minutes,
         summary=whale_follower.state_summary,
+        inputs=lambda cfg: ("whale", "taker"),  # whale volumes AND a CVD that agrees
     ),
     "liquidation_hunter": GhostSpec(
         kind="liquidation_hunter",
@@ -72,6 +86,8 @@ GHOSTS: dict[str, GhostSpec] = {
         evaluate=liquidation_hunter.evaluate,
         warmup_minutes=liquidation_hunter.LiquidationHunterConfig().warmup_minutes,
         summary=liquidation_hunter.state_summary,
+        # the taker split only with require_cvd (without it, signals fire without the CVD bonus)
+        inputs=lambda cfg: ("liq", "taker") if cfg.require_cvd else ("liq",),
     ),
     "textbook_fader": GhostSpec(
         kind="textbook_fader",
@@ -114,6 +130,11 @@ def warmup_minutes_for(kind: str, params_or_config: Mapping[str, Any] | GhostCon
     """Minutes of bars the live loader should hand `latest_draft` for this ghost's actual params."""
     cfg = _config(kind, params_or_config)
     return int(getattr(cfg, "warmup_minutes", get_spec(kind).warmup_minutes))
+
+
+def inputs_for(kind: str, params_or_config: Mapping[str, Any] | GhostConfig | None = None) -> tuple[str, ...]:
+    """The inputs (INPUTS keys) this ghost, with these params, cannot draft without; ConfigError on bad params."""
+    return get_spec(kind).inputs(_config(kind, params_or_config))
 
 
 def latest_draft(kind: str, params_or_config: Mapping[str, Any] | GhostConfig | None,

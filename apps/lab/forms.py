@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.common.parsing import ParseError, parse_id, parse_json
 from apps.dashboard.views_risk import LIMIT_SPECS
-from apps.engine.registry import GHOSTS, warmup_minutes_for
+from apps.engine.registry import GHOSTS, inputs_for, warmup_minutes_for
 from apps.engine.types import ConfigError
 from apps.market.models import Instrument
 
@@ -245,10 +245,7 @@ def params_text(params: dict[str, Any] | None) -> str:
 
 # --- which ghosts will be idle, and why, said before the run ------------------------------------------------
 
-# The inputs each kind needs beyond OHLCV, with the coverage key (apps.lab.selectors.data_coverage) and the
-# words. From the ghosts' module docs: the CVD detector reads the taker split; the whale follower needs whale
-# volumes (trade sizes) AND agreeing CVD; the liquidation hunter needs liquidation volumes, and the taker split
-# only when its `require_cvd` param is on (without it, signals fire without the CVD bonus).
+# How the lab names each input a ghost may need (which kinds need which: the engine registry's GhostSpec.inputs).
 INPUT_WORDS = {
     "taker": "taker buy/sell volume (klines with a taker split, or trades)",
     "whale": "whale volumes (built from trade prints; kline-only history has no trade sizes)",
@@ -257,13 +254,11 @@ INPUT_WORDS = {
 
 
 def required_inputs(kind: str, params: dict[str, Any] | None = None) -> list[str]:
-    if kind == "cvd_detector":
-        return ["taker"]
-    if kind == "whale_follower":
-        return ["whale", "taker"]
-    if kind == "liquidation_hunter":
-        return ["liq", "taker"] if (params or {}).get("require_cvd") is True else ["liq"]
-    return []
+    """The coverage keys `kind` needs with `params` (with the defaults' when the params are bad: the form says so)."""
+    try:
+        return list(inputs_for(kind, params or {}))
+    except ConfigError:
+        return list(inputs_for(kind))
 
 
 @dataclass(frozen=True)
