@@ -217,3 +217,15 @@ def test_review_judges_the_drawdown_from_the_running_figures(book, settings):
     RiskSettings.objects.update_or_create(pk=1, defaults={"params": {"ghost_drawdown_stop_pct": pct}})
     reasons = ghost_review(ghost_id=g1.pk)
     assert any(f"ghost drawdown {fall:.2f}" in r for r in reasons), reasons
+
+
+def test_the_rebuild_command(book):
+    import io
+
+    from django.core.management import call_command
+
+    PnlDay.objects.all().delete()
+    out = io.StringIO()
+    call_command("pnl_days_rebuild", stdout=out)
+    assert f"{len(expected_days())} day rows, 18 closed trades" in out.getvalue()
+    assert_rows_equal_ledger()
