@@ -11,6 +11,8 @@ the pure backtest of the same bars (`apps.engine.backtest.run_backtest`, the des
 Usage: .venv/bin/python benchmarks/replay.py            (whole file, 130,708 bars)
        BARS=20000 .venv/bin/python benchmarks/replay.py (the file's first 20,000 bars)
        SPEED=600 MAX_SECONDS=20 .venv/bin/python benchmarks/replay.py (a paced replay for 20 s)
+       FILE=trades/binance_vision_cm_BTCUSD_PERP_aggTrades/BTCUSD_PERP-aggTrades-2026-05-08.zip CHECK=0 \
+           .venv/bin/python benchmarks/replay.py (a trade replay: bars built from trades, on its own market)
 Data: ../shared/data (or $MARKET_DATA_DIR).
 """
 
@@ -28,7 +30,7 @@ FILE = "klines/freqtrade/binance_spot_BTCUSDT_1m_2025-05-20_2025-08-18__filimono
 
 
 def data_path() -> Path:
-    return Path(os.environ.get("MARKET_DATA_DIR", ROOT.parent / "shared" / "data")) / FILE
+    return Path(os.environ.get("MARKET_DATA_DIR", ROOT.parent / "shared" / "data")) / os.environ.get("FILE", FILE)
 
 
 def load() -> str:
@@ -72,7 +74,10 @@ def main() -> None:
 
             app.conf.task_always_eager = True
             logging.getLogger("celery").setLevel(logging.WARNING)
-            inst = instrument_ensure(exchange_code="binance", symbol="BTC/USDT")
+            from apps.market.replay_feed import replay_market
+
+            market = replay_market(f"replay:{src}") or ("binance", "BTC/USDT")
+            inst = instrument_ensure(exchange_code=market[0], symbol=market[1])
             for kind in DESK_KINDS:
                 ghost_create(name=kind, kind=kind, instrument=inst, enabled=True)
             FeedStatus.objects.create(instrument=inst, source=f"replay:{src}@{speed}")
@@ -82,9 +87,12 @@ def main() -> None:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             stored = Candle.objects.filter(instrument=inst).count()
             fates = dict(Signal.objects.values_list("fate").annotate(n=Count("id")).order_by())
-            print(f"replay {src.name} @{speed} through run_feed (SQLite, Redis, 5 ghosts): {state}; {stored:,} bars "
-                  f"stored in {wall:.1f} s wall / {cpu:.1f} s CPU = {stored / wall:,.0f} bars/s "
+            print(f"replay {src.name} @{speed} on {inst} through run_feed (SQLite, Redis, 5 ghosts): {state}; "
+                  f"{stored:,} bars stored in {wall:.1f} s wall / {cpu:.1f} s CPU = {stored / wall:,.0f} bars/s "
                   f"({stored / cpu:,.0f} per CPU second)")
+            if speed != "max":
+                print(f"  paced @{speed}: {stored} bars in {max_seconds or wall:.0f} s of replay, "
+                      f"{float(speed) / 60:.1f} bars/s expected (the file's load not counted)")
             print(f"  signals {sum(fates.values())} by fate {fates}; positions {Position.objects.count()} "
                   f"(closed {Position.objects.filter(status='closed').count()}), orders {Order.objects.count()}, "
                   f"fills {Fill.objects.count()}")
