@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -99,6 +100,8 @@ def protect_watch() -> dict[str, int]:
             except LiveTradingRefused as exc:  # keys gone: every position there is in the same state
                 refused.add(code)
                 outcome, detail = "error", f"position #{position.pk}: live trading refused ({exc})"
+            except SoftTimeLimitExceeded:  # out of time: stop here, the next run starts where stops are missing
+                raise
             except Exception as exc:
                 log.exception("protect watch: position %s", position.pk)
                 outcome, detail = "error", f"position #{position.pk}: checking its protective stop failed ({exc!r})"
