@@ -9,6 +9,7 @@ Chromium on a page served by Daphne.
 """
 
 import asyncio
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from django.utils import timezone
 
 from apps.dashboard.templatetags.desk import feed_class
 from apps.market.events import FEEDS_GROUP
-from apps.market.feed_watch import feed_watch, feed_watch_task
+from apps.market.feed_watch import WATCH_EVERY_S, feed_watch, feed_watch_task
 from apps.market.models import FeedStatus
 from apps.market.tasks import LOCK_TTL, _lock_key
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, desk_events
@@ -108,18 +109,63 @@ async def test_down_is_pushed_once_and_back_up_is_pushed(desk):
 
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
-async def test_a_real_worker_runs_the_beat_task(desk, celery_workers):
+async def test_a_real_worker_runs_the_beat_task(desk, lone_broker):
     """The task lives outside tasks.py (autodiscovery does not find it): the worker must still know it."""
+    from tests.e2e.procs import proc_kill, worker_start
+
     inst = desk["instrument"].pk
     layer, channel = await _listen()
-    await sync_to_async(_runner_gone)(inst)
-    await sync_to_async(feed_watch_task.apply_async)(queue="default")
-    deadline = time.monotonic() + 30
-    events: list[dict] = []
-    while not events:
-        assert time.monotonic() < deadline, "the worker did not push the feed down"
-        events = await _received(layer, channel, wait_s=1)
+    worker = await sync_to_async(worker_start)("watch-task", queues="default", concurrency=1)
+    try:
+        await sync_to_async(_runner_gone)(inst)
+        await sync_to_async(feed_watch_task.apply_async)(queue="default")
+        deadline = time.monotonic() + 30
+        events: list[dict] = []
+        while not events:
+            assert time.monotonic() < deadline, "the worker did not push the feed down"
+            events = await _received(layer, channel, wait_s=1)
+    finally:
+        await sync_to_async(proc_kill)(worker)
     assert [(e["instrument_id"], e["state"]) for e in events] == [(inst, "down")]
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+async def test_beat_pushes_down_when_the_feeds_worker_is_killed(desk, lone_broker, tmp_path):
+    """Real processes end to end: worker A runs the sim feed, worker B takes the default queue, beat runs the desk's
+    schedule. A is SIGKILLed; a socket's channel in the feeds group hears "down" from beat's feed watch (on B)
+    within the lock's TTL and a watch tick, nothing pushed by hand."""
+    from apps.ghosts.models import Ghost
+    from apps.runtime.tasks import run_feed
+    from tests.e2e.procs import beat_start, proc_kill, worker_log, worker_start
+
+    inst = desk["instrument"].pk
+    await Ghost.objects.aupdate(enabled=False, status="disabled")  # only the feed: the two cores are shared
+    layer, channel = await _listen()
+    feeds = await sync_to_async(worker_start)("watch-feeds", queues="feeds,ghosts", concurrency=2)
+    other = await sync_to_async(worker_start)("watch-default", queues="default", concurrency=1)
+    beat = await sync_to_async(beat_start)(tmp_path)
+    try:
+        await sync_to_async(run_feed.delay)(inst)
+        deadline = time.monotonic() + 90
+        while (await FeedStatus.objects.aget(instrument_id=inst)).state != "connected":
+            assert time.monotonic() < deadline, f"the sim feed did not start\n{worker_log(feeds)[-2000:]}"
+            await asyncio.sleep(0.5)
+        await _received(layer, channel, wait_s=0.2)  # what the running feed pushed so far
+        await sync_to_async(proc_kill)(feeds)
+        killed_at = time.monotonic()
+        bound = LOCK_TTL + WATCH_EVERY_S + 15  # TTL, a watch tick, and slack for two busy cores
+        down = []
+        while not down:
+            assert time.monotonic() - killed_at < bound, f"no down push {bound:.0f} s after the kill\n" \
+                f"{worker_log(other)[-2000:]}"
+            down = [e for e in await _received(layer, channel, wait_s=1) if e["state"] == "down"]
+        print(f"\nfeed pushed down {time.monotonic() - killed_at:.1f} s after its worker was SIGKILLed "
+              f"(lock TTL {LOCK_TTL} s, watch every {WATCH_EVERY_S:.0f} s; load {os.getloadavg()[0]:.1f})")
+        assert down[0]["instrument_id"] == inst and down[0]["heartbeat_lapsed"] is True
+    finally:
+        for p in (beat, other, feeds):
+            await sync_to_async(proc_kill)(p)
 
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
