@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.trading.selectors import positions_for_chart
 from tests.factories import make_candles, make_feed, make_position
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 

@@ -19,7 +19,7 @@ from apps.trading.risk_services import positions_flatten
 from tests.revenue.test_pnl_days import CENT, assert_rows_equal_ledger, ledger_equity
 from tests.trading.conftest import PRICE, T0, new_signal
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 AT = T0 + timedelta(minutes=1, seconds=1)
 
 
