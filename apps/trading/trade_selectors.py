@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connections
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q, QuerySet, TextField
+from django.db.models.functions import Cast
 
 from apps.common.keyset import Cursor, KeysetPage, keyset_page, older_than
 from apps.trading.models import Position
@@ -124,8 +125,8 @@ def _aware(value: Any) -> datetime:
 def _iso(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, datetime) and value.tzinfo is None:  # SQLite: naive UTC (the common case, kept cheap)
-        return value.isoformat() + "+00:00"
+    if type(value) is str:  # SQLite's stored text: naive UTC (the common case, kept cheap)
+        return value.replace(" ", "T", 1) + "+00:00"
     return _aware(value).isoformat()
 
 
@@ -143,9 +144,18 @@ def trades_export_rows(
     on a plain cursor: Django's per-value converters (Decimal and datetime objects for every cell) cost more than
     the whole rest of the export, and the cells are text anyway.
     """
-    qs = trades_filtered(filters).order_by(*NEWEST_FIRST).values_list(*EXPORT_FIELDS)
+    qs = trades_filtered(filters).order_by(*NEWEST_FIRST)
+    if connections[qs.db].vendor == "sqlite":
+        # The stored text as it is ("YYYY-MM-DD HH:MM:SS[.ffffff]", UTC): the connection would parse every time
+        # into a datetime only for it to be formatted back (a sixth of the export's time).
+        qs = qs.annotate(opened_text=Cast("opened_at", TextField()), closed_text=Cast("closed_at", TextField()))
+        fields = ["opened_text" if f == "opened_at" else "closed_text" if f == "closed_at" else f
+                  for f in EXPORT_FIELDS]
+    else:
+        fields = list(EXPORT_FIELDS)
+    qs = qs.values_list(*fields)
     # Bound methods looked up once: this loop runs a million times (see _decimal_text for why "f" is exact).
-    iso, qty_text, price_text = datetime.isoformat, f"{{:.{_QTY}f}}".format, f"{{:.{_PRICE}f}}".format
+    qty_text, price_text = f"{{:.{_QTY}f}}".format, f"{{:.{_PRICE}f}}".format
     money_text = f"{{:.{_MONEY}f}}".format
     last: Cursor | None = None
     while True:
@@ -157,8 +167,7 @@ def trades_export_rows(
         if not raw:
             return
         yield [
-            (pk, iso(opened) + "+00:00" if type(opened) is datetime and opened.tzinfo is None else _iso(opened),
-             _iso(closed), ghost_id, inst_id, side, status, qty_text(qty), price_text(entry),
+            (pk, _iso(opened), _iso(closed), ghost_id, inst_id, side, status, qty_text(qty), price_text(entry),
              "" if exit_price is None else price_text(exit_price), exit_reason,
              "" if gross is None else money_text(gross), money_text(fees), _net_text(gross, fees))
             for (pk, opened, closed, ghost_id, inst_id, side, status, qty, entry, exit_price, exit_reason, gross,
