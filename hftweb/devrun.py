@@ -34,6 +34,9 @@ BIN = Path(sys.executable).parent
 STABLE_S = 30.0  # a child that ran this long before exiting was healthy: the next restart is the first again
 RESTART_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # wait before restart n of a child that keeps dying quickly
 MAX_QUICK_DEATHS = 5  # in a row, each within STABLE_S of its (re)start: give up and stop the desk
+# The web server(s) (issue 13, fan-out): HFT_WEB=daphne (one Daphne), daphne:N (N Daphne processes accepting on one
+# listening socket made here), uvicorn:N (Uvicorn's N workers on one port). README: the measured curve.
+DEFAULT_WEB = "daphne"
 
 
 def port_open(port: int) -> bool:
@@ -68,6 +71,35 @@ def redis_server() -> tuple[str, Path]:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     version = out.split("v=")[1].split()[0]  # "Redis server v=7.0.15 sha=..."
     return binary, RUN / f"redis-{version}"
+
+
+def web_specs(server: str, host: str, port: int) -> list[tuple[str, list[str], tuple[int, ...]]]:
+    """The web processes for HFT_WEB=`server`: [(name, command, file descriptors to pass)].
+
+    daphne:N binds the port here, once, and every Daphne accepts on that socket (`--fd`): the kernel hands each new
+    connection to one of them, and a restarted one takes the same socket again. The caller keeps the descriptor open
+    for restarts. uvicorn:N is Uvicorn's own supervisor and N workers; websockets-sansio is its websocket
+    implementation whose send waits while a socket's send buffer is full, so a stalled browser fills only its own
+    outbox (apps/dashboard/consumers.py)."""
+    kind, _, count = server.partition(":")
+    workers = int(count) if count.isascii() and count.isdecimal() else 1 if not count else 0
+    if kind not in ("daphne", "uvicorn") or workers < 1:
+        raise SystemExit(f"devrun: HFT_WEB={server!r}: expected daphne, daphne:N or uvicorn:N (N >= 1)")
+    app = "hftweb.asgi:application"
+    if kind == "uvicorn":
+        # lifespan off: Channels' router has no lifespan handler; graceful shutdown bounded so Ctrl-C stays quick
+        return [("web", [str(BIN / "uvicorn"), "--host", host, "--port", str(port), "--workers", str(workers),
+                         "--lifespan", "off", "--ws", "websockets-sansio", "--no-access-log",
+                         "--timeout-graceful-shutdown", "3", app], ())]
+    if workers == 1:
+        return [("web", [str(BIN / "daphne"), "-b", host, "-p", str(port), app], ())]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    fd = sock.detach()
+    return [(f"web{i}", [str(BIN / "daphne"), "--fd", str(fd), app], (fd,)) for i in range(1, workers + 1)]
 
 
 def say(data: bytes) -> None:
@@ -173,12 +205,12 @@ def main() -> None:
                 str(RUN / "beat.pid"),
             ],
         ),
-        ("web", [str(BIN / "daphne"), "-b", HOST, "-p", str(WEB_PORT), "hftweb.asgi:application"]),
     ]
+    specs += web_specs(os.environ.get("HFT_WEB", DEFAULT_WEB), HOST, WEB_PORT)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
-    children = [Child(name, cmd, env) for name, cmd in specs]
+    children = [Child(*spec, env=env) for spec in specs]  # (name, cmd) or (name, cmd, fds)
     gave_up = False
     try:
         for child in children:
@@ -209,8 +241,8 @@ class Child:
     """One supervised process: started in its own session, its output prefixed with its name, restarted when it
     exits (see the module docstring for when the supervisor gives up)."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict) -> None:
-        self.name, self.cmd, self.env = name, cmd, env
+    def __init__(self, name: str, cmd: list[str], fds: tuple[int, ...] = (), *, env: dict) -> None:
+        self.name, self.cmd, self.env, self.fds = name, cmd, env, fds
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
         self.quick_deaths = 0
@@ -218,7 +250,8 @@ class Child:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            pass_fds=self.fds,
         )
         self.started_at, self.restart_at = time.monotonic(), None
         threading.Thread(target=pump, args=(self.name, self.proc.stdout), daemon=True).start()

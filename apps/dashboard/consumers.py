@@ -1,14 +1,15 @@
 """The desk's one websocket: server events out, a few typed commands in.
 
-Asynchronous (issue 13): a server event is handled on the event loop with no thread hop (the synchronous consumer
-sent every message through one executor thread, serialising the fan-out to 500 sockets); only database work (the
-login re-check, a command) goes through `database_sync_to_async`.
+Asynchronous (issue 13): server events never go through a thread; only database work (the login re-check, a
+command) goes through `database_sync_to_async`. The sockets of a server process share one channel per group
+(apps/dashboard/hub.py): the hub receives each group message once and hands its frames, already JSON text, to every
+member socket's outbox.
 
-Events reach the browser through a per-socket `Outbox` drained by the socket's own writer task: a slow or stalled
-browser only fills its own outbox (the server's `send` waits while the socket's send buffer is full: uvicorn; under
-Daphne, Twisted buffers instead), in which a newer tick or P&L replaces the older one still waiting, and a socket
-whose outbox overflows with events that cannot be replaced is closed (CLOSE_TOO_SLOW): the browser reconnects and
-catches up from state.json, as after any drop. No socket ever waits for another.
+Each socket's `Outbox` is drained by the socket's own writer task: a slow or stalled browser only fills its own
+outbox (the server's `send` waits while that socket's send buffer is full under uvicorn; Daphne's Twisted buffers
+instead), in which a newer tick or P&L replaces the older one still waiting, and a socket whose outbox overflows with
+events that cannot be replaced is closed (CLOSE_TOO_SLOW): the browser reconnects and catches up from state.json, as
+after any drop. No socket ever waits for another.
 
 Every command re-checks the role on the server, so a viewer's hand-made message is refused.
 Every client message first re-checks the login itself (session still there, user active, role unchanged), and
@@ -20,6 +21,7 @@ import json
 import logging
 import random
 import time
+import weakref
 from collections import deque
 
 from channels.db import database_sync_to_async
@@ -31,6 +33,7 @@ from apps.accounts.events import CLOSE_LOGGED_OUT, CLOSE_ROLE_CHANGED, session_d
 from apps.accounts.roles import OPERATOR, role_of
 from apps.accounts.selectors import session_user
 from apps.common.parsing import ParseError, parse_json
+from apps.dashboard.hub import Hub, hub
 from apps.ghosts.events import GHOSTS_GROUP
 from apps.ghosts.services import GhostError, ghost_set_enabled
 from apps.lab.events import LAB_GROUP
@@ -48,6 +51,18 @@ AUTH_RECHECK_S = 30.0
 # Frames waiting for one socket; past this, with nothing left to replace, the socket is too slow and is closed.
 OUTBOX_LIMIT = 256
 CLOSE_TOO_SLOW = 4008  # the browser reconnects (desk.js: any code but 4401/4403) and catches up from state.json
+# Sockets joining or leaving their groups at once, per server process: channels-redis' connection pool holds 100
+# connections and raises (MaxConnectionsError, the socket refused with 500) rather than wait when they are all
+# busy, which 50 browsers reconnecting together did. Each socket joins its groups one after the other in one slot.
+GROUP_SLOTS = 32
+_group_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+
+
+def group_slot() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    if loop not in _group_slots:
+        _group_slots[loop] = asyncio.Semaphore(GROUP_SLOTS)
+    return _group_slots[loop]
 
 
 class Outbox:
@@ -94,6 +109,9 @@ def _login_facts(user) -> tuple[str, list[str]]:
 
 
 class DeskConsumer(AsyncJsonWebsocketConsumer):
+    # No channel of its own: group messages come through this process's hub (apps/dashboard/hub.py). An alias with
+    # no layer configured makes Channels skip the socket's own channel and its receive loop.
+    channel_layer_alias = "desk-sockets-receive-through-the-hub"
     # Until connect() accepts an authenticated user, the socket is closed for every purpose.
     auth_closed = True
     session_key: str | None = None
@@ -101,6 +119,8 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
     auth_due_at = 0.0
     outbox: Outbox | None = None
     writer: asyncio.Task | None = None
+    joined: Hub | None = None
+    held: list | None = None  # frames waiting for a login re-check in flight
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -109,6 +129,7 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
             return
         self.role, instrument_groups = await database_sync_to_async(_login_facts)(user)
         self.auth_closed = False
+        self.tasks: set[asyncio.Task] = set()
         session = self.scope.get("session")
         self.session_key = session.session_key if session is not None else None
         self.auth_recheck_scheduled()
@@ -116,18 +137,25 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
         self.groups_joined = [GHOSTS_GROUP, SIGNALS_GROUP, PORTFOLIO_GROUP, FEEDS_GROUP, LAB_GROUP]
         self.groups_joined += instrument_groups
         self.groups_joined.append(user_group(user.pk))  # auth.check events for this user's sockets only
-        await asyncio.gather(*(self.channel_layer.group_add(g, self.channel_name) for g in self.groups_joined))
         self.outbox = Outbox()
+        self.joined = hub()
+        async with group_slot():
+            await self.joined.join(self, self.groups_joined)
         await self.accept()
         self.writer = asyncio.create_task(self.write_loop())
 
     async def disconnect(self, code: int) -> None:
         self.auth_closed = True
-        if self.writer is not None:
-            self.writer.cancel()
-        groups = getattr(self, "groups_joined", [])
-        await asyncio.gather(*(self.channel_layer.group_discard(g, self.channel_name) for g in groups),
-                             return_exceptions=True)
+        for task in [self.writer, *getattr(self, "tasks", ())]:
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        if self.joined is not None:
+            await self.joined.leave(self)
+
+    def spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # --- the socket's writer ---------------------------------------------------------------------
     async def write_loop(self) -> None:
@@ -140,24 +168,56 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
         except Exception:  # noqa: BLE001 - the connection went away under a send; disconnect() follows
             log.debug("desk socket writer stopped", exc_info=True)
 
-    async def queue(self, text: str, key: str | None = None) -> None:
+    def queue(self, text: str, key: str | None = None) -> None:
         if self.auth_closed or self.outbox is None:
             return
         if not self.outbox.put(text, key):
             log.warning("desk socket too slow (%d frames waiting): closed with %d, the browser reconnects",
                         len(self.outbox), CLOSE_TOO_SLOW)
-            await self.shut(CLOSE_TOO_SLOW)
+            self.auth_closed = True
+            self.spawn(self.shut(CLOSE_TOO_SLOW))
 
     async def shut(self, code: int) -> None:
         """Close now: frames still waiting are dropped (a logged-out user gets no more; a slow one catches up)."""
         self.auth_closed = True
         if self.writer is not None:
             self.writer.cancel()
-        await self.close(code=code)
+        if not getattr(self, "close_sent", False):
+            self.close_sent = True
+            await self.close(code=code)
 
     async def send_json(self, content, close: bool = False) -> None:
         # replies (pong, ack, error) take their turn in the outbox behind the events already queued
-        await self.queue(json.dumps(content))
+        self.queue(json.dumps(content))
+
+    # --- from the hub (apps/dashboard/hub.py): called on the event loop, never blocking ----------------------
+    def hub_frames(self, frames: list[tuple[str, str | None]]) -> None:
+        if self.auth_closed:
+            return
+        if self.held is not None:  # a re-check is in flight: these wait for its answer, in order
+            self.held.extend(frames)
+            return
+        if time.monotonic() >= self.auth_due_at:
+            self.held = list(frames)
+            self.spawn(self.release_after_recheck())
+            return
+        for text, key in frames:
+            self.queue(text, key)
+
+    async def release_after_recheck(self) -> None:
+        try:
+            allowed = await self.auth_recheck()
+        finally:
+            held, self.held = self.held or [], None
+        if allowed:
+            for text, key in held:
+                self.queue(text, key)
+
+    def hub_auth_check(self, message: dict) -> None:
+        self.spawn(self.auth_check(message))
+
+    def hub_lost(self, code: int) -> None:
+        self.spawn(self.shut(code))
 
     # --- login re-checks -----------------------------------------------------------------------
     def auth_recheck_scheduled(self) -> None:
@@ -207,24 +267,6 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
         # Before anything the client sent is even parsed: a logged-out or deactivated user's socket acts no more.
         if await self.auth_recheck():
             await super().websocket_receive(message)
-
-    # --- server -> browser -------------------------------------------------------------------
-    async def listening_still_allowed(self) -> bool:
-        if self.auth_closed:
-            return False
-        return time.monotonic() < self.auth_due_at or await self.auth_recheck()
-
-    async def desk_event(self, message: dict) -> None:
-        """One event, encoded once by the sender (`text`, apps.common.realtime); a bare `event` is encoded here."""
-        if await self.listening_still_allowed():
-            text = message.get("text")
-            await self.queue(text if isinstance(text, str) else json.dumps(message["event"]), message.get("key"))
-
-    async def desk_batch(self, message: dict) -> None:
-        """Several events to one group that fell due together (one transaction's, or send_many's)."""
-        if await self.listening_still_allowed():
-            for text, key in zip(message["texts"], message["keys"], strict=True):
-                await self.queue(text, key)
 
     # --- browser -> server -------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
