@@ -281,3 +281,19 @@ def test_trades_csv_cells_equal_the_orm_values(viewer_client, desk):
                 assert "e" not in cell[name].lower() and Decimal(cell[name]) == value, (name, cell[name], value)
     flat = dict(zip(header, body[2], strict=True))
     assert flat["gross_pnl"] == "0.00000000" and flat["opened_at"].endswith(".123456+00:00")
+
+
+@pytest.mark.django_db
+def test_trades_csv_quotes_names_with_commas_quotes_and_line_breaks(viewer_client, desk):
+    """Lines are joined by hand for speed; the free text in them (names, symbols, reasons) still parses back."""
+    from apps.trading.models import Position
+
+    odd = make_ghost(name='fade, "the"\nspike', instrument=desk["instrument"])
+    p = make_position(ghost=odd, opened_at=T0, entry="100", exit="99", exit_reason="stop")
+    Position.objects.filter(pk=p.pk).update(exit_reason='odd, "reason"')  # no CHECK on choices in the table
+    rows = read_csv(viewer_client.get("/trades.csv"))
+    header, body = rows[0], rows[1:]
+    assert len(body) == 1 and len(body[0]) == len(header) == 15
+    cell = dict(zip(header, body[0], strict=True))
+    assert cell["ghost"] == 'fade, "the"\nspike' and cell["exit_reason"] == 'odd, "reason"'
+    assert cell["symbol"] == "BTC/USDT" and cell["currency"] == "USDT"
