@@ -13,6 +13,7 @@ Usage: .venv/bin/python benchmarks/replay.py            (whole file, 130,708 bar
        SPEED=600 MAX_SECONDS=20 .venv/bin/python benchmarks/replay.py (a paced replay for 20 s)
        FILE=trades/binance_vision_cm_BTCUSD_PERP_aggTrades/BTCUSD_PERP-aggTrades-2026-05-08.zip CHECK=0 \
            .venv/bin/python benchmarks/replay.py (a trade replay: bars built from trades, on its own market)
+       BENCH_DATABASE_URL=postgres://... (an empty database) for PostgreSQL instead of the temp SQLite file
 Data: ../shared/data (or $MARKET_DATA_DIR).
 """
 
@@ -56,10 +57,13 @@ def main() -> None:
                               DJANGO_SETTINGS_MODULE="hftweb.settings", RUN_DIR=tmp,
                               HFT_REPLAY_WARMUP_DOWNLOAD="0")  # the file's own head: comparable with its backtest
             os.environ.pop("DATABASE_URL", None)
+            if os.environ.get("BENCH_DATABASE_URL"):  # an EMPTY PostgreSQL database instead of the temp SQLite file
+                os.environ["DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
             import django
 
             django.setup()
             from django.core.management import call_command
+            from django.db import connection
             from django.db.models import Count
 
             call_command("migrate", verbosity=0)
@@ -87,7 +91,8 @@ def main() -> None:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             stored = Candle.objects.filter(instrument=inst).count()
             fates = dict(Signal.objects.values_list("fate").annotate(n=Count("id")).order_by())
-            print(f"replay {src.name} @{speed} on {inst} through run_feed (SQLite, Redis, 5 ghosts): {state}; "
+            print(f"replay {src.name} @{speed} on {inst} through run_feed ({connection.vendor}, Redis, 5 ghosts): "
+                  f"{state}; "
                   f"{stored:,} bars stored in {wall:.1f} s wall / {cpu:.1f} s CPU = {stored / wall:,.0f} bars/s "
                   f"({stored / cpu:,.0f} per CPU second)")
             if speed != "max":
