@@ -23,6 +23,7 @@ from apps.engine.performance import AutoDisableRules
 from apps.engine.risk import RiskLimits
 from apps.trading.models import KillSwitch, Position, RiskSettings
 from apps.trading.risk_selectors import kill_switch, risk_limits
+from tests.conftest import desk_events
 from tests.factories import make_feed, make_position
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +51,7 @@ def drain(channel: str, timeout: float = 1.0) -> list[dict]:
         out = []
         while True:
             try:
-                out.append((await asyncio.wait_for(layer.receive(channel), timeout))["event"])
+                out += desk_events(await asyncio.wait_for(layer.receive(channel), timeout))
             except TimeoutError:
                 return out
     return async_to_sync(take)()
