@@ -13,6 +13,7 @@ from django.urls import reverse
 from apps.audit.models import AuditEvent
 from apps.market.models import Candle, HistoryDownload, Instrument
 from apps.market.tasks import download_history_task
+from tests.conftest import desk_events
 from tests.market.fake_exchange import FakeBinanceRest, vision_klines
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +31,7 @@ def drain(layer, channel: str, timeout: float = 2.0) -> list[dict]:
         out = []
         while True:
             try:
-                out.append((await asyncio.wait_for(layer.receive(channel), timeout))["event"])
+                out += desk_events(await asyncio.wait_for(layer.receive(channel), timeout))
             except TimeoutError:
                 return out
     return async_to_sync(take)()
