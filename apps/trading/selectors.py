@@ -16,7 +16,7 @@ from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import Cast
 
 from apps.market.selectors import desk_now, last_prices
-from apps.revenue.models import PnlDay
+from apps.revenue.models import GhostLedger, PnlDay
 from apps.trading.models import Position
 
 ZERO = Decimal(0)
@@ -49,9 +49,9 @@ def _open_marks(prices: dict[int, float], *, ghost_id: int | None = None) -> dic
 
 
 def realised_net() -> Decimal:
-    """Net P&L of every closed position (gross less entry and exit fees), from the day rows."""
-    agg = PnlDay.objects.aggregate(g=Sum("gross"), f=Sum("fees"))
-    return (agg["g"] or ZERO) - (agg["f"] or ZERO)
+    """Net P&L of every closed position (gross less entry and exit fees): the ghosts' running totals, one row
+    per ghost (written with the day rows in each close's transaction), so the cost does not grow with history."""
+    return GhostLedger.objects.aggregate(s=Sum("cum_net"))["s"] or ZERO
 
 
 def equity(*, prices: dict[int, float] | None = None) -> Decimal:
@@ -124,15 +124,17 @@ def _book(prices: dict[int, float], today: date) -> _Book:
     from apps.revenue.models import RevenueTarget
 
     starts = {p: period_start(today, p).date() for p in PERIODS}
-    aggs = {"g_all": Sum("gross"), "f_all": Sum("fees")}
+    aggs = {}
     for p, since in starts.items():
         window = Q(day__gte=since)
         aggs[f"g_{p}"] = Sum("gross", filter=window)
         aggs[f"f_{p}"] = Sum("fees", filter=window)
         aggs[f"n_{p}"] = Sum("trades", filter=window)
-    # One grouped query over the day rows (ghosts x days: a few thousand rows at most).
-    by_ghost = {row["ghost_id"]: row for row in PnlDay.objects.values("ghost_id").order_by("ghost_id").annotate(**aggs)}
-    realised_all = sum(((r["g_all"] or ZERO) - (r["f_all"] or ZERO) for r in by_ghost.values()), ZERO)
+    # One grouped query over the day rows of the longest period (at most ~5 weeks x ghosts x instruments, on the
+    # day index), and the all-time total from the ghosts' running totals: neither grows with the history.
+    by_ghost = {row["ghost_id"]: row for row in PnlDay.objects.filter(day__gte=min(starts.values()))
+                .values("ghost_id").order_by("ghost_id").annotate(**aggs)}
+    realised_all = realised_net()
     periods = dict(RevenueTarget.objects.filter(ghost__isnull=False).values_list("ghost_id", "period"))
     return _Book(today=today, realised_all=realised_all, by_ghost=by_ghost, marks=_open_marks(prices),
                  periods=periods, ghost_ids=list(Ghost.objects.values_list("pk", flat=True)))
