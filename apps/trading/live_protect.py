@@ -139,11 +139,19 @@ def stop_fetch(ex, market: dict, ecid: str) -> dict | None:
     that order is returned, under the stop's client id, so its fill is read like a spot stop's."""
     symbol = market["symbol"]
     found = order_fetch_by_client_id(ex, symbol, ecid, _conditional(market))
-    actual = ((found or {}).get("info") or {}).get("actualOrderId") if market.get("contract") else None
+    info = (found or {}).get("info") or {}
+    actual = info.get("actualOrderId") if market.get("contract") else None
     if not actual or str(actual) == "0":
+        if info.get("algoStatus") in ("TRIGGERING", "TRIGGERED"):
+            # fired, but no order in the matching engine yet (or ever: Binance's demo venue has left stops in
+            # TRIGGERING): neither working nor filled, so not placed again either; a person is told
+            return {**found, "status": TRIGGERING, "filled": 0.0}
         return found
     placed = ex.fetch_order(str(actual), symbol)
     return {**placed, "clientOrderId": found.get("clientOrderId"), "triggerPrice": found.get("triggerPrice")}
+
+
+TRIGGERING = "triggering"  # stop_fetch's status of a fired futures stop with no order in the matching engine
 
 
 def _immediate(exc: Exception) -> bool:
@@ -360,6 +368,10 @@ def protect_sync(position_id: int, *, ex=None, market: dict | None = None,
         return _place(ex, position, market, plan, row)
     if found is not None and _filled(found) > 0 and found.get("status") != "open":
         return _closed_by_stop(ex, position, row, found, market, how)
+    if found is not None and found.get("status") == TRIGGERING:
+        return "uncertain", (f"position #{position.pk}: protective stop {row.client_order_id} fired on the exchange "
+                             f"({found['info'].get('algoStatus')}) but no order of it is in the book: check the "
+                             "position on the exchange")
     if found is None or found.get("status") != "open":  # never placed, or cancelled/expired with no fill
         state = "not on the exchange" if found is None else found.get("status")
         old = row.client_order_id

@@ -147,9 +147,10 @@ class FakeBinanceUsdm:
     def working_stops(self) -> list[dict]:
         return [a for a in self.algo_orders if a["algoStatus"] == "NEW"]
 
-    def set_price(self, price: Decimal) -> list[dict]:
+    def set_price(self, price: Decimal, *, stall: bool = False) -> list[dict]:
         """The market trades at `price`: stops whose trigger it reaches fire (see the module docstring).
-        Returns the algo orders that triggered."""
+        Returns the algo orders that triggered. `stall`: they stay in TRIGGERING and place no order (what Binance's
+        demo venue has done: nautilus_trader discussion #5378)."""
         with self._lock:
             self.price = price
             fired = []
@@ -160,6 +161,10 @@ class FakeBinanceUsdm:
                 if (price > trigger) if a["side"] == "SELL" else (price < trigger):
                     continue
                 now = int(time.time() * 1000)
+                if stall:
+                    a.update(algoStatus="TRIGGERING", triggerTime=now, updateTime=now)
+                    fired.append(a)
+                    continue
                 order = self._market(side=a["side"], qty=Decimal(a["quantity"]), reduce_only=a["reduceOnly"],
                                      client_id=f"autoclose-{a['algoId']}", orig_type="STOP_MARKET")
                 a.update(algoStatus="FINISHED", triggerTime=now, updateTime=now, actualOrderId=str(order["orderId"]),

@@ -162,3 +162,22 @@ def test_reconcile_cancels_a_stale_stop_of_ours_in_the_algo_service(usdm):
     assert [f.fixed for f in stale] == [True] and "stop7" in stale[0].detail
     assert [(a["clientAlgoId"][-5:], a["algoStatus"]) for a in fake.algo_orders] == [("stop1", "NEW"),
                                                                                       ("stop7", "CANCELED")]
+
+
+def test_a_stop_stuck_in_triggering_is_reported_not_placed_again_and_the_exit_still_works(usdm):
+    """A stop that fired but never reached the matching engine protects nothing, and placing a second one beside
+    it could close twice if the first one wakes up: the watch tells a person (once), and the desk's own exit
+    still closes the position reduce-only."""
+    fake, ghost = usdm
+    position = _open(ghost)
+    [stuck] = fake.set_price(Decimal("93900.0"), stall=True)
+    assert stuck["algoStatus"] == "TRIGGERING" and fake.position == position.quantity
+    for _ in range(2):
+        assert protect_watch() == {"uncertain": 1}
+    assert len(fake.algo_orders) == 1  # nothing placed beside it
+    audit = AuditEvent.objects.get(action="protect_watch.uncertain", object_id=str(position.pk))
+    assert "TRIGGERING" in audit.reason
+    closed = position_exit(position_id=position.pk, price=93900.0, at=AT + timedelta(minutes=2),
+                           reason=ExitReason.STOP)
+    assert closed.status == Position.Status.CLOSED and fake.position == 0
+    assert fake.orders[-1]["clientOrderId"] == f"hft-{position.signal_id}-exit" and fake.orders[-1]["reduceOnly"]
