@@ -92,18 +92,6 @@ _QTY, _PRICE, _MONEY = _places("quantity"), _places("entry_price"), _places("gro
 _MONEY_SCALE = 10**_MONEY
 
 
-def _decimal_text(value: Any, places: int) -> str:
-    """The column's value as a plain decimal with the field's places ("0.00150000", never "1.5E-3").
-
-    SQLite keeps a DecimalField as REAL (or INTEGER when whole): formatting the float to the field's places gives
-    the digits Django's own converter would (it rounds the same float to the same places); PostgreSQL hands back
-    Decimals, formatted the same way.
-    """
-    if value is None:
-        return ""
-    return f"{value:.{places}f}"
-
-
 def _net_text(gross: Any, fees: Any) -> str:
     """gross - fees, exact to the money field's places (in integer units, so no float subtraction error)."""
     if gross is None:
@@ -154,7 +142,10 @@ def trades_export_rows(
     else:
         fields = list(EXPORT_FIELDS)
     qs = qs.values_list(*fields)
-    # Bound methods looked up once: this loop runs a million times (see _decimal_text for why "f" is exact).
+    # Decimals as plain digits with the field's places ("0.00150000", never "1.5E-3" or "0E-8"). SQLite keeps a
+    # DecimalField as REAL (INTEGER when whole): formatting that float to the field's places gives the digits
+    # Django's own converter would (it rounds the same float to the same places); PostgreSQL hands back Decimals,
+    # formatted the same way. Bound methods looked up once: this loop runs a million times.
     qty_text, price_text = f"{{:.{_QTY}f}}".format, f"{{:.{_PRICE}f}}".format
     money_text = f"{{:.{_MONEY}f}}".format
     last: Cursor | None = None
