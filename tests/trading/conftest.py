@@ -47,6 +47,29 @@ def live_settings(settings, monkeypatch, fake_binance):
     live_clients_clear()
 
 
+@pytest.fixture
+def usdm(settings, monkeypatch):
+    """Live trading on binanceusdm (keys in the environment), ccxt pointed at the fake, and a ghost trading the
+    BTC/USDT perpetual."""
+    from apps.ghosts.services import ghost_create
+    from apps.market.models import Exchange, FeedStatus, Instrument
+    from apps.trading.live_client import live_clients_clear
+    from tests.fakes.binance_usdm import FakeBinanceUsdm
+
+    with FakeBinanceUsdm(price=PRICE) as fake:
+        settings.HFT_LIVE_TRADING = True
+        settings.HFT_LIVE_CCXT_CONFIG = {"urls": {"api": fake.urls()}, "enableRateLimit": False}
+        monkeypatch.setenv("HFT_BINANCEUSDM_API_KEY", API_KEY)
+        monkeypatch.setenv("HFT_BINANCEUSDM_SECRET", API_SECRET)
+        live_clients_clear()
+        ex = Exchange.objects.create(code="binanceusdm", name="Binance USDⓈ-M")
+        inst = Instrument.objects.create(exchange=ex, symbol="BTC/USDT:USDT", base="BTC", quote="USDT")
+        FeedStatus.objects.create(instrument=inst, source="sim")
+        ghost = ghost_create(name="fader-perp", kind="spike_fader", instrument=inst, enabled=True)
+        yield fake, ghost
+        live_clients_clear()
+
+
 def new_signal(ghost, minute: int = 0, *, side: int = 1, entry: float = float(PRICE), stop_pct: float = 1.0,
                target_pct: float = 0.8):
     """A pending signal as the manager leaves it (through the real signal_record service)."""

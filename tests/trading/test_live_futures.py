@@ -17,36 +17,11 @@ from apps.trading.live_executor import position_stop_move
 from apps.trading.live_reconcile import live_reconcile
 from apps.trading.live_watch import protect_watch
 from apps.trading.models import ExitReason, Fill, Mode, Order, Position
-from tests.fakes.binance_usdm import FakeBinanceUsdm
 from tests.trading.conftest import PRICE, new_signal
-from tests.trading.fake_binance import API_KEY, API_SECRET
 from tests.trading.test_live import AT
 
 pytestmark = pytest.mark.django_db
-SYMBOL = "BTC/USDT:USDT"
 TICK = Decimal("0.1")  # the fake's BTCUSDT price filter
-
-
-@pytest.fixture
-def usdm(settings, monkeypatch):
-    """Live trading on binanceusdm (keys in the environment), ccxt pointed at the fake, and a ghost trading the
-    BTC/USDT perpetual."""
-    from apps.ghosts.services import ghost_create
-    from apps.market.models import Exchange, FeedStatus, Instrument
-    from apps.trading.live_client import live_clients_clear
-
-    with FakeBinanceUsdm(price=PRICE) as fake:
-        settings.HFT_LIVE_TRADING = True
-        settings.HFT_LIVE_CCXT_CONFIG = {"urls": {"api": fake.urls()}, "enableRateLimit": False}
-        monkeypatch.setenv("HFT_BINANCEUSDM_API_KEY", API_KEY)
-        monkeypatch.setenv("HFT_BINANCEUSDM_SECRET", API_SECRET)
-        live_clients_clear()
-        ex = Exchange.objects.create(code="binanceusdm", name="Binance USDⓈ-M")
-        inst = Instrument.objects.create(exchange=ex, symbol=SYMBOL, base="BTC", quote="USDT")
-        FeedStatus.objects.create(instrument=inst, source="sim")
-        ghost = ghost_create(name="fader-perp", kind="spike_fader", instrument=inst, enabled=True)
-        yield fake, ghost
-        live_clients_clear()
 
 
 def _open(ghost, *, side: int = 1, minute: int = 0) -> Position:
