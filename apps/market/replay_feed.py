@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 LOOP_SLEEP = 0.05  # s between paced steps
 MAX_CHUNK = 20_000  # events per step at most: the heartbeat is checked between steps
 MIN_CHUNK = 50
+PREVIEW_MAX_TRADES = 1_000_000  # a trade replay's bars are previewed up to this many trades (~10 s of building)
 STEP_SECONDS = 1.0  # wall time a step aims at: the runner's lock (15 s TTL) is renewed about once a second
 CLOCK_LOOKAHEAD = 16  # events, the median window of the data clock (module docstring)
 TRADE, LIQ, BAR = 0, 1, 2
@@ -309,6 +310,13 @@ class ReplayFeed:
         if self.skipped:
             log.info("%s: replay %s skips %s", self.instrument, self.spec.label, self.skipped)
         p = self.pipeline
+        if not self.trades.empty and self.liqs.empty and len(self.trades) <= PREVIEW_MAX_TRADES and len(clock):
+            # The bars these trades will make, built ahead by the same sanitiser and builder: the runtime
+            # evaluates the ghosts on them in chunks and checks each stored bar against them (FeedPipeline.
+            # set_preview). Not with liquidations (merged into bars as they come) or beyond ~10 s of building.
+            p.set_preview(self._preview(int(clock[-1])))
+            if not self.heartbeat():
+                return
         p.publish(force=True, state=FeedStatus.State.CONNECTED, last_error="", next_retry_at=None)
         wall_start = time.monotonic()
         data_start = int(clock[pos]) if pos < len(clock) else 0
@@ -345,6 +353,14 @@ class ReplayFeed:
         p.publish(force=True, state=FeedStatus.State.CONNECTED, bars_stored=p.bars_stored)
         log.info("%s: replay %s finished: %d bars stored, counts %s", self.instrument, self.spec.label,
                  p.bars_stored, p.counts())
+
+    def _preview(self, last_ms: int) -> pd.DataFrame:
+        from apps.market.importers import bars_from_trades
+
+        inst, builder = self.instrument, self.pipeline.builder
+        return bars_from_trades(self.trades, whale_notional=float(inst.whale_notional),
+                                whale_median_multiple=float(inst.whale_median_multiple), now_ms=last_ms,
+                                grace_ms=builder.grace_ms).bars
 
     def _play(self, clock: np.ndarray, kind: np.ndarray, row: np.ndarray, start: int, end: int) -> None:
         """Hand events [start, end) to the pipeline in order, one run of the same kind at a time."""

@@ -65,6 +65,12 @@ def candle_store(
 
 
 PUSH_EVERY_BAR_UP_TO = 5
+def candle_row(bar: dict) -> tuple:
+    """A bar as candles_store_many stores it: (open_time, *CANDLE_BAR_FIELDS as Decimal or None, trade_count)."""
+    v = _candle_values(bar)
+    return (bar["open_time"], *(v[f] for f in CANDLE_BAR_FIELDS), v["trade_count"])
+
+
 _STORE_MANY_FIELDS = ("instrument_id", "timeframe", "open_time", *CANDLE_BAR_FIELDS, "trade_count")
 
 
@@ -85,8 +91,7 @@ def candles_store_many(*, instrument, bars: list[dict], timeframe: str = "1m") -
     for bar in bars:
         row = stored.get(bar["open_time"])
         if row is None:
-            v = _candle_values(bar)
-            row = (bar["open_time"], *(v[f] for f in CANDLE_BAR_FIELDS), v["trade_count"])
+            row = candle_row(bar)
             new_rows.append((instrument.pk, timeframe, adapt(bar["open_time"]), *row[1:]))
             new_times.add(bar["open_time"])
         out.append(row)

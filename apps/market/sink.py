@@ -38,6 +38,8 @@ class FeedSink(Protocol):
 
     def publish(self, *, state: str = ..., force: bool = False, **status: Any) -> None: ...
 
+    def set_preview(self, bars: Any) -> None: ...
+
 
 # make_pipeline(has_liquidations=...) -> the sink for one instrument's stream
 PipelineFactory = Callable[..., FeedSink]

@@ -9,6 +9,7 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
 import pandas as pd
 from django.core.cache import cache
 from django.db import transaction
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 # A price older than this (in data time) is not a fill price for a market order on the next bar.
 MAX_PRICE_AGE_MS = 5 * 60_000
 SUMMARY_EVERY_S = 10
+PREVIEW_AHEAD = 240  # bars of a trade replay's preview evaluated at once (see BarDecider.set_preview)
 
 
 def bar_evaluate(*, instrument_id: int, bar_time: datetime) -> list[Signal]:
@@ -143,6 +145,10 @@ class BarDecider:
         self.instrument_id = instrument_id
         self.window: pd.DataFrame | None = None
         self.warmup = 0
+        self.preview: pd.DataFrame | None = None
+        self._ahead: dict = {}
+        self._ahead_gates: dict = {}
+        self._ahead_until = None
 
     def _ghosts(self) -> list[tuple[list, dict]]:
         """Rounds of (ghosts, {kind: config}) as bar_evaluate forms them; re-read per chunk (an operator may
@@ -161,23 +167,62 @@ class BarDecider:
             free[1][ghost.kind] = cfg
         return rounds
 
+    def set_preview(self, frame: pd.DataFrame) -> None:
+        """The bars a trade replay will close, built ahead from its own trades (same sanitiser and builder, values
+        as stored). Their drafts are computed PREVIEW_AHEAD bars at a time, and a bar's drafts are used only when
+        it and every bar before it came out as previewed; on the first difference the preview is dropped and each
+        bar is evaluated on its own (the drafts of the bars before it were right: they saw only matching bars)."""
+        self.preview = frame
+        self._ahead, self._ahead_gates, self._ahead_until = {}, {}, None
+
     def drafts(self, chunk: pd.DataFrame, *, new: set) -> tuple[dict, dict]:
         """The chunk's drafts ({bar time: [(ghost, Draft), ...]}, only bars in `new`, i.e. stored by this run)
         and the trend gate of each bar that has one ({bar time: TrendGate})."""
-        from apps.ghosts.selectors import trend_config_for
-        from apps.runtime.manager import gate_from_row
+        if self.preview is not None:
+            if self._as_previewed(chunk):
+                if self._ahead_until is None or chunk.index[-1] > self._ahead_until:
+                    ahead = self.preview.loc[chunk.index[0]:].iloc[:max(PREVIEW_AHEAD, len(chunk))]
+                    bars = self._bars_with(ahead, advance=False)
+                    self._ahead, self._ahead_gates = self._evaluate(bars, len(ahead))
+                    self._ahead_until = ahead.index[-1]
+                self._bars_with(chunk)
+                out = {t: self._ahead[t] for t in chunk.index if t in new and t in self._ahead}
+                return out, {t: self._ahead_gates[t] for t in out if t in self._ahead_gates}
+            log.info("instrument %s: bar %s differs from the replay's preview; evaluating bar by bar",
+                     self.instrument_id, chunk.index[0])
+            self.preview = None
+        bars = self._bars_with(chunk)
+        out, gates = self._evaluate(bars, len(chunk))
+        out = {t: d for t, d in out.items() if t in new}
+        return out, {t: g for t, g in gates.items() if t in out}
 
-        rounds = self._ghosts()
-        self.warmup = warmup_minutes_needed(instrument_id=self.instrument_id)
+    def _as_previewed(self, chunk: pd.DataFrame) -> bool:
+        rows = self.preview.reindex(chunk.index)
+        return bool(np.array_equal(rows.to_numpy(), chunk.to_numpy(), equal_nan=True))
+
+    def _bars_with(self, chunk: pd.DataFrame, *, advance: bool = True) -> pd.DataFrame:
+        """Window + chunk (what the ghosts see); with `advance` the window then moves on past the chunk (the
+        chunk's bars are stored ones; a preview's are not)."""
         if self.window is None:
+            self.warmup = warmup_minutes_needed(instrument_id=self.instrument_id)
             first = chunk.index[0].to_pydatetime()
             self.window = candle_bars(instrument_id=self.instrument_id, until=first - timedelta(minutes=1),
                                       minutes=self.warmup)
-        bars = pd.concat([self.window, chunk]) if len(self.window) else chunk
+        bars = pd.concat([self.window[self.window.index < chunk.index[0]], chunk]) if len(self.window) else chunk
         bars = bars[~bars.index.duplicated(keep="last")]
-        self.window = bars.iloc[-max(self.warmup, 1):]
+        if advance:
+            self.window = bars.iloc[-max(self.warmup, 1):]
+        return bars
+
+    def _evaluate(self, bars: pd.DataFrame, rows: int) -> tuple[dict, dict]:
+        """Every enabled ghost once over `bars`; the drafts of its last `rows` bars and their trend gates."""
+        from apps.ghosts.selectors import trend_config_for
+        from apps.runtime.manager import gate_from_row
+
         out: dict = {}
-        for ghosts, configs in rounds:
+        # re-read with the ghosts (an operator may enable one with a longer warm-up): the window keeps this many
+        self.warmup = warmup_minutes_needed(instrument_id=self.instrument_id)
+        for ghosts, configs in self._ghosts():
             results = evaluate_all(bars, configs)
             for ghost in ghosts:
                 result, cfg = results[ghost.kind], configs[ghost.kind]
@@ -185,11 +230,10 @@ class BarDecider:
                                         state=_summary(ghost.kind, bars, cfg, ghost.pk))
                 if result.error or result.drafts is None or result.drafts.empty:
                     continue
-                rows = result.drafts.iloc[-len(chunk):]
-                rows = rows[rows["side"].to_numpy() != 0]
-                for t, row in zip(rows.index, rows.to_dict("records"), strict=True):
-                    if t in new:
-                        out.setdefault(t, []).append((ghost, Draft.from_row(t, row)))
+                tail = result.drafts.iloc[-rows:]
+                tail = tail[tail["side"].to_numpy() != 0]
+                for t, row in zip(tail.index, tail.to_dict("records"), strict=True):
+                    out.setdefault(t, []).append((ghost, Draft.from_row(t, row)))
         gates: dict = {}
         trend_cfg = trend_config_for(self.instrument_id) if out else None
         if trend_cfg is not None:
@@ -217,6 +261,14 @@ class BarDecider:
         signal, decision = bar_decide(instrument_id=self.instrument_id, bar_time=bar_time, bars=None, now_s=now_s,
                                       gate=gate)
         if signal is None:
+            return False
+        bar_close_ms = int(bar_time.timestamp() * 1000) + 60_000
+        if ts_ms < bar_close_ms - 1 or ts_ms - bar_close_ms > MAX_PRICE_AGE_MS:
+            # as signal_execute_at_market: a bar closed by the clock in a quiet market has no price after it yet
+            with transaction.atomic():
+                locked = Signal.objects.select_for_update().get(pk=signal.pk)
+                if locked.fate == Fate.PENDING:
+                    signal_set_fate(signal=locked, fate=Fate.STALE, detail="no fresh price after the bar closed")
             return False
         position = signal_execute(signal_id=signal.pk, price=Decimal(repr(price)), at=at, quantity=decision.quantity)
         if position is not None:

@@ -100,7 +100,7 @@ class FeedPipeline:
                 # The trade that closes a bar is the first price after it: the fill price of its signals.
                 price_set(self.instrument.pk, t.price, t.ts_ms)
                 self._store(closed, evaluate)
-                if evaluate:
+                if evaluate and self.decider is None:
                     self.refresh_positions()  # a synchronous evaluation (replay) may have opened one
             if evaluate and self.positions:
                 closed = positions_check_price(
@@ -207,6 +207,14 @@ class FeedPipeline:
             return {}, {}
         return self.decider.drafts(engine_frame(rows), new={pd.Timestamp(t) for t in new})
 
+    def set_preview(self, bars: pd.DataFrame) -> None:
+        """A trade replay's bars built ahead from its trades (importers.bars_from_trades): the decider evaluates
+        them in chunks and uses their drafts while the stored bars come out the same (BarDecider.set_preview)."""
+        from apps.market.services import candle_row
+
+        if self.decider is not None and len(bars):
+            self.decider.set_preview(engine_frame([candle_row(b) for b in bars.to_dict("records")]))
+
     def _decide(self, bar: dict, price: float, ts_ms: int, drafts: dict, gates: dict) -> None:
         t = pd.Timestamp(bar["open_time"])
         found = drafts.get(t)
@@ -248,6 +256,13 @@ class FeedPipeline:
         self._store(self.builder.flush(now_ms), evaluate)
 
     def _store(self, bars: list[dict], evaluate: bool) -> None:
+        if evaluate and bars and self.decider is not None:
+            # A trade replay: decided in-process like live's queued task would, at the latest price (the trade that
+            # closed the bar; for a bar closed by the clock the one before it, which the decision finds stale).
+            drafts, gates = self._store_chunk(bars)
+            for bar in bars:
+                self._decide(bar, self.last_price, self.last_ts, drafts, gates)
+            return
         for bar in bars:
             _, created = candle_store(
                 instrument_id=self.instrument.pk, bar=bar, on_stored=self.on_bar if evaluate else None
