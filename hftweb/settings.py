@@ -246,6 +246,9 @@ HFT_LIVE_SANDBOX = env_bool("HFT_LIVE_SANDBOX", True)
 # fake exchange). Not read from the environment; keys placed here are ignored.
 HFT_LIVE_CCXT_CONFIG: dict = {}
 HFT_START_CAPITAL = Decimal(os.environ.get("HFT_START_CAPITAL", "10000"))
+# Ghost plug-ins (issue 11): a folder of ghost modules loaded at every start (apps.ghosts.plugins), relative to the
+# working directory; unset, only installed packages' `hftweb.ghosts` entry points. The repository's example: plugins/.
+HFT_GHOSTS_DIR = os.environ.get("HFT_GHOSTS_DIR", "")
 # A replay of COIN-M files (BTCUSD_PERP...) runs on Binance COIN-M's inverse contract, quoted in USD
 # (apps.market.replay_feed.replay_market); everything else in USDT unless said.
 HFT_QUOTE_CURRENCY = os.environ.get("HFT_QUOTE_CURRENCY") or (
