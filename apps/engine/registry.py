@@ -101,6 +101,29 @@ GHOSTS: dict[str, GhostSpec] = {
 }
 # The kinds the desk runs (one ghost each on a fresh desk); GHOSTS also holds the lab-only kinds.
 DESK_KINDS: tuple[str, ...] = tuple(kind for kind, spec in GHOSTS.items() if spec.desk)
+# The built-in kinds; anything else in GHOSTS is a plug-in (issue 11), registered by apps.ghosts.plugins after
+# apps.engine.plugins' guards passed. Plug-ins are not in DESK_KINDS: the desk's default set, the default
+# backtest and the desk-wide search space stay the built-in five whatever folder a process loads.
+BUILTIN_KINDS: frozenset[str] = frozenset(GHOSTS)
+
+
+def register(spec: GhostSpec) -> None:
+    """Add a plug-in's spec (validated by the caller: apps.engine.plugins.check_spec); ConfigError on a taken kind."""
+    if spec.kind in GHOSTS:
+        raise ConfigError(f"ghost kind {spec.kind!r} is already registered")
+    GHOSTS[spec.kind] = spec
+
+
+def unregister(kind: str) -> None:
+    """Remove a plug-in's kind (a reload of the plug-in folder); built-in kinds cannot be removed."""
+    if kind in BUILTIN_KINDS:
+        raise ConfigError(f"{kind!r} is a built-in ghost kind")
+    GHOSTS.pop(kind, None)
+
+
+def is_plugin(kind: str) -> bool:
+    """True for a registered kind that is not built in."""
+    return kind in GHOSTS and kind not in BUILTIN_KINDS
 
 
 def get_spec(kind: str) -> GhostSpec:
