@@ -59,19 +59,19 @@ async def run_one(desk: Desk, url: str, keys: list[str], rate: float, seconds: f
     clients = Clients(url, keys, on_frame)
     connect_s = await clients.open()
     pids = desk.web_pids()
-    cpu0 = cpu_seconds(pids)
+    cpu0, me0 = cpu_seconds(pids), cpu_seconds([os.getpid()])
     pusher = await asyncio.create_subprocess_exec(PY, "-c", PUSHER, str(rate), str(seconds), "ghosts",
                                                   cwd=desk.code, env=desk.env, stdout=subprocess.PIPE)
     out, _ = await pusher.communicate()
     await asyncio.sleep(2)  # stragglers
-    cpu = cpu_seconds(pids) - cpu0
+    cpu, me = cpu_seconds(pids) - cpu0, cpu_seconds([os.getpid()]) - me0
     costs = [c * 1000 for c in json.loads(out.decode().strip().splitlines()[-1])]
     await clients.close()
     expected = int(rate * seconds) * len(keys)
     return {"viewers": len(keys), "connect_s": connect_s, "p50": pct(lat, 50), "p95": pct(lat, 95),
             "p99": pct(lat, 99), "max": max(lat, default=float("nan")), "delivered": got[0], "expected": expected,
             "closed": clients.closed, "send_now_p50_ms": pct(costs, 50), "send_now_mean_ms": sum(costs) / len(costs),
-            "web_cpu_pct": 100 * cpu / (seconds + 2)}
+            "web_cpu_pct": 100 * cpu / (seconds + 2), "client_cpu_pct": 100 * me / (seconds + 2)}
 
 
 def main() -> None:
@@ -104,7 +104,8 @@ def main() -> None:
             print(f"  N={r['viewers']:>4}: push->client p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f}  "
                   f"p99 {r['p99']:7.1f}  max {r['max']:7.1f}  delivered {r['delivered']}/{r['expected']}  "
                   f"closed {r['closed']}  send_now p50 {r['send_now_p50_ms']:.2f} ms (mean "
-                  f"{r['send_now_mean_ms']:.2f})  web CPU {r['web_cpu_pct']:.0f}%  connect {r['connect_s']:.1f} s  "
+                  f"{r['send_now_mean_ms']:.2f})  web CPU {r['web_cpu_pct']:.0f}% clients {r['client_cpu_pct']:.0f}%  "
+                  f"connect {r['connect_s']:.1f} s  "
                   f"{load()}", flush=True)
             time.sleep(1)
     finally:

@@ -87,9 +87,12 @@ def web_specs(server: str, host: str, port: int) -> list[tuple[str, list[str], t
         raise SystemExit(f"devrun: HFT_WEB={server!r}: expected daphne, daphne:N or uvicorn:N (N >= 1)")
     app = "hftweb.asgi:application"
     if kind == "uvicorn":
-        # lifespan off: Channels' router has no lifespan handler; graceful shutdown bounded so Ctrl-C stays quick
+        # lifespan off: Channels' router has no lifespan handler; graceful shutdown bounded so Ctrl-C stays quick;
+        # no per-message deflate: the desk's frames are small JSON, and compressing each one for each socket cost
+        # more CPU than the fan-out itself
         return [("web", [str(BIN / "uvicorn"), "--host", host, "--port", str(port), "--workers", str(workers),
-                         "--lifespan", "off", "--ws", "websockets-sansio", "--no-access-log",
+                         "--lifespan", "off", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
+                         "--no-access-log",
                          "--timeout-graceful-shutdown", "3", app], ())]
     if workers == 1:
         return [("web", [str(BIN / "daphne"), "-b", host, "-p", str(port), app], ())]

@@ -155,7 +155,12 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self.task_done)
+
+    def task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # e.g. a close on a connection already gone
+            log.debug("desk socket task failed", exc_info=task.exception())
 
     # --- the socket's writer ---------------------------------------------------------------------
     async def write_loop(self) -> None:

@@ -10,8 +10,8 @@ receiving from it, and the frames are handed to the members' outboxes in one loo
 Redis traffic, and the JSON text is made once per process (by the sender, apps.common.realtime).
 
 The groups are ordinary channel-layer groups, so anything that sends to a group (`group_send`) reaches the sockets
-as before. A group whose receive fails (Redis gone) closes its sockets with 1011: their events are being lost, the
-browser shows the desk offline and reconnects (and catches up from state.json) once Redis is back.
+as before. A group whose receive fails (Redis gone) closes its sockets (CLOSE_LAYER_DOWN): their events are being
+lost, the browser shows the desk offline and reconnects (and catches up from state.json) once Redis is back.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from channels.layers import get_channel_layer
 log = logging.getLogger(__name__)
 REFRESH_S = 60.0  # re-add every group's channel this often: group membership expires (channels-redis: a day), and a
 # Redis restarted without its data forgets it
-CLOSE_LAYER_DOWN = 1011
+# 1011 (server error) would say it best, but Daphne (autobahn) lets an application close only with 1000 or 3000-4999;
+# desk.js reconnects after any code but 4401/4403
+CLOSE_LAYER_DOWN = 4011
 
 
 class Member(Protocol):

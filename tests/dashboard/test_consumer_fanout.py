@@ -150,6 +150,37 @@ async def test_the_consumer_sends_batches_and_pre_encoded_text_as_frames_in_orde
         await comm.disconnect()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_sockets_are_closed_to_reconnect_when_the_channel_layer_dies(desk, viewer, tmp_path):
+    """Redis gone: the sockets' events are being lost, so they close (the browser shows the desk offline, then
+    reconnects and catches up) rather than sit open and silent."""
+    from django.test import override_settings
+
+    from apps.dashboard.hub import CLOSE_LAYER_DOWN
+    from tests.conftest import redis_binary
+
+    port = free_port()
+    redis = subprocess.Popen([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir",
+                              str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, redis)
+        layers = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                              "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"]}}}
+        with override_settings(CHANNEL_LAYERS=layers):
+            comm = WebsocketCommunicator(DeskConsumer.as_asgi(), "/ws/desk/")
+            comm.scope["user"] = viewer
+            assert (await comm.connect(timeout=10))[0]
+            await comm.send_json_to({"action": "ping"})
+            assert await comm.receive_json_from(timeout=5) == {"type": "pong"}
+            redis.kill()
+            closed = await comm.receive_output(timeout=10)
+            assert closed == {"type": "websocket.close", "code": CLOSE_LAYER_DOWN}
+            await comm.disconnect()
+    finally:
+        redis.kill()
+        redis.wait()
+
+
 def test_desk_message_shapes():
     one = desk_message([{"type": "pnl.updated", "equity": 1.0}])
     assert one == {"type": "desk.event", "text": '{"type": "pnl.updated", "equity": 1.0}', "key": "pnl"}
