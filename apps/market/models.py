@@ -28,11 +28,39 @@ class Instrument(models.Model):
     whale_notional = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("100000"))
     whale_median_multiple = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("0"))
 
+    # The market's trading rules as ccxt reports them (apps.market.markets.market_facts fills them from ccxt's
+    # market dict; `markets_checked_at` says when). NULL = not known: the executors then neither round nor refuse
+    # on that rule, as before these fields existed. Amounts are in the exchange's order unit: base units on spot
+    # and linear markets, CONTRACTS on contract markets (notional = amount * contract_size, in quote units for
+    # linear contracts, in the base currency's worth of quote units / price for inverse ones).
+    class MarketType(models.TextChoices):
+        SPOT = "spot"
+        SWAP = "swap"  # perpetual
+        FUTURE = "future"  # dated delivery
+
+    market_type = models.CharField(max_length=8, choices=MarketType.choices, default=MarketType.SPOT)
+    inverse = models.BooleanField(default=False)  # contracts margined and settled in the base coin (COIN-M)
+    settle = models.CharField(max_length=16, blank=True)  # settlement currency of contracts; "" on spot
+    contract_size = qty_field(default=Decimal("1"))  # units of base (linear) or of quote (inverse) per contract
+    price_tick = price_field(null=True, blank=True)  # smallest price step
+    amount_step = qty_field(null=True, blank=True)  # smallest order-amount step
+    min_amount = qty_field(null=True, blank=True)  # smallest order amount
+    min_notional = price_field(null=True, blank=True)  # smallest order cost, quote units
+    markets_checked_at = models.DateTimeField(null=True, blank=True)  # when the facts above came from ccxt
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["exchange", "symbol"], name="instrument_unique"),
             models.CheckConstraint(
                 condition=models.Q(whale_notional__gt=0, whale_median_multiple__gte=0), name="instrument_whale_rule"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(contract_size__gt=0)
+                & (models.Q(price_tick__isnull=True) | models.Q(price_tick__gt=0))
+                & (models.Q(amount_step__isnull=True) | models.Q(amount_step__gt=0))
+                & (models.Q(min_amount__isnull=True) | models.Q(min_amount__gte=0))
+                & (models.Q(min_notional__isnull=True) | models.Q(min_notional__gte=0)),
+                name="instrument_market_rules_positive",
             ),
         ]
 

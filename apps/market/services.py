@@ -242,9 +242,10 @@ def instrument_ensure(*, exchange_code: str, symbol: str):
     ex, _ = Exchange.objects.get_or_create(
         code=exchange_code, defaults={"name": names.get(exchange_code, exchange_code)}
     )
-    base, _, rest = symbol.partition("/")
-    quote = rest.split(":")[0]
-    inst, _ = Instrument.objects.get_or_create(exchange=ex, symbol=symbol, defaults={"base": base, "quote": quote})
+    from apps.market.markets import symbol_shape
+
+    # the symbol's own shape (spot / swap / future, inverse, settle); the ccxt rules come with the markets lookup
+    inst, _ = Instrument.objects.get_or_create(exchange=ex, symbol=symbol, defaults=symbol_shape(symbol))
     return inst
 
 
