@@ -17,7 +17,7 @@ from apps.runtime.tasks import run_feed
 from tests.datafiles import require
 from tests.market.fake_exchange import FakeBinanceRest, vision_klines
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 DAY3 = "klines/binance_vision_spot_BTCUSDT_1m/BTCUSDT-1m-2020-01-03.zip"
 START = datetime(2020, 1, 3, tzinfo=UTC)

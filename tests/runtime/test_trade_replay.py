@@ -19,7 +19,7 @@ from apps.runtime.tasks import run_feed
 from apps.signals.models import Signal
 from tests.datafiles import require
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 DAY = "trades/binance_vision_cm_BTCUSD_PERP_aggTrades/BTCUSD_PERP-aggTrades-2026-05-08.zip"
 PARAMS = {"spike_threshold_pct": 0.3, "take_profit_pct": 0.25, "min_target_pct": 0.15, "min_stop_pct": 0.3,
           "min_volume_ratio": 1.2, "cooldown_seconds": 900, "max_hold_seconds": 1800}
