@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from apps.engine.batch import evaluate_all
+from apps.engine.manager import TrendGate
 from apps.engine.registry import GHOSTS, config_from_params
 from apps.engine.types import Draft
 from apps.ghosts.selectors import enabled_ghosts_for, warmup_minutes_needed
@@ -243,7 +244,7 @@ class BarDecider:
             gates = {t: gate_from_row(state.loc[t]) for t in out}
         return out, gates
 
-    def decide(self, *, bar_time: datetime, drafts: list, gate, price: float, ts_ms: int) -> bool:
+    def decide(self, *, bar_time: datetime, drafts: list, gate: TrendGate | None, price: float, ts_ms: int) -> bool:
         """Record the bar's drafts as signals, let the manager pick, fill at `price` (the next bar's open, at
         `ts_ms`). True when a position was opened."""
         from apps.market.prices import price_set

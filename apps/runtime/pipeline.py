@@ -9,11 +9,14 @@ time for sim/replay, exchange-synchronised wall time live) and call `publish` no
 this in one class is what makes a replay test prove the live path: only the source differs.
 """
 
+from __future__ import annotations
+
 import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +31,9 @@ from apps.market.services import candle_store, feed_status_update
 from apps.market.sink import PipelineFactory
 from apps.trading.execution import position_exit, positions_check_price
 from apps.trading.selectors import open_positions
+
+if TYPE_CHECKING:
+    from apps.runtime.evaluation import BarDecider
 
 log = logging.getLogger(__name__)
 TICK_PUSH_SECONDS = 0.25  # browsers get a few prices a second, not every trade
@@ -53,7 +59,7 @@ class FeedPipeline:
         has_liquidations: bool,
         sanitiser: Sanitiser | None = None,
         wall_clock: Callable[[], float] = time.monotonic,
-        decider=None,
+        decider: BarDecider | None = None,
     ) -> None:
         self.instrument = instrument
         self.on_bar = on_bar
@@ -320,7 +326,8 @@ def engine_frame(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(data, index=index)[list(BAR_COLUMNS)]
 
 
-def pipeline_factory(instrument: Instrument, *, on_bar: Callable | None = None, decider=None) -> PipelineFactory:
+def pipeline_factory(instrument: Instrument, *, on_bar: Callable | None = None,
+                     decider: BarDecider | None = None) -> PipelineFactory:
     """What a feed adapter is given to build its pipeline (it knows whether it has liquidations)."""
 
     def make(*, has_liquidations: bool) -> FeedPipeline:

@@ -1,16 +1,20 @@
 """Runtime services: the desk a fresh `make run` starts with (instrument, feed, ghosts), a replay's warm-up."""
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils.text import slugify
 
+from apps.market.models import Instrument
+
 log = logging.getLogger(__name__)
 
 
-def replay_warmup(*, instrument, first: datetime, minutes: int, heartbeat=None) -> str:
+def replay_warmup(*, instrument: Instrument, first: datetime, minutes: int,
+                  heartbeat: Callable[[], bool] | None = None) -> str:
     """Before a fresh replay's first minute: the ghosts' window reaches back into what is stored before it. When
     fewer than `minutes` bars are stored there and HFT_REPLAY_WARMUP_DOWNLOAD is on, they are downloaded from
     the exchange first (a HistoryDownload row, as the History page shows; the live feed does the same before
@@ -52,7 +56,7 @@ def desk_ensure() -> str:
     """
     from apps.engine.registry import DESK_KINDS
     from apps.ghosts.models import Ghost
-    from apps.ghosts.services import ghost_create
+    from apps.ghosts.services import ghost_create, plugin_ghosts_ensure
     from apps.market.models import Exchange, FeedStatus, Instrument
     from apps.market.replay_feed import replay_market
     from apps.market.services import instrument_ensure
@@ -79,4 +83,5 @@ def desk_ensure() -> str:
         name = f"{kind.replace('_', '-')}-{suffix}"
         if kind not in present and not Ghost.objects.filter(name=name).exists():
             ghost_create(name=name, kind=kind, instrument=inst, enabled=True)
+    plugin_ghosts_ensure(instrument=inst, suffix=suffix)  # plug-in kinds (issue 11): created disabled
     return f"{inst} feed={settings.HFT_FEED}, ghosts={Ghost.objects.filter(instrument=inst).count()}"

@@ -10,7 +10,9 @@ queue routes in settings and messages already queued by a running desk name them
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from celery import shared_task
 from django.core.cache import cache
@@ -24,7 +26,8 @@ from apps.runtime.pipeline import pipeline_factory
 log = logging.getLogger(__name__)
 
 
-def feed_source_runner(source: str, instrument: Instrument, *, on_bar=None, decider=None, **kwargs):
+def feed_source_runner(source: str, instrument: Instrument, *, on_bar: Callable | None = None,
+                       decider: BarDecider | None = None, **kwargs: Any) -> Any:
     """The runner for a FeedStatus.source: "sim", "live" (ccxt) or "replay:<path>[@speed]".
 
     Every feed adapter (apps.market.*_feed) takes (instrument, make_pipeline=, heartbeat=, max_seconds=, ...)
