@@ -69,6 +69,11 @@ LIMIT_HELP: dict[str, tuple[str, str, str]] = {
                            "realised + unrealised P&L since 00:00 UTC; reaching it trips the kill switch"),
     "ghost_drawdown_stop_pct": ("Ghost drawdown stop", "% of start capital",
                                 "a ghost whose own peak-to-now loss reaches this is disabled"),
+    "max_total_notional_pct": ("Max total notional", "% of equity, 0 = no cap",
+                               "open notional (quantity × last price, in the account currency) over every "
+                               "instrument, the new entry included; above it the entry is refused"),
+    "max_instrument_notional_pct": ("Max notional per instrument", "% of equity, 0 = no cap",
+                                    "open notional on one instrument, the new entry included"),
     "flatten_on_kill": ("Flatten on kill", "yes/no",
                         "when the kill switch trips, also close every open position at the last price"),
 }
@@ -275,6 +280,10 @@ RISK_LIMIT_WORDS: dict[str, str] = {
     "max_trades_per_day": "the day's maximum number of trades was reached",
     "max_daily_loss": "today's loss had reached the daily loss limit",
     "size": "the position size came out zero (equity, stop distance or multipliers)",
+    "max_total_notional": "the open notional over every instrument would pass its cap",
+    "max_instrument_notional": "the open notional on this instrument would pass its cap",
+    "currency": "the instrument is quoted in a currency the desk does not convert into the account's",
+    "lot": "the quantity is below the exchange's minimum for the instrument",
 }
 
 

@@ -802,8 +802,10 @@ def run_backtest(
         by_ghost: dict[int, int] = {}
         for p in opened:
             by_ghost[p.setup.ghost_id] = by_ghost.get(p.setup.ghost_id, 0) + 1
+        # the open notional at this close, for the notional caps (one instrument: total = per instrument)
         state = RiskState(equity=eq, day_start_equity=day_start_equity, open_positions=len(opened),
-                          open_by_ghost=by_ghost, trades_today=entries_today, kill_switch=kill is not None)
+                          open_by_ghost=by_ghost, trades_today=entries_today, kill_switch=kill is not None,
+                          open_notional=sum(p.qty_f for p in opened) * close_i)
         if kill is None and cfg.kill_switch and daily_loss_breached(state, limits):
             kill = (idx[i], daily_loss_text(state, limits))
             state = dataclasses.replace(state, kill_switch=True)
@@ -815,7 +817,8 @@ def run_backtest(
                 for g in flat:
                     review(g, i)
                 eq = cash_f
-                state = dataclasses.replace(state, equity=eq, open_positions=0, open_by_ghost={})
+                state = dataclasses.replace(state, equity=eq, open_positions=0, open_by_ghost={},
+                                            open_notional=0.0)
         equity[i] = eq
 
         # e. the manager decides on this bar's drafts

@@ -1,8 +1,10 @@
 """Reads for the risk rules: the configured limits, the kill switch, and the state the rules judge."""
 
+from django.conf import settings
 from django.db.models import Count
 
-from apps.engine.risk import RiskLimits, RiskState
+from apps.engine.risk import Market, RiskLimits, RiskState, quote_rate
+from apps.market.models import Instrument
 from apps.market.selectors import desk_now, last_prices
 from apps.trading.models import KillSwitch, Order, Position, RiskSettings
 from apps.trading.selectors import equity, period_start, pnl_since
@@ -34,6 +36,7 @@ def risk_state() -> RiskState:
         .annotate(n=Count("id")).values_list("ghost_id", "n")
     )
     entries_today = Order.objects.filter(purpose=Order.Purpose.ENTRY, fills__filled_at__gte=day_start).count()
+    notional = open_notional_by_instrument(prices)
     return RiskState(
         equity=eq,
         day_start_equity=eq - float(today.total),
@@ -41,4 +44,28 @@ def risk_state() -> RiskState:
         open_by_ghost=by_ghost,
         trades_today=entries_today,
         kill_switch=kill_switch().tripped,
+        open_notional=sum(notional.values()),
+        open_notional_by_instrument=notional,
+        open_instruments=len(notional),
     )
+
+
+def open_notional_by_instrument(prices: dict[int, float] | None = None) -> dict[int, float]:
+    """Open notional per instrument in the account currency: quantity (base units) x the instrument's last price,
+    or the entry price while its feed has none. A quote currency the desk does not convert counts 1:1 (no such
+    position opens: the risk check refuses it), so a position opened before would still weigh on the caps."""
+    prices = last_prices() if prices is None else prices
+    out: dict[int, float] = {}
+    account = settings.HFT_QUOTE_CURRENCY
+    for p in Position.objects.filter(status=Position.Status.OPEN).only(
+            "instrument_id", "quantity", "entry_price", "instrument__quote").select_related("instrument"):
+        price = prices.get(p.instrument_id) or float(p.entry_price)
+        rate = quote_rate(p.instrument.quote, account) or 1.0
+        out[p.instrument_id] = out.get(p.instrument_id, 0.0) + float(p.quantity) * price * rate
+    return out
+
+
+def risk_market(instrument: Instrument) -> Market:
+    """The instrument as the cross-instrument rules see it (apps.engine.risk.Market)."""
+    return Market(instrument_id=instrument.pk, label=f"{instrument.symbol} on {instrument.exchange.code}",
+                  quote=instrument.quote, account=settings.HFT_QUOTE_CURRENCY)
