@@ -22,7 +22,7 @@ from apps.ghosts.selectors import trend_config_for
 from apps.revenue.selectors import ghost_performance
 from apps.signals.models import Fate, Signal
 from apps.signals.services import signal_set_fate
-from apps.trading.risk_selectors import risk_limits, risk_state
+from apps.trading.risk_selectors import risk_limits, risk_market, risk_state
 from apps.trading.risk_services import risk_watch
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def bar_decide(*, instrument_id: int, bar_time, bars: pd.DataFrame | None, now_s
 
     The trend gate comes from `bars` (the window ending at the bar), unless the caller computed it (`gate`)."""
     pending = list(
-        Signal.objects.filter(instrument_id=instrument_id, bar_time=bar_time, fate=Fate.PENDING).select_related("ghost")
+        Signal.objects.filter(instrument_id=instrument_id, bar_time=bar_time, fate=Fate.PENDING)
+        .select_related("ghost", "instrument__exchange")
     )
     if not pending:
         return None, None
@@ -96,10 +97,12 @@ def bar_decide(*, instrument_id: int, bar_time, bars: pd.DataFrame | None, now_s
     if gate is None:
         gate = trend_gate(bars, trend_config_for(instrument_id))
     state, limits = risk_state(), risk_limits()
+    # every instrument's open positions are in `state`; `market` names this one for its cap and currency
+    market = risk_market(pending[0].instrument)
 
     def risk(c: Candidate, size_mult: float) -> RiskDecision:
         return risk_check(ghost_id=c.ghost_id, entry=c.draft.entry, stop=c.draft.stop, size_mult=size_mult,
-                          state=state, limits=limits)
+                          state=state, limits=limits, market=market)
 
     decisions = arbitrate(candidates, now_s=now_s, trend=gate, risk=risk, cfg=cfg)
     taken: tuple[Signal | None, Decision | None] = (None, None)
