@@ -39,6 +39,8 @@ NEW_LIMITS = {
     "max_open_per_ghost": "1",
     "max_trades_per_day": "30",
     "max_daily_loss_pct": "2.5",
+    "max_total_notional_pct": "60",
+    "max_instrument_notional_pct": "40",
     "ghost_drawdown_stop_pct": "4",
     "flatten_on_kill": "1",
 }
@@ -127,7 +129,8 @@ def test_operator_saves_all_limits_with_an_audited_reason(op_client, operator):
     saved = risk_limits()
     assert saved == RiskLimits(risk_per_trade_pct=0.5, max_notional_pct=20.0, max_open_positions=5,
                                max_open_per_ghost=1, max_trades_per_day=30, max_daily_loss_pct=2.5,
-                               ghost_drawdown_stop_pct=4.0, flatten_on_kill=True)
+                               ghost_drawdown_stop_pct=4.0, flatten_on_kill=True, max_total_notional_pct=60.0,
+                               max_instrument_notional_pct=40.0)
     ev = AuditEvent.objects.get(action="risk.limits_changed")
     assert ev.actor == operator and ev.reason == "quieter market, smaller risk"
     assert ev.before["max_trades_per_day"] == 50 and ev.after["max_trades_per_day"] == 30
