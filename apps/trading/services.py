@@ -1,5 +1,10 @@
 """Paper execution: fills from the engine's fill model, positions managed on every price update.
 
+Orders follow the instrument's lot rules from ccxt (apps.engine.lots, apps.trading.lot_rules): the quantity is
+rounded down to the amount step (in contracts on contract markets), the fill, stop and target prices to the tick,
+and an entry below the minimum quantity or notional is refused with the reason on the signal. An instrument whose
+market was never looked up has no rules: nothing is rounded beyond the ledger's 1e-8.
+
 The ledger (Fill rows) is the truth. Realised P&L is also counted into the day rows
 (`apps.revenue.pnl_days`) in the closing transaction, so reads never sum the whole ledger.
 """
@@ -14,6 +19,7 @@ from apps.alerts.services import alert_fill
 from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
 from apps.engine.fills import fill_model_for
+from apps.engine.lots import lot_size, price_round
 from apps.engine.sizing import position_size, quantity_at_fill
 from apps.ghosts.models import Ghost
 from apps.revenue.pnl_days import pnl_days_add
@@ -21,6 +27,7 @@ from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
 from apps.trading import selectors
 from apps.trading.events import PORTFOLIO_GROUP, trade_payload
+from apps.trading.lot_rules import lot_rules
 from apps.trading.models import ExitReason, Fill, Order, Position
 from apps.trading.risk_selectors import risk_limits
 
@@ -83,11 +90,16 @@ def signal_execute_paper(
         )
         return None
     model = fill_model_for(signal.instrument.exchange.code)
+    rules = lot_rules(signal.instrument)
     sign = _sign(signal.side)
     fill_px = model.fill_price(sign, float(price))
+    if rules.price_tick is not None:
+        fill_px = float(price_round(fill_px, rules))  # a fill happens at a price on the book's tick grid
     # Stops and targets keep their distance from the reference entry, re-anchored on the real fill.
     ratio = fill_px / float(signal.entry)
     stop, target = float(signal.stop) * ratio, float(signal.target) * ratio
+    if rules.price_tick is not None:
+        stop, target = float(price_round(stop, rules)), float(price_round(target, rules))
     equity = float(selectors.equity())
     if quantity is not None:
         # The manager sized at the reference entry (the bar close); keep its notional at the fill price,
@@ -98,10 +110,15 @@ def signal_execute_paper(
         quantity = position_size(equity, fill_px, stop, risk_pct=limits.risk_per_trade_pct / 100,
                                  max_notional_pct=limits.max_notional_pct / 100,
                                  size_mult=float(signal.size_multiplier))
-    qty = _d(quantity, QTY_STEP)
-    if qty <= 0:
+    if not quantity or quantity <= 0:
         signal_set_fate(signal=signal, fate=Fate.BLOCKED_RISK, detail=f"size is zero at equity {equity:.2f}")
         return None
+    lot = lot_size(_d(quantity, QTY_STEP), fill_px, rules)
+    if not lot.ok:
+        # "lot: quantity 0.00001 below the minimum 0.0001 of BTC/USDT on binance" (the page names the limit)
+        signal_set_fate(signal=signal, fate=Fate.BLOCKED_RISK, detail=f"lot: {lot.detail}")
+        return None
+    qty = lot.quantity
     fee = _d(model.fee(fill_px * float(qty)), MONEY_STEP)
     position = Position.objects.create(
         ghost=ghost,
@@ -142,6 +159,9 @@ def position_close(*, position_id: int, price: float, at: datetime, reason: str)
     model = fill_model_for(position.instrument.exchange.code)
     sign = _sign(position.side)
     exit_px = price if reason == ExitReason.TARGET else model.fill_price(-sign, price)
+    rules = lot_rules(position.instrument)
+    if rules.price_tick is not None:
+        exit_px = float(price_round(exit_px, rules))
     qty = position.quantity
     fee = _d(model.fee(exit_px * float(qty)), MONEY_STEP)
     fill = _filled_order(position, Order.Purpose.EXIT, buy=sign < 0, price=_d(exit_px), fee=fee, at=at)
