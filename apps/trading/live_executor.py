@@ -27,6 +27,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.engine.fills import fill_model_for
+from apps.engine.lots import lot_size
 from apps.engine.sizing import position_size, quantity_at_fill
 from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
@@ -42,6 +43,7 @@ from apps.trading.live_client import (
 )
 from apps.trading.live_protect import protect_cancel, protect_sync
 from apps.trading.live_records import entry_record, exit_record
+from apps.trading.lot_rules import lot_rules_from_market
 from apps.trading.models import ExitReason, Mode, Order, Position
 from apps.trading.risk_selectors import risk_limits
 
@@ -120,11 +122,19 @@ def _entry_amount(signal: Signal, ex, market: dict, price: Decimal, quantity: fl
                                  size_mult=float(signal.size_multiplier))
     if not quantity or quantity <= 0:
         return 0.0, "size is zero at the current equity"
-    amount = float(ex.amount_to_precision(market["symbol"], quantity))
-    min_amount = (market.get("limits", {}).get("amount") or {}).get("min") or 0
-    min_cost = (market.get("limits", {}).get("cost") or {}).get("min") or 0
-    if amount <= 0 or amount < min_amount or amount * expected < min_cost:
-        return 0.0, f"size {quantity:.8f} is below {ex.id}'s minimum (amount {min_amount}, notional {min_cost})"
+    # The exchange's own rules right now (its market dict), read as the paper executor reads the stored ones
+    # (apps.engine.lots): the same rounding, the same refusal words.
+    rules = lot_rules_from_market(market, label=f"{market['symbol']} on {ex.id}",
+                                  precision_mode=getattr(ex, "precisionMode", None))
+    if rules.contract and (rules.inverse or rules.contract_size != 1):
+        # the live ledger books the exchange's filled amount as base units (apps.trading.live_records)
+        return 0.0, (f"lot: {rules.label} counts orders in contracts of {rules.contract_size} "
+                     f"{'quote' if rules.inverse else 'base'} units; live orders are booked in base units, so only "
+                     f"spot and 1-unit linear contracts trade live")
+    lot = lot_size(quantity, expected, rules)
+    if not lot.ok:
+        return 0.0, f"lot: {lot.detail}"
+    amount = float(ex.amount_to_precision(market["symbol"], float(lot.amount)))  # already on the step: unchanged
     return amount, ""
 
 
