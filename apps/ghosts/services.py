@@ -173,3 +173,54 @@ def ghost_update_auto_disable(*, ghost_id: int, params: dict, actor, reason: str
     audit_record(actor=actor, action="ghost.auto_disable_changed", obj=ghost, reason=reason,
                  before=before, after=after)
     return ghost
+
+# -- ghost instances from the Instruments page (issue 11) ----------------------------------------------------
+GHOST_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+@transaction.atomic
+def ghost_instance_create(*, name: str, kind: str, instrument_id: int, params: dict | None, actor) -> Ghost:
+    """A new ghost of a registered desk kind (built-in or plug-in) on an instrument, with params the engine's
+    config validates. Created DISABLED: it trades once an operator enables it on the Ghosts page, with a reason.
+    GhostError (fit for the operator) on a bad name, kind, instrument or param."""
+    from apps.engine.registry import GHOSTS
+    from apps.engine.types import ConfigError
+
+    name = (name or "").strip().lower()
+    if not name or len(name) > 64 or not set(name) <= GHOST_NAME_CHARS or name.startswith("-"):
+        raise GhostError("name: 1 to 64 lower-case letters, digits and hyphens (e.g. trend-filter-eth)")
+    spec = GHOSTS.get(kind)
+    if spec is None or not spec.desk:
+        kinds = ", ".join(k for k, s in GHOSTS.items() if s.desk)
+        raise GhostError(f"kind {kind!r} is not a desk ghost; choose one of {kinds}")
+    if not isinstance(params, dict):
+        raise GhostError("parameters must be a JSON object, e.g. {\"spike_threshold_pct\": 0.8}")
+    instrument = Instrument.objects.filter(pk=instrument_id).first()
+    if instrument is None:
+        raise GhostError("no such instrument")
+    if Ghost.objects.filter(name=name).exists():
+        raise GhostError(f"a ghost named {name} exists already")
+    try:
+        return ghost_create(name=name, kind=kind, instrument=instrument, params=params, enabled=False, actor=actor)
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise GhostError(f"parameters refused by {kind}'s config: {exc}") from exc
+
+
+@transaction.atomic
+def ghost_delete(*, ghost_id: int, actor, reason: str = "") -> dict:
+    """Delete a DISABLED ghost that never traded (no position): a ghost with trades stays, its ledger names it.
+    Its signals (all refused or skipped, since none became a position) and targets go with it; the audit row
+    keeps what it was. Returns what was deleted."""
+    ghost = Ghost.objects.select_for_update().select_related("instrument").get(pk=ghost_id)  # DoesNotExist -> 404
+    trades = ghost.positions.count()
+    if trades:
+        raise GhostError(f"{ghost.name} has {trades} trade{'s' if trades != 1 else ''}: a ghost with trades is "
+                         "kept (disable it instead)")
+    if ghost.enabled:
+        raise GhostError(f"{ghost.name} is enabled: disable it first (with a reason), then delete it")
+    gone = {"name": ghost.name, "kind": ghost.kind, "instrument": str(ghost.instrument), "params": ghost.params,
+            "signals": ghost.signals.count()}
+    audit_record(actor=actor, action="ghost.deleted", obj=ghost, reason=(reason or "").strip()[:500],
+                 before={**_state(ghost), **gone})
+    ghost.delete()
+    return gone

@@ -217,3 +217,45 @@ def instrument_apply_market(instrument, market: dict, *, precision_mode: int = T
     instrument.markets_checked_at = timezone.now()
     instrument.save(update_fields=[*changed, "markets_checked_at"])
     return changed
+
+
+# -- loading markets from the browser: a task on the default queue (the exchange may take seconds to answer) ----
+FETCH_STATE_TTL = 3600  # s the Instruments page shows a load's outcome
+
+
+def _fetch_state_key(exchange_code: str) -> str:
+    return f"markets-fetch:{exchange_code}"
+
+
+def markets_fetch_state(exchange_code: str) -> dict | None:
+    """The last requested load of an exchange's markets: {"state": queued|loading|done|failed, "at", "error"}."""
+    from django.core.cache import cache
+
+    try:
+        return cache.get(_fetch_state_key(exchange_code))
+    except Exception:  # Redis down: the page shows the cache file's own date only
+        return None
+
+
+def markets_fetch_state_set(exchange_code: str, state: str, **extra: Any) -> None:
+    from django.core.cache import cache
+
+    cache.set(_fetch_state_key(exchange_code), {"state": state, "at": datetime.now(UTC).isoformat(), **extra},
+              FETCH_STATE_TTL)
+
+
+def markets_fetch_queue(exchange_code: str) -> None:
+    """Ask a worker to load the exchange's markets (after the request's transaction commits)."""
+    import ccxt
+    from django.db import transaction
+
+    if exchange_code not in ccxt.exchanges:
+        raise MarketError(f"{exchange_code!r} is not a ccxt exchange id (e.g. binance, binanceusdm, kraken, okx)")
+    markets_fetch_state_set(exchange_code, "queued")
+
+    def send() -> None:
+        from hftweb.celery import app
+
+        app.send_task("apps.market.markets_tasks.markets_fetch_task", args=[exchange_code], expires=300)
+
+    transaction.on_commit(send)

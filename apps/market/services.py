@@ -397,3 +397,54 @@ def candles_liquidations_apply(*, instrument, segments: list[tuple[int, int]], t
             )
         total += len(values)
     return total
+
+
+# -- instruments and their feeds, from the Instruments page (issue 11) ---------------------------------------
+class InstrumentError(ValueError):
+    """A refused instrument or feed change, with a message fit for the operator."""
+
+
+
+@transaction.atomic
+def instrument_add(*, exchange_code: str, symbol: str, actor):
+    """Add (or refresh) the instrument `symbol` of `exchange_code` from the exchange's cached ccxt markets, with
+    its rules (tick, step, minimums, contract size). Returns (instrument, created). InstrumentError when the
+    markets were never loaded or do not list the symbol."""
+    from apps.audit.services import audit_record
+    from apps.market.markets import MarketError, instrument_apply_market, markets_cached
+    from apps.market.models import Exchange, Instrument
+
+    exchange_code, symbol = (exchange_code or "").strip().lower(), (symbol or "").strip().upper()
+    try:
+        markets = markets_cached(exchange_code)
+        if markets is None:
+            raise MarketError(f"{exchange_code}'s markets are not loaded yet: load them first (Load markets, or "
+                              f"`manage.py markets_fetch {exchange_code}`); they are kept for offline use")
+        market = markets.market(symbol)
+    except MarketError as exc:
+        raise InstrumentError(str(exc)) from exc
+    created = not Instrument.objects.filter(exchange__code=exchange_code, symbol=symbol).exists()
+    inst = instrument_ensure(exchange_code=exchange_code, symbol=symbol)
+    if created and not Exchange.objects.filter(code=exchange_code, instruments__isnull=False).exclude(
+            instruments=inst).exists():
+        _exchange_fees_from(inst.exchange, market)
+    changed = instrument_apply_market(inst, market, precision_mode=markets.precision_mode)
+    audit_record(actor=actor, action="instrument.added" if created else "instrument.rules_refreshed", obj=inst,
+                 after={"exchange": exchange_code, "symbol": symbol, "changed": changed,
+                        **{k: str(getattr(inst, k)) for k in ("market_type", "inverse", "settle", "contract_size",
+                                                              "price_tick", "amount_step", "min_amount",
+                                                              "min_notional")},
+                        "markets_fetched_at": markets.fetched_at.isoformat()})
+    return inst, created
+
+
+def _exchange_fees_from(exchange, market: dict) -> None:
+    """A new exchange row takes the market's taker/maker fee from ccxt (its default tier) instead of 0.1 %."""
+    fields = []
+    for attr, key in (("taker_fee", "taker"), ("maker_fee", "maker")):
+        v = _dec(market.get(key))
+        if v is not None and 0 <= v < 1:
+            setattr(exchange, attr, v.quantize(Decimal("0.000001")))
+            fields.append(attr)
+    if fields:
+        exchange.save(update_fields=fields)
