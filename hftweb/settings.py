@@ -357,7 +357,7 @@ LOGGING = {
 }
 
 # Task modules autodiscover_tasks does not find (it imports each app's tasks.py only).
-CELERY_IMPORTS = ("apps.market.feed_watch",)
+CELERY_IMPORTS = ("apps.market.feed_watch", "apps.market.markets_tasks")
 # Beat (DatabaseScheduler imports these on start). `expires` so a backlog never replays stale ticks.
 CELERY_BEAT_SCHEDULE = {
     "supervise-feeds": {"task": "apps.market.tasks.supervise_feeds", "schedule": 10.0,
