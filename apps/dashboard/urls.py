@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard import views, views_alerts, views_history, views_risk, views_trades
+from apps.dashboard import views, views_alerts, views_history, views_instruments, views_risk, views_trades
 
 app_name = "dashboard"
 
@@ -19,6 +19,12 @@ urlpatterns = [
     path("risk/kill-switch/reset/", views_risk.kill_switch_reset_view, name="kill-switch-reset"),
     path("audit/", views.audit_page, name="audit"),
     path("history/", views_history.history_page, name="history"),
+    path("instruments/", views_instruments.instruments_page, name="instruments"),
+    path("instruments/markets/", views_instruments.markets_load, name="markets-load"),
+    path("instruments/<int:instrument_id>/feed/", views_instruments.instrument_feed, name="instrument-feed"),
+    path("instruments/ghosts/", views_instruments.ghost_instance_add, name="ghost-instance-add"),
+    path("instruments/ghosts/<int:ghost_id>/delete/", views_instruments.ghost_instance_delete,
+         name="ghost-instance-delete"),
     path("alerts/", views_alerts.alerts_page, name="alerts"),
     path("alerts/<int:channel_id>/edit/", views_alerts.alert_channel_edit, name="alert-channel-edit"),
     path("alerts/<int:channel_id>/toggle/", views_alerts.alert_channel_toggle, name="alert-channel-toggle"),

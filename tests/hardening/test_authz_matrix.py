@@ -114,6 +114,11 @@ EXPECTED: dict[str, Row] = {
     "dashboard:kill-switch-reset": ACTION,
     "dashboard:audit": PAGE,
     "dashboard:history": FORM,
+    "dashboard:instruments": FORM,  # issue 11: add an instrument from the cached ccxt markets
+    "dashboard:markets-load": ACTION,
+    "dashboard:instrument-feed": ACTION,
+    "dashboard:ghost-instance-add": ACTION,
+    "dashboard:ghost-instance-delete": ACTION,
     "dashboard:alerts": FORM,
     "dashboard:alert-channel-edit": Row(get=OPERATORS, post=OPERATORS),  # the form shows a channel's settings
     "dashboard:alert-channel-toggle": ACTION,
