@@ -102,6 +102,70 @@ def _grid_inverse(step: float) -> float | None:
     return float(inv) if inv >= 1 and abs(inv * step - 1.0) < 1e-9 else None
 
 
+# Several instruments (issue 11): each simulated market gets its own path and volatility. Known bases start near
+# their real price with a volatility scale of the right order (per-minute std relative to BTC's calibrated one,
+# a round figure, not measured); any other symbol gets a seeded price and scale. Volume is scaled so the notional
+# traded per minute matches BTC's, and the tick and lot follow the price.
+SIM_BASES: dict[str, tuple[float, float]] = {  # base -> (start price in USD, volatility scale vs BTC)
+    "BTC": (100_000.0, 1.0),
+    "ETH": (3_500.0, 1.3),
+    "SOL": (150.0, 1.8),
+    "BNB": (650.0, 1.1),
+    "XRP": (2.5, 1.6),
+    "DOGE": (0.3, 2.0),
+}
+DEFAULT_MARKET = ("binance", "BTC/USDT")  # the desk `make run` starts with: the calibrated simulator as it was
+
+
+def _grid_step(x: float) -> float:
+    """A power of ten at or below x (0.0123 -> 0.01)."""
+    return 10.0 ** math.floor(math.log10(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimProfile:
+    """The MarketSimulator arguments that differ per instrument, and the seed offset that separates the paths."""
+
+    seed_offset: int
+    start_price: float
+    vol_scale: float
+    minute_return_std: float
+    volume_per_minute: float
+    volume_median: float
+    tick_size: float
+    lot_size: float
+
+    def kwargs(self) -> dict[str, float]:
+        return {"start_price": self.start_price, "minute_return_std": self.minute_return_std,
+                "volume_per_minute": self.volume_per_minute, "volume_median": self.volume_median,
+                "tick_size": self.tick_size, "lot_size": self.lot_size}
+
+
+def sim_profile(exchange: str, symbol: str) -> SimProfile:
+    """The simulated market of one instrument: deterministic in (exchange, symbol), whatever else the desk runs.
+
+    Binance BTC/USDT keeps the calibrated defaults and seed offset 0 (the default desk's path is the one it always
+    had). Other instruments draw from a generator seeded by crc32("exchange:symbol") (stable across processes,
+    unlike hash()): a seed offset, and for an unknown base a start price (log-uniform 0.1..1,000) and a
+    volatility scale (0.8..2.5). BTC/USDT:USDT on binanceusdm is BTC with its own path.
+    """
+    import zlib
+
+    if (exchange, symbol) == DEFAULT_MARKET:
+        return SimProfile(0, 100_000.0, 1.0, CAL_RETURN_STD, CAL_VOLUME_MEAN, CAL_VOLUME_MEDIAN, 0.01, 0.00001)
+    rng = np.random.Generator(np.random.PCG64(zlib.crc32(f"{exchange}:{symbol}".encode())))
+    offset = int(rng.integers(1, 2**31))
+    base = symbol.partition("/")[0].upper()
+    price, scale = SIM_BASES.get(base) or (float(10 ** rng.uniform(-1, 3)), float(rng.uniform(0.8, 2.5)))
+    notional_ratio = 100_000.0 / price  # the same notional per minute as the calibrated BTC market
+    return SimProfile(
+        seed_offset=offset, start_price=price, vol_scale=scale, minute_return_std=CAL_RETURN_STD * scale,
+        volume_per_minute=CAL_VOLUME_MEAN * notional_ratio, volume_median=CAL_VOLUME_MEDIAN * notional_ratio,
+        # ~1e-7 of the price and at most 0.01 (BTC: 0.01, ETH: 0.01, SOL: 0.001); a lot worth ~1 USD or less
+        tick_size=min(0.01, _grid_step(price) * 1e-5), lot_size=_grid_step(1.0 / price),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class SpikeEvent:
     """A scheduled spike: [start_ms, end_ms) of the move; direction +1 up / -1 down; magnitude fraction."""
