@@ -12,7 +12,7 @@ from django.conf import settings
 
 from apps.market.models import FeedStatus, Instrument
 from apps.market.selectors import last_candle
-from apps.market.sim import MarketSimulator
+from apps.market.sim import MarketSimulator, sim_profile
 from apps.market.sink import PipelineFactory
 
 LOOP_SLEEP = 0.05
@@ -47,13 +47,15 @@ class SimFeed:
             start_ms = now_ms - minutes * 60_000
         else:
             start_ms = max(now_ms, int(last.open_time.timestamp() * 1000) + 60_000)
-        start_price = float(last.close) if last else 100_000.0
+        # Each instrument its own market (price level, volatility, path); binance BTC/USDT the calibrated one.
+        profile = sim_profile(self.instrument.exchange.code, self.instrument.symbol)
+        start_price = float(last.close) if last else profile.start_price
         # Seed with the start minute too: a restart continues with a fresh but reproducible path.
         sim = MarketSimulator(
-            seed=settings.HFT_SIM_SEED * 1_000_003 + start_ms // 60_000,
+            seed=settings.HFT_SIM_SEED * 1_000_003 + start_ms // 60_000 + profile.seed_offset,
             start_ms=start_ms,
-            start_price=start_price,
             spikes_per_day=settings.HFT_SIM_SPIKES_PER_DAY,
+            **{**profile.kwargs(), "start_price": start_price},
         )
         if backfill:
             # A day of data at a time (~2 s), beating the heart between chunks: the whole warm-up takes longer
