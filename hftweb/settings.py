@@ -246,6 +246,10 @@ HFT_LIVE_SANDBOX = env_bool("HFT_LIVE_SANDBOX", True)
 # fake exchange). Not read from the environment; keys placed here are ignored.
 HFT_LIVE_CCXT_CONFIG: dict = {}
 HFT_START_CAPITAL = Decimal(os.environ.get("HFT_START_CAPITAL", "10000"))
+# More instruments at start besides the desk's one (issue 11): "binance:ETH/USDT,binance:SOL/USDT" (exchange:symbol,
+# ccxt ids and unified symbols), each with a feed of HFT_FEED's kind (sim or live; sim beside a replay) and one
+# ghost of every desk kind (apps.runtime.services.desk_ensure).
+HFT_INSTRUMENTS = [s.strip() for s in os.environ.get("HFT_INSTRUMENTS", "").split(",") if s.strip()]
 # Ghost plug-ins (issue 11): a folder of ghost modules loaded at every start (apps.ghosts.plugins), relative to the
 # working directory; unset, only installed packages' `hftweb.ghosts` entry points. The repository's example: plugins/.
 HFT_GHOSTS_DIR = os.environ.get("HFT_GHOSTS_DIR", "")
