@@ -4,7 +4,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
-from apps.engine.registry import config_from_params
+from apps.engine.registry import config_from_params, is_plugin
 from apps.ghosts.events import GHOSTS_GROUP, ghost_payload
 from apps.ghosts.models import Ghost, GhostStatus
 from apps.market.models import Instrument
@@ -87,6 +87,8 @@ def ghost_record_evaluation(*, ghost_id: int, error: str | None, state: dict[str
     if pairs is not None and pairs != ghost.state:
         ghost.state = pairs
         fields.append("state")
+    if error and is_plugin(ghost.kind):
+        return _plugin_disable(ghost, error)
     if error:
         ghost.status = GhostStatus.DEGRADED
         ghost.status_reason = error.strip().splitlines()[-1][:300] if error.strip() else "error"
@@ -110,6 +112,41 @@ def ghost_record_evaluation(*, ghost_id: int, error: str | None, state: dict[str
         )
     send_on_commit(GHOSTS_GROUP, ghost_payload(ghost, type_="ghost.status", actor="system"))
     return ghost
+
+
+def _plugin_disable(ghost: Ghost, error: str) -> Ghost:
+    """A plug-in ghost that raised or returned bad drafts (apps.engine.plugins.checked_evaluate) is DISABLED, not
+    degraded: its code is not the desk's, so it stays off until an operator has read the traceback (in the audit
+    log and on the ghost) and enables it again with a reason. An alert says so (the auto-disable channel)."""
+    from apps.alerts.services import alert_emit
+
+    last = error.strip().splitlines()[-1][:300] if error.strip() else "error"
+    reason = f"plug-in disabled at run time: {last}"[:500]
+    before = _state(ghost)
+    ghost.enabled, ghost.status, ghost.status_reason, ghost.last_error = False, GhostStatus.DISABLED, reason, error
+    ghost.save(update_fields=["enabled", "status", "status_reason", "last_error", "state", "updated_at"])
+    audit_record(actor=None, action="ghost.plugin_disabled", obj=ghost, reason=reason, before=before,
+                 after={**_state(ghost), "traceback": error[-8000:]})
+    send_on_commit(GHOSTS_GROUP, ghost_payload(ghost, type_="ghost.toggled", actor="system"))
+    alert_emit(kind="auto_disable", title=f"{ghost.name} (plug-in {ghost.kind}) disabled",
+               body=f"{reason}\n\n{error[-3000:]}",
+               data={"ghost_id": ghost.pk, "ghost": ghost.name, "kind": ghost.kind, "reason": reason})
+    return ghost
+
+
+@transaction.atomic
+def plugin_ghosts_ensure(*, instrument: Instrument, suffix: str) -> list[Ghost]:
+    """One ghost per registered desk plug-in kind on `instrument` that has none yet, named <kind>-<suffix> and
+    DISABLED (new code trades only once an operator enables it, with a reason). Returns the ghosts created."""
+    from apps.engine.registry import GHOSTS
+
+    present = set(Ghost.objects.filter(instrument=instrument).values_list("kind", flat=True))
+    made = []
+    for kind, spec in GHOSTS.items():
+        name = f"{kind.replace('_', '-')}-{suffix}"[:64]
+        if is_plugin(kind) and spec.desk and kind not in present and not Ghost.objects.filter(name=name).exists():
+            made.append(ghost_create(name=name, kind=kind, instrument=instrument, enabled=False))
+    return made
 
 
 @transaction.atomic
@@ -173,6 +210,7 @@ def ghost_update_auto_disable(*, ghost_id: int, params: dict, actor, reason: str
     audit_record(actor=actor, action="ghost.auto_disable_changed", obj=ghost, reason=reason,
                  before=before, after=after)
     return ghost
+
 
 # -- ghost instances from the Instruments page (issue 11) ----------------------------------------------------
 GHOST_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
