@@ -84,4 +84,49 @@ def desk_ensure() -> str:
         if kind not in present and not Ghost.objects.filter(name=name).exists():
             ghost_create(name=name, kind=kind, instrument=inst, enabled=True)
     plugin_ghosts_ensure(instrument=inst, suffix=suffix)  # plug-in kinds (issue 11): created disabled
-    return f"{inst} feed={settings.HFT_FEED}, ghosts={Ghost.objects.filter(instrument=inst).count()}"
+    summary = f"{inst} feed={settings.HFT_FEED}, ghosts={Ghost.objects.filter(instrument=inst).count()}"
+    extra = desk_instruments_ensure(settings.HFT_INSTRUMENTS)
+    return summary + "".join(f"; {x}" for x in extra)
+
+
+def desk_instruments_ensure(specs: list[str]) -> list[str]:
+    """HFT_INSTRUMENTS: each "exchange:symbol" gets its instrument (with ccxt's rules when that exchange's markets
+    are cached: apps.market.markets), a feed started like the desk's (sim or live; sim beside a replay, whose file
+    names one market) and one enabled ghost of every desk kind, named after the symbol and exchange. Called by
+    desk_ensure after the desk's own feed, so a replay's "one feed" stop does not stop these. Raises ValueError
+    naming the entry that is not exchange:BASE/QUOTE."""
+    from apps.engine.registry import DESK_KINDS
+    from apps.ghosts.models import Ghost
+    from apps.ghosts.services import ghost_create, plugin_ghosts_ensure
+    from apps.market.markets import MarketError, instrument_apply_market, markets_cached
+    from apps.market.models import FeedStatus
+    from apps.market.services import instrument_ensure
+
+    source = settings.HFT_FEED if settings.HFT_FEED in ("sim", "live") else "sim"
+    out = []
+    for spec in specs:
+        code, _, symbol = spec.partition(":")
+        code, symbol = code.strip().lower(), symbol.strip()
+        if not code or "/" not in symbol:
+            raise ValueError(f"HFT_INSTRUMENTS entry {spec!r} is not exchange:BASE/QUOTE (e.g. binance:ETH/USDT)")
+        inst = instrument_ensure(exchange_code=code, symbol=symbol)
+        cached = markets_cached(code)
+        if cached is not None and inst.markets_checked_at is None:
+            try:
+                instrument_apply_market(inst, cached.market(symbol), precision_mode=cached.precision_mode)
+            except MarketError as exc:  # the feed still runs; the executors enforce no rule they do not know
+                log.warning("HFT_INSTRUMENTS %s: %s", spec, exc)
+        fs, _ = FeedStatus.objects.get_or_create(instrument=inst, defaults={"source": source})
+        if fs.state == FeedStatus.State.STOPPED or fs.source != source:
+            fs.state, fs.source = FeedStatus.State.STARTING, source
+            fs.save(update_fields=["state", "source", "updated_at"])
+        # spike-fader-eth-usdt-binance: the symbol's parts kept apart (slugify alone glues ETH/USDT into ethusdt)
+        suffix = slugify(f"{inst.symbol.replace('/', ' ').replace(':', ' ')} {inst.exchange.code}")[:40]
+        present = set(Ghost.objects.filter(instrument=inst).values_list("kind", flat=True))
+        for kind in DESK_KINDS:
+            name = f"{kind.replace('_', '-')}-{suffix}"
+            if kind not in present and not Ghost.objects.filter(name=name).exists():
+                ghost_create(name=name, kind=kind, instrument=inst, enabled=True)
+        plugin_ghosts_ensure(instrument=inst, suffix=suffix)
+        out.append(f"{inst} feed={source}, ghosts={Ghost.objects.filter(instrument=inst).count()}")
+    return out
