@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make run`: migrate, ensure the operator and the default desk, then redis, worker, lab worker, beat, daphne.
+"""`make run`: migrate, ensure the operator and the default desk, then redis, worker, lab worker, beat, web.
 
 Each child gets its own session (start_new_session), so the terminal's Ctrl-C (or SIGHUP when the
 terminal closes, or SIGTERM) reaches only this supervisor, which SIGTERMs the process groups of
@@ -35,8 +35,9 @@ STABLE_S = 30.0  # a child that ran this long before exiting was healthy: the ne
 RESTART_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # wait before restart n of a child that keeps dying quickly
 MAX_QUICK_DEATHS = 5  # in a row, each within STABLE_S of its (re)start: give up and stop the desk
 # The web server(s) (issue 13, fan-out): HFT_WEB=daphne (one Daphne), daphne:N (N Daphne processes accepting on one
-# listening socket made here), uvicorn:N (Uvicorn's N workers on one port). README: the measured curve.
-DEFAULT_WEB = "daphne"
+# listening socket made here), uvicorn:N (Uvicorn's N workers on one port). uvicorn:2 measured best with 500 viewers
+# (benchmarks/ws_fanout.py; README), and its send waits on a full socket, which bounds a stalled browser's backlog.
+DEFAULT_WEB = "uvicorn:2"
 
 
 def port_open(port: int) -> bool:
@@ -89,10 +90,12 @@ def web_specs(server: str, host: str, port: int) -> list[tuple[str, list[str], t
     if kind == "uvicorn":
         # lifespan off: Channels' router has no lifespan handler; graceful shutdown bounded so Ctrl-C stays quick;
         # no per-message deflate: the desk's frames are small JSON, and compressing each one for each socket cost
-        # more CPU than the fan-out itself
+        # more CPU than the fan-out itself; no proxy headers: uvicorn would trust X-Forwarded-For from 127.0.0.1 and
+        # rewrite the client address before Django sees it, so any local client could pick the IP the login
+        # throttle counts (apps/accounts/throttle.py trusts only HFT_TRUSTED_PROXIES, as under Daphne)
         return [("web", [str(BIN / "uvicorn"), "--host", host, "--port", str(port), "--workers", str(workers),
                          "--lifespan", "off", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
-                         "--no-access-log",
+                         "--no-proxy-headers", "--no-access-log",
                          "--timeout-graceful-shutdown", "3", app], ())]
     if workers == 1:
         return [("web", [str(BIN / "daphne"), "-b", host, "-p", str(port), app], ())]

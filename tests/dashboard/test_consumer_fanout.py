@@ -367,6 +367,8 @@ def test_the_web_specs_of_make_run():
     assert name == "web" and cmd[0].endswith("daphne") and fds == ()
     [(name, cmd, fds)] = web_specs("uvicorn:3", "127.0.0.1", 8000)
     assert cmd[0].endswith("uvicorn") and cmd[cmd.index("--workers") + 1] == "3"
+    assert "--no-proxy-headers" in cmd  # the client address is REMOTE_ADDR, as under Daphne (login throttle)
+    assert cmd[cmd.index("--ws") + 1] == "websockets-sansio"  # its send waits on a full socket (the tests above)
     specs = web_specs("daphne:2", "127.0.0.1", free_port())
     try:
         assert [s[0] for s in specs] == ["web1", "web2"] and specs[0][2] == specs[1][2]
