@@ -1,0 +1,129 @@
+"""The Instruments page in a real Chromium against Daphne, with a real Celery worker (issue 11): an operator adds
+kraken BTC/USDT picked from the cached ccxt markets (parsed by ccxt from the Kraken listing served on 127.0.0.1),
+creates a ghost on it, starts its sim feed and sees it connect with a price; a viewer gets the page read-only, and
+a forged POST with a valid CSRF token gets 403 and changes nothing."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+
+from apps.market import markets as mk
+from apps.market.models import FeedStatus, Instrument
+from apps.market.tasks import _lock_key
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.market.fake_exchange import FakeKrakenRest
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.services,
+    pytest.mark.django_db(transaction=True),  # Daphne and the worker read the same file DB
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+async_playwright, expect = playwright_api.async_playwright, playwright_api.expect
+FEED_BOUND_S = 90
+
+
+@pytest.fixture
+def kraken_markets():
+    """kraken's markets in the run dir's cache, where Daphne (same RUN_DIR) reads them; the cache is put back after."""
+    path = mk.markets_cache_path("kraken")
+    before = path.read_bytes() if path.exists() else None
+    with FakeKrakenRest({}) as server:
+        mk.markets_fetch("kraken", config={"urls": {"api": server.urls()}, "enableRateLimit": False})
+    yield
+    if before is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(before)
+
+
+async def _feed_state(page, row) -> str:
+    await page.reload()
+    return (await row.locator(".feed-state").text_content()).strip()
+
+
+async def test_operator_adds_instrument_and_ghost_and_starts_its_feed_viewer_cannot(
+        daphne_url, celery_workers, desk, make_user, kraken_markets):
+    from tests.browser.test_desk_browser import collect_js_errors, login
+
+    assert Path(settings.RUN_DIR).exists()
+    await sync_to_async(make_user)("olga", "operator")
+    await sync_to_async(make_user)("vera", "viewer")
+    inst_id = None
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await (await browser.new_context()).new_page()
+            errors = collect_js_errors(page)
+            await login(page, daphne_url, "olga", "/instruments/?exchange=kraken")
+            await page.fill("#id_symbol", "BTC/USDT")
+            await page.click("#instrument-add-btn")
+            row = page.locator('tr[data-symbol="kraken:BTC/USDT"]')
+            await expect(row).to_contain_text("spot")
+            await expect(row.locator(".feed-state")).to_have_text("no feed")
+            inst = await Instrument.objects.aget(exchange__code="kraken", symbol="BTC/USDT")
+            inst_id = inst.pk
+            assert str(inst.price_tick.normalize()) == "0.1"
+            await expect(row).to_contain_text("0.0001")  # the minimum quantity from ccxt's market
+
+            await page.fill("#id_ghost_name", "fader-kraken")
+            await page.select_option("#id_ghost_kind", "spike_fader")
+            await page.select_option("#id_ghost_instrument", str(inst_id))
+            await page.fill("#id_ghost_params", '{"spike_threshold_pct": 1.5}')
+            await page.click("#ghost-add-btn")
+            ghost_row = page.locator('tr[data-ghost-name="fader-kraken"]')
+            await expect(ghost_row).to_contain_text("kraken:BTC/USDT")
+            await expect(ghost_row).to_contain_text("disabled")
+
+            row = page.locator('tr[data-symbol="kraken:BTC/USDT"]')
+            await row.locator("select[name=kind]").select_option("sim")
+            await row.locator(".feed-start").click()
+            await expect(row.locator(".feed-state")).to_have_text("starting")
+            started, state = time.monotonic(), "starting"
+            while state != "connected" and time.monotonic() - started < FEED_BOUND_S:
+                await asyncio.sleep(1)
+                state = await _feed_state(page, row)
+            print(f"\nkraken BTC/USDT sim feed connected after {time.monotonic() - started:.1f} s wall")
+            assert state == "connected", f"feed still {state} after {FEED_BOUND_S} s"
+            price = ""
+            while not price and time.monotonic() - started < FEED_BOUND_S:
+                price = (await row.locator(".feed-price").text_content()).strip()
+                if not price:
+                    await asyncio.sleep(1)
+                    await page.reload()
+            assert float(price) > 0
+            assert errors == []
+
+            # the viewer: read-only page, and a forged POST with a valid CSRF token is refused
+            viewer_ctx = await browser.new_context()
+            vpage = await viewer_ctx.new_page()
+            await login(vpage, daphne_url, "vera", "/instruments/")
+            await expect(vpage.locator('tr[data-symbol="kraken:BTC/USDT"] .feed-state')).to_have_text("connected")
+            assert await vpage.locator("#instrument-add").count() == 0
+            assert await vpage.locator(".feed-form").count() == 0
+            assert await vpage.locator("#ghost-add").count() == 0
+            token = next(c["value"] for c in await viewer_ctx.cookies() if c["name"] == "csrftoken")
+            headers = {"X-CSRFToken": token, "Referer": daphne_url + "/instruments/"}
+            for url, form in ((f"/instruments/{inst_id}/feed/", {"action": "stop"}),
+                              ("/instruments/", {"exchange": "kraken", "symbol": "BTC/USDT"}),
+                              ("/instruments/ghosts/", {"name": "x", "kind": "spike_fader", "instrument": inst_id})):
+                resp = await vpage.request.post(daphne_url + url, form=form, headers=headers)
+                assert resp.status == 403, (url, resp.status)
+            fs = await FeedStatus.objects.aget(instrument_id=inst_id)
+            assert fs.state == "connected" and fs.source == "sim"
+
+            # the operator stops it from the page
+            await page.reload()
+            await row.locator(".feed-stop").click()
+            await expect(row.locator(".feed-state")).to_have_text("stopped")
+        finally:
+            await browser.close()
+            if inst_id is not None:  # never leave a feed running past the test
+                await sync_to_async(cache.delete)(_lock_key(inst_id))
