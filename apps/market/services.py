@@ -448,3 +448,32 @@ def _exchange_fees_from(exchange, market: dict) -> None:
             fields.append(attr)
     if fields:
         exchange.save(update_fields=fields)
+
+
+@transaction.atomic
+def instruments_rules_refresh(*, exchange_code: str, markets=None) -> list[str]:
+    """After a markets load: every instrument of the exchange that its markets list gets their current rules (an
+    exchange changes ticks and minimums now and then), audited when something changed. Instruments the markets no
+    longer list are left as they are (and named in the log). Returns the instruments that changed."""
+    import logging
+
+    from apps.audit.services import audit_record
+    from apps.market.markets import MarketError, instrument_apply_market, markets_cached
+    from apps.market.models import Instrument
+
+    markets = markets or markets_cached(exchange_code)
+    if markets is None:
+        return []
+    changed = []
+    for inst in Instrument.objects.select_related("exchange").filter(exchange__code=exchange_code).order_by("id"):
+        try:
+            fields = instrument_apply_market(inst, markets.market(inst.symbol), precision_mode=markets.precision_mode)
+        except MarketError as exc:
+            logging.getLogger(__name__).warning("%s: rules not refreshed: %s", inst, exc)
+            continue
+        if fields:
+            audit_record(actor=None, action="instrument.rules_refreshed", obj=inst,
+                         after={"changed": {k: str(getattr(inst, k)) for k in fields},
+                                "markets_fetched_at": markets.fetched_at.isoformat()})
+            changed.append(str(inst))
+    return changed

@@ -104,3 +104,28 @@ def test_market_facts_pure_rules():
 def test_instrument_ensure_records_the_symbols_shape():
     inst = instrument_ensure(exchange_code="binancecoinm", symbol="BTC/USD:BTC")
     assert (inst.market_type, inst.inverse, inst.settle) == ("swap", True, "BTC")
+
+
+def test_rules_refresh_after_a_load_updates_the_exchanges_instruments_and_audits():
+    from apps.audit.models import AuditEvent
+    from apps.market.services import instruments_rules_refresh
+
+    btc = instrument_ensure(exchange_code="binance", symbol="BTC/USDT")
+    gone = instrument_ensure(exchange_code="binance", symbol="LUNA/USDT")  # not listed any more
+    other = instrument_ensure(exchange_code="kraken", symbol="BTC/USDT")
+    with FakeBinanceRest([]) as server:
+        got = fetch("binance", server)
+    assert instruments_rules_refresh(exchange_code="binance", markets=got) == ["binance:BTC/USDT"]
+    btc, gone, other = (Instrument.objects.get(pk=i.pk) for i in (btc, gone, other))
+    assert btc.price_tick == Decimal("0.01") and btc.markets_checked_at is not None
+    assert gone.price_tick is None and other.price_tick is None
+    [a] = AuditEvent.objects.filter(action="instrument.rules_refreshed")
+    assert a.object_id == str(btc.pk) and a.after["changed"]["amount_step"] == "0.000010000000"
+    assert instruments_rules_refresh(exchange_code="binance") == []  # from the cache: nothing new to change
+
+
+def test_markets_fetch_command_fails_with_the_exchanges_reason():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="not loaded: kraken"):
+        call_command("markets_fetch", "kraken")  # no network in tests (no_internet)
