@@ -35,6 +35,7 @@ from apps.engine.types import ConfigError
 from apps.ghosts.models import Ghost
 from apps.ghosts.selectors import GhostRow, ghost_rows
 from apps.ghosts.services import GhostError, ghost_update_auto_disable
+from apps.market.models import Instrument
 from apps.revenue.selectors import performance_by_ghost
 from apps.signals.models import Fate, Signal
 from apps.trading.models import Position
@@ -177,7 +178,15 @@ def _risk_context(*, posted: dict[str, str] | None = None,
     today = state.equity - state.day_start_equity
     limit_amount = state.day_start_equity * limits.max_daily_loss_pct / 100 if state.day_start_equity > 0 else None
     used = (max(0.0, -today) / limit_amount * 100) if limit_amount else None
+    # open notional per instrument (account currency), beside the caps it counts against
+    labels = {i.pk: f"{i.symbol} on {i.exchange.code}" for i in
+              Instrument.objects.filter(pk__in=state.open_notional_by_instrument).select_related("exchange")}
+    notional_rows = [{"label": labels.get(k, str(k)), "notional": v,
+                      "pct": v / state.equity * 100 if state.equity > 0 else None}
+                     for k, v in sorted(state.open_notional_by_instrument.items(), key=lambda kv: -kv[1])]
     return {
+        "notional_rows": notional_rows,
+        "notional_pct": state.open_notional / state.equity * 100 if state.equity > 0 else None,
         "nav": "risk",
         "fields": fields,
         "limits": limits,

@@ -2,6 +2,7 @@
 a draft for a third, the refusal names the cap on the signal, and an instrument quoted in a currency the desk
 does not convert is refused with the reason. Real DB and the engine's arbitration."""
 
+import re
 from datetime import timedelta
 
 import pandas as pd
@@ -94,3 +95,14 @@ def test_a_quote_the_desk_does_not_convert_is_refused(book):
     s = Signal.objects.get(ghost=g)
     assert s.fate == Fate.BLOCKED_RISK and s.fate_detail == (
         "currency: ETH/BTC on binance is quoted in BTC; P&L is kept in USDT and BTC is not converted: not traded")
+
+
+def test_risk_page_shows_the_open_notional_per_instrument(book, op_client):
+    risk_limits_set(params={"max_total_notional_pct": 25.0, "max_instrument_notional_pct": 15.0},
+                    actor=book["operator"], reason="caps")
+    html = op_client.get("/risk/").content.decode()
+    # equity is ~10,400 (start 10,000 + both positions' unrealised gains at the last prices)
+    assert re.search(r"Open notional</dt><dd class=\"num\">2,000.00 USDT\s+= 19.\d% of equity / cap 25.0 %\s+"
+                     r"on 2 instruments", html)
+    assert re.search(r"<dt>BTC/USDT on binance</dt><dd class=\"num\">1,000.00 USDT = 9.\d% / cap 15.0 %</dd>", html)
+    assert 'id="lim-max_total_notional_pct" value="25"' in html
