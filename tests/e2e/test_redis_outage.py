@@ -325,7 +325,8 @@ def _devrun_children(devrun_pid: int) -> dict[str, int]:
     names = {}
     for line in out.stdout.splitlines():
         pid, args = line.strip().split(None, 1)
-        name = ("redis" if "redis-server" in args else "web" if "daphne" in args else "beat" if " beat " in args
+        web = "daphne" in args or "uvicorn" in args  # HFT_WEB (make run's default: uvicorn)
+        name = ("redis" if "redis-server" in args else "web" if web else "beat" if " beat " in args
                 else "lab" if "-Q research" in args else "worker" if " worker " in args else None)
         if name:
             names[name] = int(pid)
