@@ -151,15 +151,28 @@ def markets_cache_path(exchange_code: str) -> Path:
     return Path(folder) / f"{exchange_code}.json"
 
 
+_PARSED: dict[Path, tuple[tuple[int, int, int], Markets]] = {}  # path -> (file version, parsed)
+
+
 def markets_cached(exchange_code: str) -> Markets | None:
-    """The cached markets of an exchange, or None when never fetched (or the file is unreadable)."""
+    """The cached markets of an exchange, or None when never fetched (or the file is unreadable).
+
+    Parsed once per process and file version (a big exchange's file is megabytes of JSON; the page reads it on
+    every view): a new fetch replaces the file (os.replace), a new inode and mtime, so it is read again."""
     path = markets_cache_path(exchange_code)
     try:
+        st = path.stat()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # os.replace gives the new file a new inode
+        hit = _PARSED.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
         doc = json.loads(path.read_text())
-        return Markets(exchange=doc["exchange"], fetched_at=datetime.fromisoformat(doc["fetched_at"]),
-                       precision_mode=int(doc["precision_mode"]), markets=dict(doc["markets"]))
+        got = Markets(exchange=doc["exchange"], fetched_at=datetime.fromisoformat(doc["fetched_at"]),
+                      precision_mode=int(doc["precision_mode"]), markets=dict(doc["markets"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    _PARSED[path] = (key, got)
+    return got
 
 
 def markets_store(exchange_code: str, markets: dict[str, dict], *, precision_mode: int,

@@ -3,6 +3,7 @@ market listings served from 127.0.0.1 (Binance spot exchangeInfo, Binance USDⓈ
 with the values of ccxt's kraken fixture: tests/market/fake_exchange.py, tests/fakes/binance_usdm.py), the
 result is cached under the run dir and read back with no server."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -129,3 +130,12 @@ def test_markets_fetch_command_fails_with_the_exchanges_reason():
 
     with pytest.raises(CommandError, match="not loaded: kraken"):
         call_command("markets_fetch", "kraken")  # no network in tests (no_internet)
+
+
+def test_the_cache_is_parsed_once_per_file_version():
+    with FakeBinanceRest([]) as server:
+        first = fetch("binance", server)
+    assert mk.markets_cached("binance") is mk.markets_cached("binance")  # parsed once
+    later = mk.markets_store("binance", first.markets, precision_mode=first.precision_mode,
+                             fetched_at=first.fetched_at + timedelta(days=1))
+    assert mk.markets_cached("binance").fetched_at == later.fetched_at  # a new fetch is read again
