@@ -12,8 +12,9 @@ units (inverse, e.g. 100 USD on Binance COIN-M). So:
   minimum amount, and its notional (amount x contract_size x price; amount x contract_size for inverse, already
   in quote units) with the minimum notional;
 - the base quantity traded is the rounded amount converted back (exact for spot and linear; for an inverse
-  contract it is the contracts' worth in base at that price, which makes the ledger's linear P&L formula the
-  quote-currency P&L of the contracts, valued at the entry price).
+  contract it is the contracts' worth in base at the entry price, qty = N x size / entry, and then the ledger's
+  linear formula (exit - entry) x qty equals the contracts' P&L in the base coin, N x size x (1/entry - 1/exit),
+  valued in quote units at the exit price).
 
 A rule that is not known (None) is neither rounded to nor enforced: an instrument whose market was never looked
 up trades as it did before these rules existed.
