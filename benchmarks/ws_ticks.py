@@ -37,7 +37,10 @@ from apps.engine.types import Draft
 from apps.ghosts.models import Ghost
 from apps.market.bar_builder import Trade
 from apps.market.models import Instrument
-from apps.runtime.pipeline import FeedPipeline
+try:
+    from apps.runtime.pipeline import FeedPipeline
+except ImportError:  # a checkout from before apps/runtime (the before figure)
+    from apps.market.pipeline import FeedPipeline
 from apps.signals.services import signal_record
 from apps.trading.services import signal_execute_paper
 from apps.trading.selectors import open_positions
@@ -122,7 +125,8 @@ def main() -> None:
     ap.add_argument("--viewers", default="100,500")
     ap.add_argument("--rate", type=float, default=2000.0, help="trades per second (default 2000)")
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--positions", type=int, default=20, help="open paper positions (default 20)")
+    ap.add_argument("--positions", type=int, default=20,
+                    help="open paper positions wanted (default 20; the desk's risk limits may allow fewer)")
     ap.add_argument("--server", default=os.environ.get("HFT_WEB", "daphne"))
     ap.add_argument("--code", type=Path, default=ROOT)
     args = ap.parse_args()
