@@ -19,11 +19,15 @@ No database work (it runs in AppConfig.ready); plug-in ghosts get their Ghost ro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -36,6 +40,8 @@ from apps.engine.plugins import GhostReport, check_spec, checked_evaluate, load_
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "hftweb.ghosts"
+# The load-time guards of one plug-in take 0.1-3 s (benchmarks/plugins_load.py); past this it is refused as hung.
+LOAD_TIMEOUT_S = float(os.environ.get("HFT_GHOST_LOAD_TIMEOUT", "30"))
 MODULE_PREFIX = "hftweb_ghosts"
 
 
@@ -145,7 +151,11 @@ def import_plugin_file(path: Path, origin: Path) -> Any:
 def _load_one(source: str, load: Any) -> PluginRecord:
     t0 = time.perf_counter()
     try:
-        obj = load()
+        with _time_limit(LOAD_TIMEOUT_S):
+            obj = load()
+    except LoadTimeout:
+        return _refuse(PluginRecord(source, None, "", False, f"too slow: importing it took over {LOAD_TIMEOUT_S:g} s",
+                                    "", None, time.perf_counter() - t0))
     except Exception:
         tb = traceback.format_exc()
         return _refuse(PluginRecord(source, None, "", False, f"does not import: {_last(tb)}", tb, None,
@@ -155,7 +165,13 @@ def _load_one(source: str, load: Any) -> PluginRecord:
     title = str(getattr(obj, "title", None) or getattr(obj, "TITLE", "") or "")
     try:
         spec = spec_from_object(obj, origin=source)
-        report = check_spec(spec, load_time_bars(spec), taken=registry.GHOSTS)
+        with _time_limit(LOAD_TIMEOUT_S):
+            report = check_spec(spec, load_time_bars(spec), taken=registry.GHOSTS)
+    except LoadTimeout:
+        return _refuse(PluginRecord(source, kind, title, False,
+                                    f"too slow: the load-time guards took over {LOAD_TIMEOUT_S:g} s (a hung or "
+                                    "very slow evaluate; the desk evaluates every bar)", "", None,
+                                    time.perf_counter() - t0))
     except Exception:  # the guards themselves failed on this plug-in (e.g. its Config raised oddly)
         tb = traceback.format_exc()
         return _refuse(PluginRecord(source, kind, title, False, _last(tb), tb, None, time.perf_counter() - t0))
@@ -170,6 +186,34 @@ def _load_one(source: str, load: Any) -> PluginRecord:
     log.info("ghost plug-in %s (%s) registered from %s: guards passed in %.2f s", spec.kind, spec.title,
              source, seconds)
     return record
+
+
+class LoadTimeout(BaseException):
+    """Raised into a plug-in's code by the load-time limit; a BaseException, so the plug-in's own `except
+    Exception` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """SIGALRM after `seconds` raises LoadTimeout in the running code, so a plug-in that hangs cannot hold up the
+    desk's start. Only in the main thread (where every start-up runs; signals cannot interrupt another thread);
+    elsewhere no limit. A timer set before is restored."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise LoadTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if old_delay:
+            signal.setitimer(signal.ITIMER_REAL, old_delay, old_interval)
 
 
 def _refuse(record: PluginRecord) -> PluginRecord:

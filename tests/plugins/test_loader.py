@@ -57,6 +57,7 @@ def test_plugin_ghost_shows_on_the_ghosts_page_and_is_toggled(plugin_dir, desk, 
 
     page = op_client.get(reverse("dashboard:ghosts")).content.decode()
     assert f'id="ghost-{ghost.pk}"' in page and "tmp_fader (test)" in page
+    assert page.count('class="badge plugin"') == 2  # the two plug-in ghosts, not the built-in fader
     assert 'id="refused-plugins"' in page and "peeker" in page and "look-ahead:" in page
     assert "No module named" in page
     assert str(plugin_dir[0]) in page  # operators see where it came from
@@ -124,3 +125,24 @@ def test_a_plugin_failing_at_run_time_is_disabled_audited_and_alerted(
     assert Ghost.objects.get(pk=desk["ghost"].pk).status == GhostStatus.ACTIVE
     # the next bar does not evaluate it at all
     assert not Signal.objects.filter(ghost=ghost).exists()
+
+
+def test_a_hanging_plugin_is_refused_after_the_time_limit_and_the_others_load(tmp_path, monkeypatch):
+    import time
+
+    from apps.ghosts import plugins
+
+    monkeypatch.setattr(plugins, "LOAD_TIMEOUT_S", 1.0)
+    (tmp_path / "a_hang.py").write_text(cheaters.HONEST.replace("{kind}", "a_hang").replace(
+        "def evaluate(bars, cfg):\n", "def evaluate(bars, cfg):\n    while True:\n        try:\n"
+        "            pass\n        except Exception:\n            pass\n"))
+    cheaters.write(tmp_path, "b_fine", cheaters.HONEST)
+    t0 = time.monotonic()
+    try:
+        plugins_load(folder=tmp_path, entry_points=False)
+        assert time.monotonic() - t0 < 10
+        assert [r.kind for r in loaded()] == ["b_fine"]
+        (hung,) = refused()
+        assert hung.kind == "a_hang" and hung.reason.startswith("too slow: the load-time guards took over 1 s")
+    finally:
+        plugins_load(folder="", entry_points=False)

@@ -12,3 +12,11 @@ register = template.Library()
 def refused_plugins() -> list[PluginRecord]:
     """The plug-ins found at start but refused, with the reason (apps.ghosts.plugins)."""
     return refused()
+
+
+@register.filter
+def is_plugin_kind(kind: str) -> bool:
+    """True for a ghost kind that a plug-in registered (not built in)."""
+    from apps.engine.registry import is_plugin
+
+    return is_plugin(kind)
