@@ -20,6 +20,7 @@ from tests.market.fake_exchange import FakeKrakenRest
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.services,
+    pytest.mark.postgres,  # passes on PostgreSQL too
     pytest.mark.django_db(transaction=True),  # Daphne and the worker read the same file DB
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
 ]

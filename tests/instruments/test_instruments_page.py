@@ -17,7 +17,7 @@ from tests.datafiles import require
 from tests.factories import make_position
 from tests.market.fake_exchange import FakeBinanceRest, FakeKrakenRest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]  # passes on PostgreSQL too (make test runs it there)
 URL = "/instruments/"
 
 

@@ -14,7 +14,7 @@ from apps.market.services import instrument_ensure
 from tests.fakes.binance_usdm import FakeBinanceUsdm
 from tests.market.fake_exchange import FakeBinanceRest, FakeKrakenRest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]  # passes on PostgreSQL too (make test runs it there)
 
 
 @pytest.fixture(autouse=True)
