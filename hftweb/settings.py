@@ -218,6 +218,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # "sim", "live" (ccxt public data, paper trading) or "replay:<path>[@speed]". Unset, `make run` (devrun)
 # probes api.binance.com for 3 s and sets "live" when it answers, else "sim"; elsewhere the default is "sim".
 HFT_FEED = os.environ.get("HFT_FEED", "sim")
+# Feeds an operator may run at once from the Instruments page: each feed runner holds one worker process for as long
+# as it runs, and `make run`'s one worker has 3 (-c 3) shared by feeds, ghost evaluations and the default queue.
+# Raise it together with the processes on the `feeds` queue (a feeds-only worker: celery worker -Q feeds -c N).
+HFT_MAX_FEEDS = int(os.environ.get("HFT_MAX_FEEDS", "2"))
 # It is stored as the feed's source (FeedStatus.source, 255 characters): longer, PostgreSQL refused the desk's setup
 # with a DataError; a byte that is not UTF-8 (a file name's) reaches Python as a lone surrogate, which no database
 # driver encodes. Refuse both here, saying which, rather than a traceback from the setup's first write.
