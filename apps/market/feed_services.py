@@ -6,6 +6,7 @@ the runtime."""
 
 import logging
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
@@ -68,6 +69,11 @@ def feed_start(*, instrument_id: int, source: str, actor) -> FeedStatus:
         if fs.source == source:
             return fs  # idempotent: a double click starts no second runner (the runner's lock would refuse it too)
         raise InstrumentError(f"the feed runs {fs.source}: stop it first, then start {source}")
+    running = FeedStatus.objects.exclude(state=FeedStatus.State.STOPPED).exclude(instrument=inst).count()
+    if running >= settings.HFT_MAX_FEEDS:
+        raise InstrumentError(f"{running} feeds run already, the most this desk runs at once (HFT_MAX_FEEDS): each "
+                              "holds a worker process for as long as it runs; stop one, or raise HFT_MAX_FEEDS "
+                              "together with the worker processes on the feeds queue")
     if cache.get(_lock_key(inst.pk)) is not None:
         raise InstrumentError("the feed is still stopping (its runner has not let go yet): try again in a few seconds")
     fs = feed_status_update(instrument_id=inst.pk, source=source, state=FeedStatus.State.STARTING, last_error="")

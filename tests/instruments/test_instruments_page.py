@@ -76,6 +76,19 @@ def test_feed_start_and_stop_audited_and_the_runner_asked(op_client, desk, djang
     assert len(audits("feed.stopped")) == 1
 
 
+def test_feeds_beyond_the_cap_are_refused_with_the_reason(op_client, desk, settings):
+    """Each feed runner holds a worker process: the page starts no more than HFT_MAX_FEEDS at once."""
+    settings.HFT_MAX_FEEDS = 2
+    eth, sol = (Instrument.objects.create(exchange=desk["exchange"], symbol=f"{b}/USDT", base=b, quote="USDT")
+                for b in ("ETH", "SOL"))
+    assert op_client.post(f"/instruments/{eth.pk}/feed/", {"action": "start", "kind": "sim"}).status_code == 302
+    r = op_client.post(f"/instruments/{sol.pk}/feed/", {"action": "start", "kind": "sim"})
+    assert r.status_code == 400 and "2 feeds run already" in r.content.decode()
+    assert not FeedStatus.objects.filter(instrument=sol).exists()
+    assert op_client.post(f"/instruments/{eth.pk}/feed/", {"action": "stop"}).status_code == 302
+    assert op_client.post(f"/instruments/{sol.pk}/feed/", {"action": "start", "kind": "sim"}).status_code == 302
+
+
 def test_replay_source_must_be_a_relative_data_file(op_client, desk):
     inst = desk["instrument"]
     FeedStatus.objects.filter(instrument=inst).update(state="stopped")
