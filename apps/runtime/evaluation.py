@@ -18,6 +18,7 @@ from apps.engine.batch import evaluate_all
 from apps.engine.manager import TrendGate
 from apps.engine.registry import GHOSTS, config_from_params
 from apps.engine.types import Draft
+from apps.ghosts.models import Ghost
 from apps.ghosts.selectors import enabled_ghosts_for, warmup_minutes_needed
 from apps.ghosts.services import ghost_record_evaluation
 from apps.market.prices import positions_changed, price_get
@@ -250,6 +251,12 @@ class BarDecider:
         from apps.market.prices import price_set
         from apps.market.services import feed_status_update
 
+        # A ghost disabled since its chunk was evaluated (auto-disable, an operator, a drawdown stop at a close in
+        # between) drafts nothing here, as it would not have been evaluated bar by bar.
+        enabled = set(Ghost.objects.filter(pk__in=[g.pk for g, _ in drafts], enabled=True).values_list("pk", flat=True))
+        drafts = [(g, d) for g, d in drafts if g.pk in enabled]
+        if not drafts:
+            return False
         for ghost, draft in drafts:
             signal_record(ghost=ghost, bar_time=bar_time, draft=draft)
         # The desk's clock and marks as the decision sees them live: the risk state reads "today" and the open
