@@ -173,3 +173,25 @@ def test_markets_fetch_task_records_the_outcome():
     assert markets_fetch_task("binanceus").startswith("failed")
     state = mk.markets_fetch_state("binanceus")
     assert state["state"] == "failed" and "loading binanceus's markets failed" in state["error"]
+
+
+def test_page_queries_do_not_grow_with_instruments_and_ghosts(op_client, desk):
+    """Instruments with feeds in two queries, ghosts with an EXISTS on the ledger in one: ten times the rows, the
+    same number of queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.ghosts.services import ghost_create
+
+    def queries() -> int:
+        op_client.get(URL)  # warm: session, caches
+        with CaptureQueriesContext(connection) as ctx:
+            assert op_client.get(URL).status_code == 200
+        return len(ctx.captured_queries)
+
+    small = queries()
+    for n in range(10):
+        inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"C{n}/USDT", base=f"C{n}", quote="USDT")
+        FeedStatus.objects.create(instrument=inst, source="sim", state="stopped")
+        ghost_create(name=f"g-{n}", kind="spike_fader", instrument=inst)
+    assert queries() == small
