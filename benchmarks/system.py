@@ -12,7 +12,7 @@
    through the ghosts task (Celery eager: run inline), the signal manager, risk and paper execution, as in
    production. The history before the slice (the trend filter's 200 h warm-up) is imported first, so
    the ghosts see a live-sized window. The slice is written to a temp file outside the repository (the
-   replay reads files; a whole-file replay at @0 checks its time limit only every 20 000 bars).
+   replay reads files; benchmarks/replay.py replays the whole file).
 
 Usage: .venv/bin/python benchmarks/system.py   (SLICE_BARS=240 by default; SKIP_DB=1 skips part 3)
 Data: ../shared/data (or $MARKET_DATA_DIR). The machine is shared: CPU seconds are printed beside wall time.
