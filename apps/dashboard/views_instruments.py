@@ -162,7 +162,7 @@ def markets_load(request: HttpRequest) -> HttpResponse:
         return _page(request, status=400, errors={"markets": _first_error(form)})
     code = form.cleaned_data["exchange"]
     try:
-        markets_fetch_queue(code)
+        markets_fetch_queue(code, actor=request.user)
     except MarketError as exc:
         return _page(request, status=400, errors={"markets": str(exc)}, values={"exchange": code})
     messages.success(request, f"{code}: loading its markets from the exchange; reload this page in a few seconds.")

@@ -257,13 +257,25 @@ def markets_fetch_state_set(exchange_code: str, state: str, **extra: Any) -> Non
               FETCH_STATE_TTL)
 
 
-def markets_fetch_queue(exchange_code: str) -> None:
-    """Ask a worker to load the exchange's markets (after the request's transaction commits)."""
+@dataclass(frozen=True)
+class ExchangeMarkets:
+    """What a markets load is about, for its audit row (the exchange may have no Exchange row yet)."""
+
+    pk: str  # the ccxt exchange id
+
+
+def markets_fetch_queue(exchange_code: str, *, actor=None) -> None:
+    """Ask a worker to load the exchange's markets (after the request's transaction commits); audited."""
     import ccxt
     from django.db import transaction
 
+    from apps.audit.services import audit_record
+
     if exchange_code not in ccxt.exchanges:
         raise MarketError(f"{exchange_code!r} is not a ccxt exchange id (e.g. binance, binanceusdm, kraken, okx)")
+    with transaction.atomic():
+        audit_record(actor=actor, action="markets.load_requested", obj=ExchangeMarkets(pk=exchange_code),
+                     after={"exchange": exchange_code})
     markets_fetch_state_set(exchange_code, "queued")
 
     def send() -> None:

@@ -162,6 +162,9 @@ def test_markets_load_is_queued_for_a_worker(op_client, desk, django_capture_on_
     with django_capture_on_commit_callbacks() as sent:
         assert op_client.post("/instruments/markets/", {"exchange": "okx"}).status_code == 302
     assert len(sent) == 1 and mk.markets_fetch_state("okx")["state"] == "queued"
+    [a] = audits("markets.load_requested")
+    assert (a.object_id, a.object_type, a.after) == ("okx", "ExchangeMarkets", {"exchange": "okx"})
+    assert a.actor.username == "olga"
     assert "queued" in op_client.get(URL + "?exchange=okx").content.decode()
     assert op_client.post("/instruments/markets/", {"exchange": "nope"}).status_code == 400
 
