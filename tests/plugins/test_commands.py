@@ -71,3 +71,19 @@ def test_check_ghost_runs_a_builtin_kind_and_says_what_is_missing():
     assert ok.returncode == 0 and "every check passed" in ok.stdout, ok.stdout + ok.stderr
     missing = manage("check_ghost", "no_such_ghost", str(data))
     assert missing.returncode == 1 and "no ghost 'no_such_ghost'" in missing.stderr
+
+
+def test_a_process_started_with_hft_ghosts_dir_loads_the_folder_at_ready(tmp_path):
+    """The wiring as `make run` uses it: HFT_GHOSTS_DIR in the environment, GhostsConfig.ready loads at start."""
+    cheaters.write(tmp_path, "env_fader", cheaters.HONEST)
+    cheaters.write(tmp_path, "env_peeker", cheaters.PEEKING)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "hftweb.settings_test", "HFT_GHOSTS_DIR": str(tmp_path)}
+    code = ("import django; django.setup()\n"
+            "from apps.engine.registry import GHOSTS, is_plugin\n"
+            "from apps.ghosts.plugins import refused\n"
+            "print('plugins', sorted(k for k in GHOSTS if is_plugin(k)))\n"
+            "print('refused', [(r.kind, r.reason.split(':')[0]) for r in refused()])\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "plugins ['env_fader']" in res.stdout
+    assert "refused [('env_peeker', 'look-ahead')]" in res.stdout
