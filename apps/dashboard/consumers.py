@@ -139,8 +139,13 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
         self.groups_joined.append(user_group(user.pk))  # auth.check events for this user's sockets only
         self.outbox = Outbox()
         self.joined = hub()
-        async with group_slot():
-            await self.joined.join(self, self.groups_joined)
+        try:
+            async with group_slot():
+                await self.joined.join(self, self.groups_joined)
+        except BaseException:  # Redis unreachable: the socket is refused (the browser retries); no half-membership
+            self.auth_closed = True
+            await self.joined.leave(self)
+            raise
         await self.accept()
         self.writer = asyncio.create_task(self.write_loop())
 
