@@ -198,3 +198,25 @@ def test_page_queries_do_not_grow_with_instruments_and_ghosts(op_client, desk):
         FeedStatus.objects.create(instrument=inst, source="sim", state="stopped")
         ghost_create(name=f"g-{n}", kind="spike_fader", instrument=inst)
     assert queries() == small
+
+
+def test_a_plugin_kind_is_offered_and_created_like_a_builtin(op_client, desk):
+    """Plug-in ghosts (issue 11, part G) register into the engine's registry: the page offers their kind and the
+    instance is validated by the plug-in's own config."""
+    import dataclasses
+
+    from apps.engine.registry import GHOSTS, register, unregister
+
+    register(dataclasses.replace(GHOSTS["spike_fader"], kind="fader_plugin", title="Fader plug-in"))
+    try:
+        assert b'<option value="fader_plugin"' in op_client.get(URL).content
+        r = op_client.post("/instruments/ghosts/", {"name": "plug-1", "kind": "fader_plugin",
+                                                   "instrument": desk["instrument"].pk, "params": ""})
+        assert r.status_code == 302
+        assert Ghost.objects.get(name="plug-1").kind == "fader_plugin"
+        r = op_client.post("/instruments/ghosts/", {"name": "plug-2", "kind": "fader_plugin",
+                                                   "instrument": desk["instrument"].pk,
+                                                   "params": '{"spike_threshold_pct": 0}'})
+        assert r.status_code == 400 and "parameters refused by fader_plugin" in r.content.decode()
+    finally:
+        unregister("fader_plugin")
