@@ -55,7 +55,7 @@ class SimFeed:
             seed=settings.HFT_SIM_SEED * 1_000_003 + start_ms // 60_000 + profile.seed_offset,
             start_ms=start_ms,
             spikes_per_day=settings.HFT_SIM_SPIKES_PER_DAY,
-            **{**profile.kwargs(), "start_price": start_price},
+            **{**profile.kwargs(), "start_price": start_price, **self._grid()},
         )
         if backfill:
             # A day of data at a time (~2 s), beating the heart between chunks: the whole warm-up takes longer
@@ -67,6 +67,16 @@ class SimFeed:
                 if not self.heartbeat():
                     break
         return sim, sim.now_ms
+
+    def _grid(self) -> dict[str, float]:
+        """The instrument's own tick (and lot on spot, where the lot is in base units like the simulator's trades)
+        when ccxt's facts are stored, so simulated prints land where the exchange's would."""
+        out = {}
+        if self.instrument.price_tick:
+            out["tick_size"] = float(self.instrument.price_tick)
+        if self.instrument.amount_step and self.instrument.market_type == Instrument.MarketType.SPOT:
+            out["lot_size"] = float(self.instrument.amount_step)
+        return out
 
     def run(self) -> None:
         sim, data_start = self._start()
