@@ -54,3 +54,19 @@ def test_profiles_are_deterministic_and_seeded_for_unknown_bases() -> None:
     for p in (a, b):
         assert 0.1 <= p.start_price <= 1_000 and 0.8 <= p.vol_scale <= 2.5
         assert p.tick_size <= p.start_price * 1e-4 and p.lot_size * p.start_price <= 1.0
+
+
+@pytest.mark.django_db
+def test_the_sim_feed_prints_on_the_instruments_own_grid() -> None:
+    from decimal import Decimal
+
+    from apps.market.sim_feed import SimFeed
+    from tests.factories import make_instrument
+
+    inst = make_instrument(symbol="SOL/USDT")
+    feed = SimFeed(inst, make_pipeline=lambda **_: None, heartbeat=lambda: True)
+    assert feed._grid() == {}  # no ccxt facts: the profile's own tick and lot
+    inst.price_tick, inst.amount_step = Decimal("0.01"), Decimal("0.01")
+    assert feed._grid() == {"tick_size": 0.01, "lot_size": 0.01}
+    inst.market_type = "swap"  # a contract market's step counts contracts, not the simulator's base units
+    assert feed._grid() == {"tick_size": 0.01}
