@@ -23,7 +23,7 @@ up trades as it did before these rules existed.
 from __future__ import annotations
 
 import dataclasses
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 QTY_STEP = Decimal("0.00000001")  # the ledger's quantity column (qty_field) rounds finer; 1e-8 is every venue's floor
 
@@ -137,12 +137,16 @@ def _sig(x: Decimal) -> Decimal:
     return x.quantize(Decimal(1).scaleb(-max(places, 0)), rounding=ROUND_DOWN) if places > 0 else x
 
 
-def price_round(price: float | Decimal, rules: LotRules) -> Decimal:
-    """A price on the market's tick grid (nearest tick: a fill, a stop or a target lands on a tradable price);
-    unchanged when the tick is unknown."""
+def price_round(price: float | Decimal, rules: LotRules, *, away_from: float | Decimal | None = None) -> Decimal:
+    """A price on the market's tick grid, unchanged when the tick is unknown. The nearest tick (a fill), or with
+    `away_from` the tick on the far side of the price from that reference: a stop rounded away from the entry is
+    never tighter than decided, and on a coarse tick never lands on the entry itself."""
     px = _dec(price)
     tick = rules.price_tick
     if tick is None or tick <= 0 or not px.is_finite():
         return px
-    out = (px / tick).to_integral_value(rounding=ROUND_HALF_EVEN) * tick
+    rounding = ROUND_HALF_EVEN
+    if away_from is not None:
+        rounding = ROUND_CEILING if px > _dec(away_from) else ROUND_FLOOR
+    out = (px / tick).to_integral_value(rounding=rounding) * tick
     return out if out > 0 else tick

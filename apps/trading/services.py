@@ -99,7 +99,8 @@ def signal_execute_paper(
     ratio = fill_px / float(signal.entry)
     stop, target = float(signal.stop) * ratio, float(signal.target) * ratio
     if rules.price_tick is not None:
-        stop, target = float(price_round(stop, rules)), float(price_round(target, rules))
+        # the stop away from the fill (never tighter than decided, never on the fill itself), the target nearest
+        stop, target = float(price_round(stop, rules, away_from=fill_px)), float(price_round(target, rules))
     equity = float(selectors.equity())
     if quantity is not None:
         # The manager sized at the reference entry (the bar close); keep its notional at the fill price,

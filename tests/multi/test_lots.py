@@ -51,6 +51,10 @@ def test_contracts_use_the_contract_size() -> None:
     inv2 = lot_size(0.0105, 60_000.0, INVERSE)  # 6.3 contracts -> 6
     assert inv2.amount == D("6") and inv2.quantity == D("0.01")
     assert price_round(60_000.04, LINEAR) == D("60000.0") and price_round(0.004, SPOT) == D("0.01")
+    coarse = LotRules(price_tick=D("1"))
+    # a stop 0.4 from a fill of 100 on a 1.0 tick: away from the fill, not onto it
+    assert price_round(99.6, coarse) == D("100") and price_round(99.6, coarse, away_from=100.0) == D("99")
+    assert price_round(100.4, coarse, away_from=100.0) == D("101")
 
 
 def test_rules_from_a_ccxt_market_dict() -> None:
