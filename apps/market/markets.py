@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apps.market.models import Instrument
 
 # ccxt.base.decimal_to_precision's constants, repeated so the pure part imports nothing from ccxt
 DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE = 2, 3, 4
@@ -217,7 +220,7 @@ def markets_get(exchange_code: str, *, refresh: bool = False, config: dict | Non
     return cached if cached is not None else markets_fetch(exchange_code, config=config)
 
 
-def instrument_apply_market(instrument, market: dict, *, precision_mode: int = TICK_SIZE) -> list[str]:
+def instrument_apply_market(instrument: Instrument, market: dict, *, precision_mode: int = TICK_SIZE) -> list[str]:
     """Write the ccxt market's rules onto the instrument (saved); returns the fields that changed."""
     from django.utils import timezone
 
@@ -264,7 +267,7 @@ class ExchangeMarkets:
     pk: str  # the ccxt exchange id
 
 
-def markets_fetch_queue(exchange_code: str, *, actor=None) -> None:
+def markets_fetch_queue(exchange_code: str, *, actor: Any = None) -> None:
     """Ask a worker to load the exchange's markets (after the request's transaction commits); audited."""
     import ccxt
     from django.db import transaction

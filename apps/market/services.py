@@ -12,7 +12,8 @@ from apps.alerts.services import alert_feed_state
 from apps.common.realtime import send_on_commit
 from apps.common.text import db_text
 from apps.market.events import FEEDS_GROUP, bar_payload, feed_payload
-from apps.market.models import CANDLE_BAR_FIELDS, Candle, FeedStatus
+from apps.market.markets import Markets
+from apps.market.models import CANDLE_BAR_FIELDS, Candle, Exchange, FeedStatus, Instrument
 
 # unknown is not zero: an OHLCV-only source has no taker split, a feed without liquidations no liq volume
 _NULLABLE = {
@@ -406,7 +407,7 @@ class InstrumentError(ValueError):
 
 
 @transaction.atomic
-def instrument_add(*, exchange_code: str, symbol: str, actor):
+def instrument_add(*, exchange_code: str, symbol: str, actor) -> tuple[Instrument, bool]:
     """Add (or refresh) the instrument `symbol` of `exchange_code` from the exchange's cached ccxt markets, with
     its rules (tick, step, minimums, contract size). Returns (instrument, created). InstrumentError when the
     markets were never loaded or do not list the symbol."""
@@ -438,7 +439,7 @@ def instrument_add(*, exchange_code: str, symbol: str, actor):
     return inst, created
 
 
-def _exchange_fees_from(exchange, market: dict) -> None:
+def _exchange_fees_from(exchange: Exchange, market: dict) -> None:
     """A new exchange row takes the market's taker/maker fee from ccxt (its default tier) instead of 0.1 %."""
     fields = []
     for attr, key in (("taker_fee", "taker"), ("maker_fee", "maker")):
@@ -451,7 +452,7 @@ def _exchange_fees_from(exchange, market: dict) -> None:
 
 
 @transaction.atomic
-def instruments_rules_refresh(*, exchange_code: str, markets=None) -> list[str]:
+def instruments_rules_refresh(*, exchange_code: str, markets: Markets | None = None) -> list[str]:
     """After a markets load: every instrument of the exchange that its markets list gets their current rules (an
     exchange changes ticks and minimums now and then), audited when something changed. Instruments the markets no
     longer list are left as they are (and named in the log). Returns the instruments that changed."""
