@@ -23,6 +23,17 @@ from tests.e2e.crashpoints import ARM_KEY, HIT_KEY
 WORKER_FLAGS = ["-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
 
+
+def wait_until(cond, timeout: float, what: str, step: float = 0.3):
+    """Poll `cond` until it returns something truthy (returned), or fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
 def worker_start(name: str, *, queues: str, concurrency: int, env: dict | None = None,
                  wait: bool = True) -> subprocess.Popen:
     """A prefork worker named `<name>@hft-test`; returns once it answers a ping (60 s at most), or at once

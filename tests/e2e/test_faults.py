@@ -26,7 +26,7 @@ from apps.market.models import Candle, FeedStatus
 from apps.market.tasks import LOCK_TTL
 from apps.runtime.tasks import run_feed
 from hftweb.celery import app
-from tests.e2e.procs import beat_start, foreign_workers, group_pids, proc_kill, worker_start, worker_wait
+from tests.e2e.procs import beat_start, foreign_workers, group_pids, proc_kill, wait_until, worker_start, worker_wait
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 RESTART_BOUND_S = 30  # issue 3: the supervisor restarts a dead feed within 30 s
@@ -98,14 +98,9 @@ def _assert_bars_contiguous(instrument_id: int) -> int:
     return len(times)
 
 
+
 def _wait(cond, timeout: float, what: str, step: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(cond, timeout, what, step)
 
 
 def _start_feed(cluster: Cluster, instrument_id: int) -> tuple[str, int, str]:

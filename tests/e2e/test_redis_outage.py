@@ -43,7 +43,7 @@ from kombu.utils.collections import eqhash
 from apps.market.models import Candle, FeedStatus
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD_SUFFIX, ROOT, _subprocess_env, free_port, redis_binary
 from tests.conftest import wait_for_port as conftest_wait_for_port
-from tests.e2e.procs import proc_kill
+from tests.e2e.procs import proc_kill, wait_until
 
 pytestmark = [pytest.mark.services]
 try:
@@ -333,14 +333,9 @@ def _devrun_children(devrun_pid: int) -> dict[str, int]:
     return names
 
 
+
 def _wait_sync(cond, timeout: float, what: str, step: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(cond, timeout, what, step)
 
 
 def _ping_workers(url: str) -> set[str]:

@@ -33,7 +33,7 @@ from apps.market.models import Candle, Exchange, FeedStatus, Instrument
 from apps.runtime.tasks import supervise_feeds
 from hftweb.celery import app
 from tests.datafiles import require
-from tests.e2e.procs import foreign_workers, proc_kill, worker_start
+from tests.e2e.procs import foreign_workers, proc_kill, wait_until, worker_start
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 SPOT_DAY = "klines/binance_vision_spot_BTCUSDT_1m/BTCUSDT-1m-2020-01-01.zip"
@@ -81,14 +81,9 @@ def _run_feed_results(redis_url: str) -> list[str]:
     return [x for x in _results(redis_url) if isinstance(x, str)]
 
 
+
 def _wait(cond, timeout: float, what: str, step: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(cond, timeout, what, step)
 
 
 def _count(instrument_id: int) -> int:

@@ -16,7 +16,7 @@ from django.core.cache import cache
 from apps.ghosts.services import ghost_create
 from apps.market.models import Candle, Exchange, FeedStatus, Instrument
 from apps.runtime.tasks import supervise_feeds
-from tests.e2e.procs import foreign_workers, proc_kill, worker_start
+from tests.e2e.procs import foreign_workers, proc_kill, wait_until, worker_start
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 LEVELS = {"BTC/USDT": (50_000, 200_000), "ETH/USDT": (1_500, 7_000), "SOL/USDT": (50, 300)}
@@ -33,14 +33,9 @@ def worker(redis_url):
         proc_kill(proc)
 
 
+
 def _wait(cond, timeout: float, what: str, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(cond, timeout, what, step)
 
 
 def robust_std(x: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from apps.runtime.tasks import supervise_feeds
 from apps.signals.models import Fate, Signal
 from apps.trading.models import Position
 from apps.trading.risk_services import risk_limits_set
-from tests.e2e.procs import foreign_workers, proc_kill, worker_start
+from tests.e2e.procs import foreign_workers, proc_kill, wait_until, worker_start
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 START = datetime(2026, 2, 2, tzinfo=UTC)
@@ -70,14 +70,9 @@ def worker(redis_url, files):
         proc_kill(proc)
 
 
+
 def _wait(cond, timeout: float, what: str, step: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(cond, timeout, what, step)
 
 
 def _feeds_state() -> dict[str, tuple[str, str]]:
