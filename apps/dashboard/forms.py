@@ -10,6 +10,7 @@ from django import forms
 from apps.common.forms import BoundedDateField, SafeJSONField
 from apps.common.parsing import parse_id
 from apps.ghosts.models import Ghost
+from apps.market.models import Instrument
 from apps.revenue.models import Period
 from apps.revenue.services import TargetError, parse_amount
 from apps.signals.models import Side
@@ -88,6 +89,12 @@ class TradeFilterForm(forms.Form):
         empty_label="all ghosts",
         error_messages={"invalid_choice": "no such ghost"},
     )
+    instrument = forms.ModelChoiceField(
+        queryset=Instrument.objects.order_by("symbol", "id"),
+        required=False,
+        empty_label="all instruments",
+        error_messages={"invalid_choice": "no such instrument"},
+    )
     side = forms.ChoiceField(
         choices=[("", "both sides"), *Side.choices],
         required=False,
@@ -124,6 +131,7 @@ class TradeFilterForm(forms.Form):
         d = self.cleaned_data
         return {
             "ghost_id": d["ghost"].pk if d.get("ghost") else None,
+            "instrument_id": d["instrument"].pk if d.get("instrument") else None,
             "side": d.get("side") or None,
             "outcome": d.get("outcome") or None,
             "date_from": d.get("date_from"),

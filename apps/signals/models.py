@@ -45,7 +45,11 @@ class Signal(models.Model):
         ordering = ["-bar_time", "-id"]
         # Recent signals (overview, state.json) newest first across ghosts: an index in that order reads the
         # newest 50 instead of sorting the table. One ghost's signals ride the (ghost, bar_time) unique index.
-        indexes = [models.Index(fields=["bar_time", "id"], name="signal_bar_time_id")]
+        # One instrument's signals (the overview filtered by instrument, issue 11): (instrument, bar_time, id).
+        indexes = [
+            models.Index(fields=["bar_time", "id"], name="signal_bar_time_id"),
+            models.Index(fields=["instrument", "bar_time", "id"], name="signal_instr_bar_time_id"),
+        ]
         constraints = [
             # Evaluating one bar twice must never create a second signal.
             models.UniqueConstraint(fields=["ghost", "bar_time"], name="signal_one_per_ghost_bar"),

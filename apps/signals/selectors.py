@@ -3,10 +3,15 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from apps.signals.models import Signal
 
 
-def recent_signals(*, limit: int = 50, ghost_id: int | None = None) -> list[Signal]:
+def recent_signals(
+    *, limit: int = 50, ghost_id: int | None = None, instrument_id: int | None = None
+) -> list[Signal]:
+    """The newest signals, optionally of one ghost or one instrument (each rides its own index)."""
     qs = Signal.objects.select_related("ghost").order_by("-bar_time", "-id")
     if ghost_id:
         qs = qs.filter(ghost_id=ghost_id)
+    if instrument_id:
+        qs = qs.filter(instrument_id=instrument_id)
     return list(qs[:limit])
 
 

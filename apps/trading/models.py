@@ -56,6 +56,8 @@ class Position(models.Model):
         indexes = [
             models.Index(fields=["opened_at", "id"], name="position_opened_id"),
             models.Index(fields=["ghost", "opened_at", "id"], name="position_ghost_opened_id"),
+            # The trades page and CSV filtered by instrument (issue 11): a range read, not a scan of every trade.
+            models.Index(fields=["instrument", "opened_at", "id"], name="position_instr_opened_id"),
             models.Index(fields=["side", "opened_at", "id"], name="position_side_opened_id"),
             models.Index(fields=["status", "opened_at", "id"], name="position_status_opened_id"),
             models.Index(fields=["closed_at"], name="position_closed_at"),

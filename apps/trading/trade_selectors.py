@@ -2,7 +2,7 @@
 
 Newest first on (opened_at, id). A page never counts the table and never offsets into it: it asks for the 51
 rows past a cursor (apps.common.keyset), which the indexes on trading_position (opened_at, id) and
-(ghost | side | status, opened_at, id) answer as a range read whatever the table's size
+(ghost | instrument | side | status, opened_at, id) answer as a range read whatever the table's size
 (tests/dashboard/test_trades_explain.py checks the plans). The CSV walks the same order in keyset batches of the
 values_list query's plain rows (no model instances, no re-sort), tens of thousands of rows a second.
 """
@@ -29,6 +29,7 @@ class TradeFilter:
     """The trades page's filters. outcome: win | loss | open (win/loss are net of fees)."""
 
     ghost_id: int | None = None
+    instrument_id: int | None = None
     side: str | None = None
     outcome: str | None = None
     date_from: date | None = None  # UTC days, both ends included
@@ -44,6 +45,8 @@ def trades_filtered(filters: TradeFilter) -> QuerySet[Position]:
     qs = Position.objects.all()
     if filters.ghost_id:
         qs = qs.filter(ghost_id=filters.ghost_id)
+    if filters.instrument_id:
+        qs = qs.filter(instrument_id=filters.instrument_id)
     if filters.side:
         qs = qs.filter(side=filters.side)
     if filters.outcome == "open":

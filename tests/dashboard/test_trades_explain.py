@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.audit.models import AuditEvent
 from apps.signals.selectors import recent_signals
 from apps.trading.trade_selectors import TradeFilter, trade_cursor, trades_export_rows, trades_page
-from tests.factories import make_ghost, make_position
+from tests.factories import make_ghost, make_instrument, make_position
 
 pytestmark = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's query planner")
 
@@ -47,18 +47,21 @@ def assert_indexed(plan: list[str], table: str, *, small_sort_index: str | None 
 @pytest.fixture
 def ledger(desk):
     other = make_ghost(name="fader-two", instrument=desk["instrument"])
+    eth = make_ghost(name="fader-eth", instrument=make_instrument(symbol="ETH/USDT"))
     made = []
     for i in range(30):
-        ghost = desk["ghost"] if i % 2 else other
+        ghost = (desk["ghost"] if i % 2 else other) if i % 5 else eth
         made.append(make_position(ghost=ghost, opened_at=T0 + timedelta(minutes=i), side="long" if i % 3 else "short",
                                   entry="100", exit="101" if i % 4 else "99"))
     make_position(ghost=desk["ghost"], opened_at=T0 + timedelta(hours=1), entry="100")  # still open
-    return {"ghost": desk["ghost"], "mid": made[15]}
+    return {"ghost": desk["ghost"], "mid": made[15], "instrument": desk["instrument"]}
 
 
 FILTERS = [
     ("none", {}),
     ("ghost", {"ghost": True}),
+    ("instrument", {"instrument": True}),
+    ("instrument+side+dates", {"instrument": True, "side": "long", "date_from": date(2026, 3, 2)}),
     ("side", {"side": "short"}),
     ("win", {"outcome": "win"}),
     ("loss", {"outcome": "loss"}),
@@ -76,6 +79,8 @@ def test_trades_page_reads_an_index_for_every_filter_and_cursor(ledger, name, kw
     kw = dict(kw)
     if kw.pop("ghost", False):
         kw["ghost_id"] = ledger["ghost"].pk
+    if kw.pop("instrument", False):
+        kw["instrument_id"] = ledger["instrument"].pk
     cursor = {"newest": {}, "before": {"before": trade_cursor(ledger["mid"])},
               "after": {"after": trade_cursor(ledger["mid"])}}[where]
     got = plans(lambda: trades_page(filters=TradeFilter(**kw), limit=5, **cursor))
@@ -102,6 +107,19 @@ def test_recent_signals_read_the_bar_time_index(ledger):
         assert_indexed(plan, "signals_signal")
     for plan in plans(lambda: recent_signals(limit=10, ghost_id=ledger["ghost"].pk)):
         assert_indexed(plan, "signals_signal")
+    for plan in plans(lambda: recent_signals(limit=10, instrument_id=ledger["instrument"].pk)):
+        assert_indexed(plan, "signals_signal")
+        assert not any("TEMP B-TREE" in line for line in plan), plan  # the instrument's index, in order
+
+
+@pytest.mark.django_db
+def test_csv_filtered_by_instrument_reads_its_index(ledger):
+    got = plans(lambda: [len(b) for b in trades_export_rows(filters=TradeFilter(instrument_id=ledger["instrument"].pk),
+                                                              batch=7)])
+    assert got
+    for plan in got:
+        assert_indexed(plan, "trading_position")
+    assert any("position_instr_opened_id" in line for plan in got for line in plan), got
 
 
 @pytest.mark.django_db

@@ -11,7 +11,7 @@ import pytest
 from django.test import AsyncClient
 
 from apps.trading.trade_selectors import trade_cursor
-from tests.factories import make_ghost, make_position
+from tests.factories import make_ghost, make_instrument, make_position
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -93,6 +93,8 @@ def test_trades_show_net_pnl_with_unit_and_exit_reason(viewer_client, ledger):
         ("outcome=maybe", "outcome must be win, loss or open"),
         ("ghost=999999", "no such ghost"),
         ("ghost=abc", "no such ghost"),
+        ("instrument=999999", "no such instrument"),
+        ("instrument=1.5", "no such instrument"),
         ("date_from=2026-13-45", "from: enter a date as YYYY-MM-DD"),
         ("date_to=yesterday", "to: enter a date as YYYY-MM-DD"),
         (
@@ -110,6 +112,24 @@ def test_trades_invalid_filters_give_a_clear_message(viewer_client, ledger, quer
     csv_response = viewer_client.get("/trades.csv?" + query)
     assert csv_response.status_code == 400
     assert csv_response.content.decode().startswith("invalid filter: ")
+
+
+@pytest.mark.django_db
+def test_trades_and_csv_filter_by_instrument(viewer_client, ledger):
+    """issue 11: a second instrument's trades show under its filter only, on the page and in the CSV."""
+    eth = make_instrument(symbol="ETH/USDT")
+    eth_trade = make_position(ghost=make_ghost(name="fader-eth", instrument=eth), opened_at=T0 + timedelta(hours=3),
+                              entry="3000", exit="3010")
+    btc = ledger["a"].instrument_id
+    only_eth = trade_ids(viewer_client.get(f"/trades/?instrument={eth.pk}").content.decode())
+    assert only_eth == {str(eth_trade.pk)}
+    only_btc = trade_ids(viewer_client.get(f"/trades/?instrument={btc}").content.decode())
+    assert only_btc == {str(ledger[k].pk) for k in ("win", "loss", "open", "later")}
+    body = b"".join(viewer_client.get(f"/trades.csv?instrument={eth.pk}").streaming_content).decode()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert [(r["id"], r["symbol"]) for r in rows] == [(str(eth_trade.pk), "ETH/USDT")]
+    html = viewer_client.get(f"/trades/?instrument={eth.pk}").content.decode()
+    assert f'href="/trades.csv?instrument={eth.pk}"' in html  # the export link keeps the filter
 
 
 def _link(html: str, rel: str) -> str | None:
