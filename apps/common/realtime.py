@@ -63,6 +63,8 @@ class _LayerLoop:
 
 
 _layer_loop = _LayerLoop()
+# A child forked while another thread held the lock (a push in flight) would wait on it for ever: a fresh lock there.
+os.register_at_fork(after_in_child=lambda: setattr(_layer_loop, "_lock", threading.Lock()))
 
 
 def _warn_unreachable(group: str, exc: BaseException) -> None:

@@ -125,6 +125,28 @@ def test_a_transactions_events_go_out_as_one_batch_per_group_in_order_after_comm
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_forked_child_pushes_on_a_loop_of_its_own():
+    """Celery's prefork children inherit the push loop object but not its thread: the first push in the child
+    starts one of its own (a push through the parent's dead loop would wait for ever)."""
+    from apps.common import realtime
+
+    layer, channel = _listen("ghosts")
+    send_now("ghosts", {"type": "ghost.status", "from": "parent"})
+    parent_loop = realtime._layer_loop.loop()
+    pid = os.fork()
+    if pid == 0:  # the child: push, then say by the exit status whether it ran on a new, running loop
+        try:
+            send_now("ghosts", {"type": "ghost.status", "from": "child"})
+            child_loop = realtime._layer_loop.loop()
+            os._exit(0 if child_loop is not parent_loop and child_loop.is_running() else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [json.loads(m["text"])["from"] for m in _received(layer, channel)] == ["parent", "child"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_outside_a_transaction_send_on_commit_sends_at_once():
     layer, channel = _listen("ghosts")
     send_on_commit("ghosts", {"type": "ghost.status", "n": 1})
