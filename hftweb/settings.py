@@ -25,7 +25,19 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 DEBUG = env_bool("DEBUG")
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
+_RUN_DIR_FOR_KEYS = Path(os.environ.get("RUN_DIR", BASE_DIR / ".run"))
+
+
+def _key_from_run_dir(name: str) -> str:
+    """A key `make run` generated into RUN_DIR, so `manage.py ...` in the same checkout works as the README writes
+    it without exporting the key (the environment still wins; a server without the file still refuses to start)."""
+    try:
+        return (_RUN_DIR_FOR_KEYS / name).read_text().strip()
+    except OSError:
+        return ""
+
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "") or _key_from_run_dir("secret_key")
 # Without DEBUG, refuse to start on a key `check --deploy` would call weak (security.W009, same numbers): sessions,
 # CSRF tokens, password reset links and the login device cookies are all signed with it.
 if not DEBUG and (
@@ -244,7 +256,7 @@ HFT_BAR_GRACE_MS = int(os.environ.get("HFT_BAR_GRACE_MS", "2000"))  # late trade
 MARKET_DATA_DIR = os.environ.get("MARKET_DATA_DIR", "")  # where replay:<relative path> looks first
 HFT_LIVE_TRADING = env_bool("HFT_LIVE_TRADING")
 # Live orders go to the exchange's sandbox/testnet (ccxt set_sandbox_mode) unless HFT_LIVE_SANDBOX=0.
-# Keys: HFT_<EXCHANGE>_API_KEY / HFT_<EXCHANGE>_SECRET, read only from the environment (apps/trading/live.py).
+# Keys: HFT_<EXCHANGE>_API_KEY / HFT_<EXCHANGE>_SECRET, read only from the environment (apps/trading/live_client.py).
 HFT_LIVE_SANDBOX = env_bool("HFT_LIVE_SANDBOX", True)
 # Extra ccxt constructor config for live clients, merged after sandbox mode (tests point `urls` at a local
 # fake exchange). Not read from the environment; keys placed here are ignored.
@@ -279,7 +291,8 @@ HFT_ALERT_FEED_COOLDOWN = int(os.environ.get("HFT_ALERT_FEED_COOLDOWN", "300")) 
 # HFT_SECRETS_KEY encrypts alert channel secrets (bot tokens, webhook URLs) at rest (apps/alerts/crypto.py): one
 # Fernet key, or several comma-separated newest first (the first encrypts, all decrypt: rotation, `manage.py
 # alert_secrets_rotate`). Its own key, not derived from SECRET_KEY: changing one never loses the other.
-HFT_SECRETS_KEYS = [k.strip() for k in os.environ.get("HFT_SECRETS_KEY", "").split(",") if k.strip()]
+_secrets_keys = os.environ.get("HFT_SECRETS_KEY", "") or _key_from_run_dir("hft_secrets_key")
+HFT_SECRETS_KEYS = [k.strip() for k in _secrets_keys.split(",") if k.strip()]
 if not HFT_SECRETS_KEYS:
     if not DEBUG:
         raise ImproperlyConfigured(
