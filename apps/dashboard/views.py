@@ -29,6 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.audit import selectors as audit_selectors
 from apps.common.keyset import Cursor
+from apps.common.parsing import parse_id
 from apps.dashboard.context_processors import request_is_operator, request_pnl
 from apps.dashboard.forms import GhostParamsForm, GhostToggleForm, TargetForm
 from apps.dashboard.views_risk import ghosts_context
@@ -125,12 +126,23 @@ def _chart_data(instrument: Instrument | None, ghost_instrument: dict[int, int])
 # --- pages ------------------------------------------------------------------------------------------
 
 
+def _chosen_instrument(request: HttpRequest, choices: list[Instrument]) -> Instrument | None:
+    """The instrument `?instrument=<id>` names among `choices`, or None (absent, not an id, or unknown: a
+    hand-edited URL shows every instrument's signals and the first chart rather than an error page)."""
+    wanted = parse_id(request.GET.get("instrument"))
+    return next((i for i in choices if i.pk == wanted), None) if wanted else None
+
+
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
+    """Every feed with its state and price; the chart of one instrument (`?instrument=<id>`, the selector;
+    the first instrument by default) and the signals of that instrument when one is chosen, else of all."""
     feeds = list(feed_statuses())
     ghost_list = list(ghosts())
     ghost_instrument = {g.pk: g.instrument_id for g in ghost_list}
-    chart = _chart_data(instruments().first(), ghost_instrument)
+    choices = list(instruments())  # one query whatever the count: the selector's options and the chosen one
+    chosen = _chosen_instrument(request, choices)
+    chart = _chart_data(chosen or (choices[0] if choices else None), ghost_instrument)
     return render(
         request,
         "dashboard/overview.html",
@@ -140,7 +152,9 @@ def overview(request: HttpRequest) -> HttpResponse:
             "pnl": request_pnl(request),
             "portfolio": portfolio_progress(),
             "positions": list(open_positions().order_by("-opened_at", "-id")),
-            "signals": recent_signals(limit=SIGNALS_SHOWN),
+            "signals": recent_signals(limit=SIGNALS_SHOWN, instrument_id=chosen.pk if chosen else None),
+            "instrument_choices": choices,
+            "chosen_instrument": chosen,
             "chart": chart,
             "has_candles": bool(chart and chart["x"]),
             "ghost_symbols": {str(g.pk): g.instrument.symbol for g in ghost_list},
@@ -274,8 +288,12 @@ def targets_page(request: HttpRequest) -> HttpResponse:
         else:
             errors = {k: [str(e) for e in v] for k, v in form.errors.items()}
         status = 400
+    # ?instrument=<id> keeps the portfolio and that instrument's ghosts (a bad or unknown id: every ghost, as on
+    # the overview).
+    choices = list(instruments())
+    chosen = _chosen_instrument(request, choices)
     rows = []
-    for owner in target_owners():
+    for owner in target_owners(instrument_id=chosen.pk if chosen else None):
         mine = posted.get("owner") == owner.key
         rows.append(
             {
@@ -296,6 +314,8 @@ def targets_page(request: HttpRequest) -> HttpResponse:
             "nav": "targets",
             "rows": rows,
             "periods": ["day", "week", "month"],
+            "instrument_choices": choices,
+            "chosen_instrument": chosen,
         },
         status=status,
     )

@@ -59,11 +59,15 @@ class TargetOwner:
     target: RevenueTarget | None
 
 
-def target_owners() -> list[TargetOwner]:
-    """The portfolio first, then every ghost by name, each with its target (or None). Two queries."""
+def target_owners(*, instrument_id: int | None = None) -> list[TargetOwner]:
+    """The portfolio first, then every ghost by name (only the ghosts trading `instrument_id` when given: the
+    targets page's instrument filter), each with its target (or None). Two queries."""
     targets = {t.ghost_id: t for t in RevenueTarget.objects.all()}
     rows = [TargetOwner(key="portfolio", label="Portfolio", ghost=None, target=targets.get(None))]
-    for g in Ghost.objects.select_related("instrument").order_by("name"):
+    ghosts = Ghost.objects.select_related("instrument").order_by("name")
+    if instrument_id:
+        ghosts = ghosts.filter(instrument_id=instrument_id)
+    for g in ghosts:
         rows.append(TargetOwner(key=str(g.pk), label=g.name, ghost=g, target=targets.get(g.pk)))
     return rows
 

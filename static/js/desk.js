@@ -193,6 +193,9 @@
   function onSignal(ev) {
     const list = $("#signals");
     if (!list) return;
+    // Filtered to one instrument (the overview's selector): another instrument's ghost's signal stays out. The
+    // chart's ghost set is exactly the chosen instrument's ghosts (the payload names the ghost, not the instrument).
+    if (list.dataset.instrumentId && !(chart.ghosts && chart.ghosts.has(String(ev.ghost_id)))) return;
     let li = document.getElementById("signal-" + ev.id);
     const fresh = !li;
     if (fresh) { li = el("li"); li.id = "signal-" + ev.id; }
@@ -287,6 +290,13 @@
       marks(d.short, "short entry", "triangle-down", "#ff3366"),
       marks(d.exit, "exit", "x", "#a855f7"),
     ];
+  }
+
+  function initInstrumentPick() {
+    // The chart's instrument selector: a GET form the server answers with that instrument's candles, markers and
+    // signals (the live bars and markers of the others are then dropped by onBar/chartMarker/onSignal).
+    const pick = $("#chart-instrument");
+    if (pick && pick.form) pick.addEventListener("change", () => pick.form.submit());
   }
 
   function initChart() {
@@ -587,5 +597,6 @@
 
   setLive(false);
   initChart();
+  initInstrumentPick();
   connect();
 })();
