@@ -17,4 +17,9 @@ RUN mkdir -p /app/.run && chown hft:hft /app/.run
 USER hft
 
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "hftweb.asgi:application"]
+# The web server make run and compose use (HFT_WEB=uvicorn:2; docs/scale.md): two workers, the sans-io websocket
+# implementation whose send waits on a full socket (what bounds a stalled browser), no per-message deflate, and no
+# X-Forwarded-For trust (HFT_TRUSTED_PROXIES decides that).
+CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--lifespan", "off", "--ws", "websockets-sansio", \
+     "--ws-per-message-deflate", "false", "--no-proxy-headers", "--no-access-log", "--timeout-graceful-shutdown", "3", \
+     "hftweb.asgi:application"]
