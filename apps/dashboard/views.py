@@ -341,9 +341,18 @@ def state_json(request: HttpRequest) -> JsonResponse:
     events += [
         dict(signal_payload(s, type_="signal.updated")) for s in reversed(recent_signals(limit=SIGNALS_SHOWN))
     ]
-    # Bars closed between the page render and this (re)connect: desk.js skips the ones it already drew.
-    for inst in instruments():
-        events += [bar_payload(c) for c in recent_candles(instrument_id=inst.pk, limit=CATCH_UP_BARS)]
+    # Bars closed between the page render and this (re)connect: desk.js skips the ones it already drew. desk.js asks
+    # for its chart's instrument only (?instrument=<id>, one query) or none (?instrument=none, a page without a
+    # chart); without the parameter every instrument's, one query each (with many instruments, issue 11, ask).
+    wanted = request.GET.get("instrument")
+    if wanted == "none":
+        bar_ids: list[int] = []
+    elif (one := parse_id(wanted)) is not None:
+        bar_ids = [one]
+    else:
+        bar_ids = list(instruments().values_list("pk", flat=True))
+    for inst_id in bar_ids:
+        events += [bar_payload(c) for c in recent_candles(instrument_id=inst_id, limit=CATCH_UP_BARS)]
     events.append(
         {
             "type": "positions.snapshot",

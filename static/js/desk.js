@@ -534,7 +534,9 @@
     // Events sent while the socket was down are gone; the database is the truth. Same handlers.
     pending = [];
     try {
-      const r = await fetch(body.dataset.stateUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      // Only the chart's instrument's missed bars (none without a chart): one query, whatever the instrument count.
+      const url = body.dataset.stateUrl + "?instrument=" + encodeURIComponent(chart.data ? chart.instrumentId : "none");
+      const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (r.ok) {
         const data = await r.json();
         // Ghost state from the snapshot is applied quietly: a toast is for a change someone just made.

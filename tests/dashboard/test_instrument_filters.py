@@ -98,3 +98,38 @@ def test_targets_filter_by_instrument(op_client, two, desk):
     assert f'id="target-{desk["ghost"].pk}"' not in html
     html = op_client.get("/targets/?instrument=nope").content.decode()
     assert f'id="target-{desk["ghost"].pk}"' in html
+
+
+@pytest.mark.django_db
+def test_state_json_bars_of_the_asked_instrument_only(viewer_client, two):
+    """desk.js asks the catch-up for its chart's instrument (or none): one candle query whatever the count."""
+    make_candles(instrument=two["btc"], start=T0, n=3)
+    make_candles(instrument=two["eth"], start=T0, n=4, first=3.0)
+
+    def bars(query: str) -> dict[int, int]:
+        events = viewer_client.get("/state.json" + query).json()["events"]
+        out: dict[int, int] = {}
+        for e in events:
+            if e["type"] == "bar.closed":
+                out[e["instrument_id"]] = out.get(e["instrument_id"], 0) + 1
+        return out
+
+    assert bars("") == {two["btc"].pk: 3, two["eth"].pk: 4}  # no parameter: every instrument, as before
+    assert bars(f"?instrument={two['eth'].pk}") == {two["eth"].pk: 4}
+    assert bars("?instrument=none") == {}
+    assert bars("?instrument=abc") == {two["btc"].pk: 3, two["eth"].pk: 4}
+
+
+@pytest.mark.django_db
+def test_state_json_for_one_instrument_does_not_grow_with_instruments(viewer_client, two,
+                                                                      django_assert_max_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = f"/state.json?instrument={two['eth'].pk}"
+    with CaptureQueriesContext(connection) as few:
+        viewer_client.get(url)
+    for n in range(8):
+        make_feed(instrument=make_instrument(symbol=f"X{n}/USDT"))
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        viewer_client.get(url)
