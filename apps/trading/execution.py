@@ -8,15 +8,19 @@ flag off it is refused and logged, so the operator flattens it on the exchange).
 """
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import transaction
 
+from apps.audit.services import audit_record
 from apps.engine.exits import tick_check
+from apps.market.prices import price_get
+from apps.market.selectors import feed_statuses
 from apps.trading.live_client import LiveTradingRefused
 from apps.trading.live_executor import position_close_live, signal_execute_live
-from apps.trading.models import Mode, Position
+from apps.trading.models import ExitReason, Mode, Position
 from apps.trading.services import position_close, signal_execute_paper
 
 log = logging.getLogger(__name__)
@@ -73,3 +77,78 @@ def positions_check_price(
             if done is not None:
                 closed.append(done)
     return closed
+
+
+class ManualCloseRefused(Exception):
+    """An operator's close of one position was refused; the message says why, for the page."""
+
+
+class PositionAlreadyClosed(ManualCloseRefused):
+    pass
+
+
+MANUAL_REASON_MAX = 500
+
+
+def position_close_manual(*, position_id: int, reason: str, user) -> Position:
+    """An operator closes ONE open position at its feed's last price, through the same door as every other exit
+    (`position_exit`: paper through the fill model, live with a market order), with exit reason "manual".
+
+    The close itself pushes the fill to every browser and raises the fill alert (exit reason "manual", net P&L);
+    the audit row `position.closed_manually` keeps who and why. The exit's time is the data time of the price
+    taken (the desk's one clock: a sim or replay close lands on the trading day of the data it trades).
+    Refused (ManualCloseRefused, nothing written) without a reason, when the position is already closed, or
+    without a fresh price: none cached, the feed not connected/lagging (down, stopped, erroring), or a price
+    older than the position itself. Raises Position.DoesNotExist for an unknown id.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise ManualCloseRefused("a reason is required: it is written to the audit log")
+    if "\x00" in reason:  # PostgreSQL refuses NUL in text
+        raise ManualCloseRefused("the reason must not contain null characters")
+    if len(reason) > MANUAL_REASON_MAX:
+        raise ManualCloseRefused(f"the reason is too long (max {MANUAL_REASON_MAX} characters)")
+    position = Position.objects.select_related("instrument").get(pk=position_id)
+    if position.status != Position.Status.OPEN:
+        raise PositionAlreadyClosed(f"position {position_id} is already closed")
+    label = str(position.instrument)
+    feed = feed_statuses().filter(instrument_id=position.instrument_id).first()
+    # feed_statuses marks a feed whose runner stopped beating as "down": its cached price would be a lie.
+    if feed is None or feed.state not in ("connected", "lagging"):
+        state = "no feed" if feed is None else f"feed {feed.state}"
+        raise ManualCloseRefused(f"no fresh price for {label} ({state}): start its feed, then close")
+    cached = price_get(position.instrument_id)
+    if cached is None:
+        raise ManualCloseRefused(f"no fresh price for {label}: the feed has not traded yet")
+    price, ts_ms = cached
+    at = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    if at < position.opened_at:
+        raise ManualCloseRefused(f"no fresh price for {label}: the last one is older than the position")
+
+    def record(done: Position) -> None:
+        audit_record(actor=user, action="position.closed_manually", obj=done, reason=reason,
+                     after={"price": str(done.exit_price), "net_pnl": str(done.net_pnl), "mode": done.mode,
+                            "data_time": at.isoformat()})
+
+    if position.mode != Mode.LIVE:
+        # Paper: the close and its audit row commit together (position_close locks and re-checks the status).
+        with transaction.atomic():
+            done = position_exit(position_id=position_id, price=price, at=at, reason=ExitReason.MANUAL)
+            if done is None:
+                raise PositionAlreadyClosed(f"position {position_id} is already closed")
+            record(done)
+        return done
+    # Live: no database transaction held open across the exchange's round trip; the live records audit the fill.
+    try:
+        done = position_exit(position_id=position_id, price=price, at=at, reason=ExitReason.MANUAL)
+    except Exception as exc:  # the exchange's error, for the operator; the position stays open
+        log.exception("manual close of live position %s failed", position_id)
+        raise ManualCloseRefused(f"the exchange did not close position {position_id}: {type(exc).__name__}: "
+                                 f"{str(exc)[:200]}") from exc
+    if done is None:
+        if Position.objects.filter(pk=position_id, status=Position.Status.CLOSED).exists():
+            raise PositionAlreadyClosed(f"position {position_id} is already closed")
+        raise ManualCloseRefused(f"the live close of position {position_id} was refused (see the log): "
+                                 "live trading is off or the exchange keys are missing")
+    record(done)
+    return done
