@@ -1,6 +1,14 @@
 from django.urls import path
 
-from apps.dashboard import views, views_alerts, views_history, views_instruments, views_risk, views_trades
+from apps.dashboard import (
+    views,
+    views_alerts,
+    views_history,
+    views_instruments,
+    views_positions,
+    views_risk,
+    views_trades,
+)
 
 app_name = "dashboard"
 
@@ -11,6 +19,7 @@ urlpatterns = [
     path("ghosts/<int:ghost_id>/params/", views.ghost_params, name="ghost-params"),
     path("ghosts/<int:ghost_id>/auto-disable/", views_risk.ghost_auto_disable, name="ghost-auto-disable"),
     path("signals/<int:signal_id>/", views_risk.signal_detail, name="signal"),
+    path("positions/<int:position_id>/close/", views_positions.position_close_view, name="position-close"),
     path("trades/", views_trades.trades_page_view, name="trades"),
     path("trades.csv", views_trades.trades_csv, name="trades-csv"),
     path("targets/", views.targets_page, name="targets"),

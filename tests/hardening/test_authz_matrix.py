@@ -112,6 +112,7 @@ EXPECTED: dict[str, Row] = {
     "dashboard:risk": FORM,
     "dashboard:kill-switch-trip": ACTION,
     "dashboard:kill-switch-reset": ACTION,
+    "dashboard:position-close": ACTION,  # issue 14: close one position
     "dashboard:audit": PAGE,
     "dashboard:history": FORM,
     "dashboard:instruments": FORM,  # issue 11: add an instrument from the cached ccxt markets
