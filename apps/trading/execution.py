@@ -14,6 +14,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
+from apps.alerts.models import AlertEvent
+from apps.alerts.services import alert_emit
 from apps.audit.services import audit_record
 from apps.engine.exits import tick_check
 from apps.market.prices import price_get
@@ -129,6 +131,12 @@ def position_close_manual(*, position_id: int, reason: str, user) -> Position:
         audit_record(actor=user, action="position.closed_manually", obj=done, reason=reason,
                      after={"price": str(done.exit_price), "net_pnl": str(done.net_pnl), "mode": done.mode,
                             "data_time": at.isoformat()})
+        # The exit's own fill alert says what filled; this one says who closed it and why (like the kill switch's).
+        by = user.get_username() if getattr(user, "is_authenticated", False) else "system"
+        alert_emit(kind=AlertEvent.FILL, title=f"Position #{done.pk} closed by {by}"[:200],
+                   body=f"{done.ghost.name} {done.side} {label} closed by {by}: {reason}",
+                   data={"position_id": done.pk, "by": by, "reason": reason, "exit_reason": done.exit_reason,
+                         "price": done.exit_price, "net_pnl": done.net_pnl, "manual": True})
 
     if position.mode != Mode.LIVE:
         # Paper: the close and its audit row commit together (position_close locks and re-checks the status).

@@ -79,8 +79,11 @@ def test_operator_closes_one_paper_position_with_fees_ledger_audit_and_alert(
     # Audited with who and why; the fill alert went out with the manual exit.
     ev = AuditEvent.objects.get(action="position.closed_manually")
     assert ev.actor_id == operator.pk and ev.reason == "news in 5 min" and ev.object_id == str(pos.pk)
-    d = AlertDelivery.objects.get()
-    assert d.event == "fill" and d.data["exit_reason"] == "manual" and d.data["position_id"] == pos.pk
+    fill_alert, by_alert = AlertDelivery.objects.order_by("id")
+    assert fill_alert.event == "fill" and fill_alert.data["exit_reason"] == "manual"
+    assert fill_alert.data["position_id"] == pos.pk
+    assert by_alert.event == "fill" and by_alert.title == f"Position #{pos.pk} closed by {operator.username}"
+    assert by_alert.data["reason"] == "news in 5 min" and "news in 5 min" in by_alert.body
     # A second close says so and writes nothing.
     r = op_client.post(reverse("dashboard:position-close", args=[pos.pk]), {"reason": "again"}, follow=True)
     assert "already closed" in r.content.decode()
