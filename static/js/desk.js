@@ -225,6 +225,15 @@
       el("td", "r num", qty(p.quantity)), el("td", "r num", price(p.price)),
       el("td", "r num loss", price(p.stop)), el("td", "r num profit", price(p.target)),
       el("td", "num", utc(p.ts, true)));
+    // Issue 14: operators get the close form on every row (the overview renders its <template> for them only).
+    const closeTpl = document.getElementById("close-position-tpl");
+    if (closeTpl) {
+      const cell = closeTpl.content.querySelector("td.close-cell").cloneNode(true);
+      const form = $("form", cell);
+      form.setAttribute("action", form.getAttribute("action").replace("/0/close/", "/" + p.position_id + "/close/"));
+      $("input[name=reason]", cell).setAttribute("aria-label", "Reason to close position " + p.position_id);
+      tr.append(cell);
+    }
     return tr;
   }
 
