@@ -17,6 +17,7 @@ lost, the browser shows the desk offline and reconnects (and catches up from sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -98,6 +99,11 @@ class _Group:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
+            # Wait for the cancelled receive to unwind: channels-redis counts receivers and binds its receive lock
+            # to their event loop, and a receive abandoned with its loop (a test's async_to_sync) would leave both
+            # held, so the next loop's receive fails with "bound to a different event loop" and closes its sockets.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
         if self.channel:
             try:
                 await self.hub.layer.group_discard(self.name, self.channel)
@@ -168,5 +174,17 @@ def hub() -> Hub:
     if current is None or current.layer is not get_channel_layer():  # tests swap the layer (override_settings)
         if current is not None:
             current.refresher.cancel()
+        _forget_dead_receivers(loop)
         current = _hubs[loop] = Hub()
     return current
+
+
+def _forget_dead_receivers(loop: asyncio.AbstractEventLoop) -> None:
+    """channels-redis allows one event loop to receive at a time and counts its receivers; a receive abandoned with
+    a loop that is closed now (a test's async_to_sync that ended with a socket open) would keep that count and lock
+    for ever and fail every receive of the next loop. A server process has one loop, so this never fires there."""
+    layer = get_channel_layer()
+    old = getattr(layer, "receive_event_loop", None)
+    if old is not None and old is not loop and old.is_closed():
+        log.warning("channel layer: forgetting %d receiver(s) of a closed event loop", layer.receive_count)
+        layer.receive_count, layer.receive_lock, layer.receive_event_loop = 0, None, None
