@@ -45,6 +45,9 @@ log.addFilter(RedactFilter())
 TELEGRAM_TOKEN_RE = re.compile(r"^\d{3,15}:[A-Za-z0-9_-]{20,64}$")
 CHAT_ID_RE = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# The one rule, said the same way by the check's refusals and the alert form's help text (issue 14, rough edges):
+# the URL carries the token, so plain http only where it never leaves the machine (local relays, tests).
+URL_RULE = "a full URL starting with https:// (http:// only to this machine: 127.0.0.1, ::1 or localhost)"
 # Broker publish: a couple of quick tries, then give up and mark the delivery failed (never block the caller).
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
@@ -64,10 +67,9 @@ def _check_url(url: str, what: str) -> str:
     except ValueError:
         raise AlertConfigError(f"{what} is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not host or any(c.isspace() for c in url):
-        raise AlertConfigError(f"{what} must be a full URL starting with https://")
+        raise AlertConfigError(f"{what} must be {URL_RULE}")
     if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
-        # the URL carries the token: plain http would send it in clear (loopback allowed for local relays/tests)
-        raise AlertConfigError(f"{what} must use https:// (plain http only to this machine)")
+        raise AlertConfigError(f"{what} must be {URL_RULE}")
     if len(url) > 2000:
         raise AlertConfigError(f"{what} is too long (2000 characters at most)")
     return url

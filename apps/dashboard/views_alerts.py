@@ -17,6 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.alerts.models import SUBSCRIBABLE, AlertChannel, AlertEvent
 from apps.alerts.selectors import alert_channels, env_channels, recent_deliveries
 from apps.alerts.services import (
+    URL_RULE,
     AlertConfigError,
     alert_channel_create,
     alert_channel_set_enabled,
@@ -67,6 +68,7 @@ def _render(request: HttpRequest, *, form_values: dict | None = None, errors: li
         "values": values,
         "errors": errors or [],
         "editing": editing,
+        "url_rule": URL_RULE,  # the help text says the rule the check applies, word for word
     }, status=status)
 
 

@@ -79,7 +79,8 @@ def test_edit_keeps_the_secret_when_left_empty_and_replaces_it_when_typed(op_cli
     ({"events": ["fill", "lunch"]}, "unknown event lunch"),
     ({"name": ""}, "give the channel a name"),
     ({"kind": "pager"}, "kind must be telegram, discord or webhook"),
-    ({"kind": "discord", "secret": "http://discord.com/api/webhooks/1/tok"}, "must use https://"),
+    ({"kind": "discord", "secret": "http://discord.com/api/webhooks/1/tok"},
+     "must be a full URL starting with https:// (http:// only to this machine"),
     ({"kind": "webhook", "secret": "ftp://example.com/x"}, "must be a full URL starting with https://"),
 ])
 def test_bad_input_says_what_is_wrong_creates_nothing_and_echoes_no_secret(op_client, change, message):
