@@ -288,6 +288,8 @@ HFT_ALERT_MAX_RETRIES = int(os.environ.get("HFT_ALERT_MAX_RETRIES", "3"))  # ret
 HFT_ALERT_RETRY_BACKOFF = float(os.environ.get("HFT_ALERT_RETRY_BACKOFF", "2"))  # s; doubles per retry
 HFT_ALERT_RETRY_BACKOFF_MAX = float(os.environ.get("HFT_ALERT_RETRY_BACKOFF_MAX", "60"))  # s
 HFT_ALERT_FEED_COOLDOWN = int(os.environ.get("HFT_ALERT_FEED_COOLDOWN", "300"))  # s between feed-down alerts per feed
+# chat ids allowed to send operator commands to the alert bot (comma-separated); empty: commands off
+HFT_TELEGRAM_COMMAND_CHATS = os.environ.get("HFT_TELEGRAM_COMMAND_CHATS", "")
 # HFT_SECRETS_KEY encrypts alert channel secrets (bot tokens, webhook URLs) at rest (apps/alerts/crypto.py): one
 # Fernet key, or several comma-separated newest first (the first encrypts, all decrypt: rotation, `manage.py
 # alert_secrets_rotate`). Its own key, not derived from SECRET_KEY: changing one never loses the other.
@@ -382,7 +384,7 @@ LOGGING = {
 }
 
 # Task modules autodiscover_tasks does not find (it imports each app's tasks.py only).
-CELERY_IMPORTS = ("apps.market.feed_watch", "apps.market.markets_tasks")
+CELERY_IMPORTS = ("apps.market.feed_watch", "apps.market.markets_tasks", "apps.alerts.telegram_commands")
 # Beat (DatabaseScheduler imports these on start). `expires` so a backlog never replays stale ticks.
 CELERY_BEAT_SCHEDULE = {
     "supervise-feeds": {"task": "apps.market.tasks.supervise_feeds", "schedule": 10.0,
@@ -399,4 +401,7 @@ CELERY_BEAT_SCHEDULE = {
     # pushes a feed going down (its runner's lock lapsed) and coming back to open pages (apps/market/feed_watch.py)
     "feed-watch": {"task": "apps.market.feed_watch.feed_watch_task", "schedule": 5.0,
                    "options": {"expires": 4, "queue": "default"}},
+    # operators' Telegram commands: a short getUpdates poll of the alert bot (apps/alerts/telegram_commands.py)
+    "telegram-commands": {"task": "apps.alerts.telegram_commands.poll_telegram_commands", "schedule": 5.0,
+                          "options": {"expires": 4, "queue": "default"}},
 }
