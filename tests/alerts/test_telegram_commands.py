@@ -190,3 +190,25 @@ def test_the_poll_runs_on_beat_every_few_seconds_and_is_registered_with_the_work
     assert "apps.alerts.telegram_commands" in settings.CELERY_IMPORTS  # autodiscovery reads tasks.py only
     app.loader.import_default_modules()
     assert poll_telegram_commands.name in app.tasks
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_the_desk_answers_a_command_with_real_beat_and_worker(desk, bot, tmp_path):
+    """As `make run` runs it: beat sends the poll, a worker on `default` answers; the command reaches the ghost."""
+    from tests.e2e.procs import beat_start, foreign_workers, proc_kill, wait_until, worker_log, worker_start
+
+    assert not foreign_workers(set()), "other Celery workers share this broker and would take the tasks"
+    env = {"HFT_ALERT_TELEGRAM_API": bot.url, "HFT_TELEGRAM_COMMAND_CHATS": OPS_CHAT}
+    bot.say(OPS_CHAT, "/disable fader-btc from the phone")
+    worker = worker_start("tgcmd", queues="default", concurrency=1, env=env)
+    beat = beat_start(tmp_path)
+    try:
+        sent = wait_until(bot.sent, 40, "the reply to /disable")
+        assert sent[0]["text"] == "fader-btc disabled.", worker_log(worker)[-2000:]
+    finally:
+        proc_kill(beat)
+        proc_kill(worker)
+    assert not Ghost.objects.get(pk=desk["ghost"].pk).enabled
+    assert AuditEvent.objects.filter(action="ghost.disabled", reason__contains=f"telegram chat {OPS_CHAT}").exists()
+    assert len(bot.sent()) == 1  # polled every 5 s meanwhile: the update ran once
