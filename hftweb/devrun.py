@@ -3,8 +3,9 @@
 
 Each child gets its own session (start_new_session), so the terminal's Ctrl-C (or SIGHUP when the
 terminal closes, or SIGTERM) reaches only this supervisor, which SIGTERMs the process groups of
-web/beat/worker (pool children included, so a running task dies: make tasks idempotent), then
-redis, and removes its pidfile. `--check` only checks.
+web/beat, sends the celery workers SIGQUIT (a cold shutdown: a running task dies, its message goes back to
+the queue, so make tasks idempotent; no WorkerLostError tracebacks), then redis, and removes its pidfile.
+`--check` only checks.
 
 A child that exits is started again, the others carry on (the workers and beat ride out a Redis restart,
 hftweb/celery.py). A child that dies again within STABLE_S of a restart waits longer before the next one
@@ -38,6 +39,7 @@ MAX_QUICK_DEATHS = 5  # in a row, each within STABLE_S of its (re)start: give up
 # listening socket made here), uvicorn:N (Uvicorn's N workers on one port). uvicorn:2 measured best with 500 viewers
 # (benchmarks/ws_fanout.py; README), and its send waits on a full socket, which bounds a stalled browser's backlog.
 DEFAULT_WEB = "uvicorn:2"
+CELERY_WORKERS = {"worker", "lab"}  # children stopped with a cold shutdown (Child.stop)
 
 
 def port_open(port: int) -> bool:
@@ -235,7 +237,7 @@ def main() -> None:
         # apps first (in parallel), redis last so the worker can still ack/close cleanly
         for batch in ([c for c in children if c.name != "redis"], [c for c in children if c.name == "redis"]):
             for c in batch:
-                c.signal(signal.SIGTERM)  # the whole group: celery pool children too
+                c.stop()
             for c in batch:
                 c.reap()
         PIDFILE.unlink(missing_ok=True)
@@ -289,6 +291,18 @@ class Child:
         self.restart_at = now + delay
         return True
 
+    def stop(self) -> None:
+        """Ask the process to stop. A celery worker gets SIGQUIT on its main process alone: a cold shutdown,
+        which ends its pool children itself and puts back the unacknowledged messages. SIGTERM to its whole
+        group killed the pool children under their running tasks (the feed runner never ends), and the main
+        process printed a WorkerLostError traceback per task on every Ctrl-C; SIGTERM to the main process
+        alone (warm shutdown) would wait for the feed runner forever. Others: SIGTERM to the whole group."""
+        if self.name in CELERY_WORKERS:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGQUIT)
+        else:
+            self.signal(signal.SIGTERM)
+
     def signal(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -305,6 +319,10 @@ class Child:
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             self.proc.wait()
+        try:  # whatever its group left behind (a pool child that outlived its main process)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         say(f"devrun: {self.name} stopped (rc {self.proc.returncode})\n".encode())
 
 
