@@ -1,0 +1,182 @@
+"""Reads of the equity page (issue 14): the realised equity curve, the profit table and the per-ghost P&L
+against its revenue target, all from the day rows (`PnlDay`), never from the positions.
+
+Sampling: one point per trading day with a close (data time: the UTC date of `Position.closed_at`), placed
+at the END of that day (00:00 UTC of the next), plus one point at the start of the chosen window holding
+the equity carried in from before it. Between points the curve is flat (nothing was realised). The curve
+is realised only: start capital + cumulative net P&L (gross - entry and exit fees); open positions are in
+the header's equity but on no day row yet, so with no position open the last point equals the header's
+equity to the cent (tests/equity).
+
+Query count is fixed whatever the number of ghosts, instruments or days (one query per read below).
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Sum
+from django.db.models.functions import TruncDay, TruncMonth, TruncWeek
+
+from apps.audit.models import AuditEvent
+from apps.revenue.models import PnlDay, RevenueTarget
+from apps.trading.selectors import period_start
+
+ZERO = Decimal(0)
+WINDOWS: dict[str, int | None] = {"7d": 7, "30d": 30, "90d": 90, "365d": 365, "all": None}
+BUCKETS = {"day": TruncDay, "week": TruncWeek, "month": TruncMonth}
+GROUPS = ("portfolio", "ghost", "instrument")
+
+
+def window_start(today: date, window: str) -> date | None:
+    """First trading day of the window ending `today` (inclusive); None for all history."""
+    days = WINDOWS[window]
+    return None if days is None else today - timedelta(days=days - 1)
+
+
+def _day_ms(d: date) -> int:
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Curve:
+    t_ms: list[int]  # sample times (ms since the epoch, UTC)
+    equity: list[Decimal]  # realised equity at each sample, exact
+    start: date | None  # window start (None: all history)
+
+    @property
+    def last(self) -> Decimal:
+        return self.equity[-1]
+
+
+def equity_curve(*, since: date | None, ghost_id: int | None = None) -> Curve:
+    """Start capital + cumulative realised net P&L, one point per closing day (see the module doc).
+
+    Two queries: the net carried in from before `since`, and the net of each day from `since` on. A ghost's
+    curve starts from the same start capital as the portfolio's (the drawdown fractions of the ghosts page,
+    `GhostLedger`, are measured that way too).
+    """
+    rows = PnlDay.objects.all()
+    if ghost_id is not None:
+        rows = rows.filter(ghost_id=ghost_id)
+    capital = Decimal(settings.HFT_START_CAPITAL)
+    carried = ZERO
+    if since is not None:
+        carried = rows.filter(day__lt=since).aggregate(n=Sum(F("gross") - F("fees")))["n"] or ZERO
+        rows = rows.filter(day__gte=since)
+    days = list(rows.values("day").order_by("day").annotate(n=Sum(F("gross") - F("fees"))).values_list("day", "n"))
+    first = since if since is not None else (days[0][0] if days else None)
+    level = capital + carried
+    t = [_day_ms(first)] if first else [0]
+    eq = [level]
+    for d, net in days:
+        level += net
+        t.append(_day_ms(d + timedelta(days=1)))
+        eq.append(level)
+    return Curve(t_ms=t, equity=eq, start=since)
+
+
+@dataclass(frozen=True)
+class ProfitRow:
+    bucket: date
+    label: str  # "portfolio", the ghost's name or the instrument's symbol
+    trades: int
+    wins: int
+    net: Decimal
+    fees: Decimal
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.trades * 100 if self.trades else None
+
+
+def profit_table(*, by: str, group: str, since: date | None, limit: int = 400) -> list[ProfitRow]:
+    """Trades, win rate, net P&L and fees per day / week (ISO, Monday) / month, newest first, for the portfolio
+    or per ghost or instrument: one grouped SQL query over the day rows (at most `limit` rows)."""
+    trunc = BUCKETS[by]
+    rows = PnlDay.objects.all()
+    if since is not None:
+        rows = rows.filter(day__gte=since)
+    keys = ["bucket"]
+    if group == "ghost":
+        keys.append("ghost__name")
+    elif group == "instrument":
+        keys.append("instrument__symbol")
+    q = (rows.annotate(bucket=trunc("day")).values(*keys).order_by("-bucket", *keys[1:])
+         .annotate(trades=Sum("trades"), wins=Sum("wins"), gross=Sum("gross"), fees=Sum("fees")))[:limit]
+    out = []
+    for r in q:
+        b = r["bucket"]
+        b = b.date() if isinstance(b, datetime) else b
+        label = r.get("ghost__name") or r.get("instrument__symbol") or "portfolio"
+        out.append(ProfitRow(bucket=b, label=label, trades=r["trades"] or 0, wins=r["wins"] or 0,
+                             net=(r["gross"] or ZERO) - (r["fees"] or ZERO), fees=r["fees"] or ZERO))
+    return out
+
+
+@dataclass(frozen=True)
+class TargetPeriod:
+    ghost: str
+    period: str  # day / week / month (the target's)
+    start: date
+    net: Decimal
+    target: Decimal
+
+    @property
+    def percent(self) -> float:
+        return float(self.net / self.target * 100)
+
+    @property
+    def bar_percent(self) -> float:
+        return max(0.0, min(100.0, self.percent))
+
+    @property
+    def met(self) -> bool:
+        return self.net >= self.target
+
+
+def target_history(*, since: date | None, today: date, ghost_id: int | None = None) -> list[TargetPeriod]:
+    """Each targeted ghost's net P&L over every one of its target periods in the window (data time), newest
+    first, against the amount. A period with no close reads 0 (nothing realised, target missed). Two queries."""
+    targets = RevenueTarget.objects.filter(ghost__isnull=False).select_related("ghost")
+    if ghost_id is not None:
+        targets = targets.filter(ghost_id=ghost_id)
+    targets = list(targets)
+    if not targets:
+        return []
+    rows = PnlDay.objects.filter(ghost_id__in=[t.ghost_id for t in targets])
+    if since is not None:
+        rows = rows.filter(day__gte=since)
+    nets: dict[int, list[tuple[date, Decimal]]] = defaultdict(list)
+    for gid, d, n in (rows.values("ghost_id", "day").order_by("ghost_id", "day")
+                      .annotate(n=Sum(F("gross") - F("fees"))).values_list("ghost_id", "day", "n")):
+        nets[gid].append((d, n))
+    out: list[TargetPeriod] = []
+    for t in sorted(targets, key=lambda t: t.ghost.name):
+        by_start: dict[date, Decimal] = defaultdict(lambda: ZERO)
+        for d, n in nets[t.ghost_id]:
+            by_start[period_start(d, t.period).date()] += n
+        first = since or (min(by_start) if by_start else today)
+        start = period_start(first, t.period).date()
+        last = period_start(today, t.period).date()
+        starts = []
+        while start <= last and len(starts) < 400:  # at most ~a year of days; weeks/months are fewer
+            starts.append(start)
+            start = period_start(start + timedelta(days=32 if t.period == "month" else 7 if t.period == "week"
+                                                   else 1), t.period).date()
+        for s in reversed(starts):
+            out.append(TargetPeriod(ghost=t.ghost.name, period=t.period, start=s, net=by_start[s], target=t.amount))
+    return out
+
+
+def auto_disables(*, ghost_ids: list[int], limit: int = 50) -> list[dict[str, Any]]:
+    """The auto-disable events of these ghosts, newest first, from the audit log: the system's (no actor)
+    `ghost.disabled` rows whose reason says "auto-disabled" (`apps.revenue.services.ghost_review`). Their time
+    is wall time (a human-facing event); the rule and the numbers are in the reason. One query."""
+    q = (AuditEvent.objects.filter(action="ghost.disabled", actor__isnull=True, object_type="ghosts.ghost",
+                                   object_id__in=[str(g) for g in ghost_ids], reason__startswith="auto-disabled")
+         .order_by("-created_at", "-id").values("object_id", "created_at", "reason"))[:limit]
+    return [{"ghost_id": int(r["object_id"]), "at": r["created_at"], "reason": r["reason"]} for r in q]
