@@ -3,6 +3,7 @@ from django.urls import path
 from apps.dashboard import (
     views,
     views_alerts,
+    views_equity,
     views_history,
     views_instruments,
     views_positions,
@@ -23,6 +24,7 @@ urlpatterns = [
     path("trades/", views_trades.trades_page_view, name="trades"),
     path("trades.csv", views_trades.trades_csv, name="trades-csv"),
     path("targets/", views.targets_page, name="targets"),
+    path("equity/", views_equity.equity_page, name="equity"),
     path("risk/", views_risk.risk_page, name="risk"),
     path("risk/kill-switch/trip/", views_risk.kill_switch_trip_view, name="kill-switch-trip"),
     path("risk/kill-switch/reset/", views_risk.kill_switch_reset_view, name="kill-switch-reset"),
