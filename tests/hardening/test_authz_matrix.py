@@ -109,6 +109,7 @@ EXPECTED: dict[str, Row] = {
     "dashboard:trades": PAGE,
     "dashboard:trades-csv": PAGE,
     "dashboard:targets": FORM,
+    "dashboard:equity": PAGE,  # issue 14: equity curve and profit table
     "dashboard:risk": FORM,
     "dashboard:kill-switch-trip": ACTION,
     "dashboard:kill-switch-reset": ACTION,
