@@ -99,12 +99,24 @@ def _bot_key(token: str) -> str:
     return token.split(":", 1)[0]  # the bot id: a cache key without the secret half
 
 
-def _parse(text: str) -> tuple[str, list[str]]:
-    """("disable", ["trend", "too", "noisy"]) from "/disable@hftbot trend too noisy"; ("", []) for non-commands."""
+def _parse(text: str) -> tuple[str, str, list[str]]:
+    """("disable", "hftbot", ["trend", "too", "noisy"]) from "/disable@hftbot trend too noisy" (the bot named is ""
+    without "@"); ("", "", []) for non-commands."""
     parts = (text or "").strip().split()
     if not parts or not parts[0].startswith("/"):
-        return "", []
-    return parts[0][1:].split("@", 1)[0].lower(), parts[1:]
+        return "", "", []
+    name, _, bot = parts[0][1:].partition("@")
+    return name.lower(), bot.lower(), parts[1:]
+
+
+def _bot_username(token: str) -> str:
+    """The bot's own @username (getMe, cached an hour): in a group with several bots, "/status@otherbot" is not
+    ours to answer."""
+    key = f"tgcmd:{_bot_key(token)}:username"
+    if (name := cache.get(key)) is None:
+        name = str((_call(token, "getMe", {}) or {}).get("username") or "").lower()
+        cache.set(key, name, 3600)
+    return name
 
 
 def _money(x: float) -> str:
@@ -188,7 +200,7 @@ def _killswitch(args: list[str], *, who: str) -> str:
 def command_run(*, chat_id: str, text: str, sender: str = "") -> str | None:
     """Run one message's command for an allowed chat and return the reply; None for a chat not on the allow-list
     (no reply) or a message that is not a command. Audited either way when it is a command."""
-    name, args = _parse(text)
+    name, _, args = _parse(text)
     if not name:
         return None
     chat = TelegramChat(pk=str(chat_id))
@@ -222,6 +234,9 @@ def _handle(token: str, update: dict) -> bool:
     msg = update.get("message")
     if not isinstance(msg, dict) or not isinstance(msg.get("text"), str):
         return False
+    _, addressed, _ = _parse(msg["text"])
+    if addressed and addressed != _bot_username(token):
+        return False  # another bot's command in a shared group: neither run nor audited here
     chat_id = str((msg.get("chat") or {}).get("id", ""))
     sender = str((msg.get("from") or {}).get("username") or (msg.get("from") or {}).get("id") or "")
     try:

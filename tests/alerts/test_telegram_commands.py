@@ -58,6 +58,8 @@ def bot(settings):
                 if "offset" in body:
                     state.updates = [u for u in state.updates if u["update_id"] >= body["offset"]]
                 code, out = 200, {"ok": True, "result": list(state.updates)}
+            elif self.path == f"/bot{TOKEN}/getMe":
+                code, out = 200, {"ok": True, "result": {"id": 123456789, "is_bot": True, "username": "HftWeb_bot"}}
             elif self.path == f"/bot{TOKEN}/sendMessage":
                 code, out = 200, {"ok": True, "result": {"message_id": 1}}
             else:
@@ -90,7 +92,8 @@ def commands_audited(action: str = "telegram.command") -> list[dict]:
 
 def test_status_profit_ghosts_answer_the_allowed_chat_and_are_audited(desk, bot, settings):
     bot.say(OPS_CHAT, "/status")
-    bot.say(OPS_CHAT, "/profit@hftweb_bot")
+    bot.say(OPS_CHAT, "/profit@hftweb_bot")  # addressed to us (any case)
+    bot.say(OPS_CHAT, "/killswitch@other_bot not for us")  # another bot's command in the same group
     bot.say(OPS_CHAT, "/ghosts")
     bot.say(OPS_CHAT, "just chatting")  # not a command: no reply, nothing audited
     assert telegram_commands_poll() == 3
@@ -101,6 +104,7 @@ def test_status_profit_ghosts_answer_the_allowed_chat_and_are_audited(desk, bot,
     assert profit["text"].splitlines()[1].startswith("day: +0.00 (0 closed")
     assert "fader-btc: on (active)" in ghosts["text"]
     assert [a["command"] for a in commands_audited()] == ["status", "profit", "ghosts"]
+    assert not KillSwitch.objects.filter(tripped=True).exists()
     assert {a["chat_id"] for a in commands_audited()} == {OPS_CHAT}
     # the poll asked with the token read from the encrypted row
     assert bot.polls()[0] == {"timeout": 0, "allowed_updates": ["message"]}
