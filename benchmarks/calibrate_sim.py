@@ -10,7 +10,12 @@ Real figures come from
 - klines/binance_api_spot_BTCUSDT_1m_2020-01-01_2020-01-07.csv.gz (tb_base_av = taker-buy base volume):
   taker-buy share of volume and its slope on the standardised minute return; trades per minute.
 The simulator's figures are measured on its bars (BarBuilder over its trades) for --days simulated days,
-once without spikes and once with the default 24 a day.
+at its default (calibrated) spike rate, without spikes, and at the old demo rate of 24 a day.
+Per regime: real and simulated minutes are put in the same volatility buckets (trailing 30-minute realised
+std vs the calibrated per-minute std: calm < 0.7x, normal 0.7-1.5x, volatile > 1.5x) and compared bucket by
+bucket (share of minutes, return std, mean volume). The real file has no regime labels, so the same
+classifier on both sides is the fair comparison. Spike episodes (>= 1.2 % in 15 min, a new episode after 5
+quiet minutes) are counted the same way on both.
 """
 
 import argparse
@@ -26,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from apps.market.bar_builder import BarBuilder  # noqa: E402
-from apps.market.sim import MarketSimulator  # noqa: E402
+from apps.market.sim import CAL_RETURN_STD, CAL_SPIKES_PER_DAY, MarketSimulator  # noqa: E402
 
 FILIMONOV = "klines/freqtrade/binance_spot_BTCUSDT_1m_2025-05-20_2025-08-18__filimonov.csv.gz"
 KLINES_2020 = "klines/binance_api_spot_BTCUSDT_1m_2020-01-01_2020-01-07.csv.gz"
@@ -53,6 +58,32 @@ def minute_stats(close: pd.Series, volume: pd.Series) -> dict[str, float]:
     }
 
 
+BUCKETS = (("calm", 0.0, 0.7), ("normal", 0.7, 1.5), ("volatile", 1.5, float("inf")))
+
+
+def episodes(close: pd.Series) -> tuple[int, int]:
+    """(bars, episodes) of a >= 1.2 % close-to-close move within 15 minutes; an episode ends after 5 quiet minutes."""
+    ref = close.reindex(close.index - pd.Timedelta(minutes=15)).to_numpy()
+    spike = np.abs(close.to_numpy() / ref - 1) >= 0.012
+    times = close.index[spike]
+    gaps = np.diff(times.as_unit("s").asi8) if len(times) else np.array([])
+    return int(spike.sum()), int((gaps > 300).sum() + (1 if len(times) else 0))
+
+
+def regime_figures(close: pd.Series, volume: pd.Series) -> dict[str, tuple[float, float, float]]:
+    """Per volatility bucket: (share of minutes, return std, mean volume)."""
+    r = np.log(close).diff()
+    gap = close.index.to_series().diff() != pd.Timedelta(minutes=1)
+    r[gap.to_numpy()] = np.nan
+    trailing = r.rolling(30, min_periods=20).std().shift(1) / CAL_RETURN_STD
+    ok = trailing.notna() & r.notna()
+    out = {}
+    for name, lo, hi in BUCKETS:
+        m = ok & (trailing >= lo) & (trailing < hi)
+        out[name] = (float(m.sum() / ok.sum()), float(r[m].std()), float(volume[m].mean()))
+    return out
+
+
 def real_figures(base: Path) -> dict[str, float]:
     df = pd.read_csv(base / FILIMONOV)
     df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("date"), utc=True))
@@ -60,12 +91,10 @@ def real_figures(base: Path) -> dict[str, float]:
            "median_range_pct": float(((df.high / df.low - 1) * 100).median()),
            "p90_range_pct": float(((df.high / df.low - 1) * 100).quantile(0.9))}
     out.update(minute_stats(df.close, df.volume))
-    ref = df.close.reindex(df.index - pd.Timedelta(minutes=15)).to_numpy()
-    spike = np.abs(df.close.to_numpy() / ref - 1) >= 0.012
-    times = df.index[spike]
-    out["spike_bars"] = float(spike.sum())
-    gaps = np.diff(times.as_unit("s").asi8) if len(times) else np.array([])
-    out["spike_episodes"] = float((gaps > 300).sum() + (1 if len(times) else 0))
+    bars, eps = episodes(df.close)
+    out["spike_bars"], out["spike_episodes"] = float(bars), float(eps)
+    out["episodes_per_day"] = eps / (len(df) / 1440)
+    out["regimes"] = regime_figures(df.close, df.volume)  # type: ignore[assignment]
     k = pd.read_csv(base / KLINES_2020)
     share = k.tb_base_av / k.volume
     kr = np.log(k.close).diff()
@@ -78,8 +107,8 @@ def real_figures(base: Path) -> dict[str, float]:
     return out
 
 
-def sim_figures(days: float, seed: int, spikes_per_day: float) -> dict[str, float]:
-    sim = MarketSimulator(seed=seed, spikes_per_day=spikes_per_day, trades_per_minute=20)
+def sim_figures(days: float, seed: int, spikes_per_day: float) -> dict:
+    sim = MarketSimulator(seed=seed, spikes_per_day=spikes_per_day, trades_per_minute=5)
     builder = BarBuilder(has_liquidations=True)
     trades, _liqs = sim.advance(sim.now_ms + int(days * 86_400_000))
     bars = [b for t in trades for b in builder.add_trade(t)]
@@ -87,12 +116,25 @@ def sim_figures(days: float, seed: int, spikes_per_day: float) -> dict[str, floa
     out = minute_stats(df.close, df.volume)
     out["taker_share"] = float(df.taker_buy_volume.sum() / df.volume.sum())
     out["spikes"] = float(len(sim.spikes))
+    out["episodes_per_day"] = episodes(df.close)[1] / days
+    out["expected_std"] = sim.expected_return_std
+    out["regimes"] = regime_figures(df.close, df.volume)
+    out["price_lo"], out["price_hi"] = float(df.low.min()), float(df.high.max())
     return out
+
+
+def regime_line(real: dict, sim: dict) -> str:
+    parts = []
+    for name, _, _ in BUCKETS:
+        rs, rstd, rvol = real[name]
+        ss, sstd, svol = sim[name]
+        parts.append(f"{name} share {ss:.2f}/{rs:.2f} std x{sstd / rstd:.2f} vol x{svol / rvol:.2f}")
+    return "; ".join(parts)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--days", type=float, default=5.0)
+    ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     base = data_dir()
@@ -110,16 +152,23 @@ def main() -> None:
     print(f"real  BTC/USDT 1m 2020-01-01..07 taker-buy share {real['taker_share']:.3f} "
           f"(median/min {real['taker_share_median']:.3f}) slope {real['taker_slope']:.3f}/std | "
           f"trades/min mean {real['trades_mean']:.0f} median {real['trades_median']:.0f}")
-    for spd in (0.0, 24.0):
+    print(f"real  >=1.2%/15min episodes {real['episodes_per_day']:.2f}/day | regimes (share, std, mean vol): "
+          + "; ".join(f"{k} {v[0]:.2f} {v[1] * 100:.4f}% {v[2]:.2f}" for k, v in real["regimes"].items()))
+    for spd in (CAL_SPIKES_PER_DAY, 0.0, 24.0):
         s = sim_figures(args.days, args.seed, spd)
-        print(f"sim   {args.days:g} d seed {args.seed} spikes/day {spd:g} ({s['spikes']:.0f} spikes): "
-              f"ret std {s['std'] * 100:.4f}% (x{s['std'] / real['std']:.2f}) "
-              f"robust {s['robust_std'] * 100:.4f}% "
+        label = "default (calibrated)" if spd == CAL_SPIKES_PER_DAY else ("no spikes" if spd == 0 else "demo")
+        print(f"sim   {args.days:g} d seed {args.seed} spikes/day {spd:g} {label} ({s['spikes']:.0f} spikes): "
+              f"ret std {s['std'] * 100:.4f}% (x{s['std'] / real['std']:.2f}; model expects "
+              f"{s['expected_std'] * 100:.4f}%) robust {s['robust_std'] * 100:.4f}% "
               f"(x{s['robust_std'] / real['robust_std']:.2f}) kurt {s['kurtosis']:.1f} | "
               f"vol/min mean {s['vol_mean']:.2f} (x{s['vol_mean'] / real['vol_mean']:.2f}) "
               f"median {s['vol_median']:.2f} (x{s['vol_median'] / real['vol_median']:.2f}) "
               f"log-std {s['log_vol_std']:.2f} corr(vol,|r|) {s['corr_vol_absret']:.2f} | "
-              f"taker-buy share {s['taker_share']:.3f}")
+              f"taker-buy share {s['taker_share']:.3f} | episodes {s['episodes_per_day']:.2f}/day "
+              f"(x{s['episodes_per_day'] / real['episodes_per_day']:.2f}) | "
+              f"price {s['price_lo']:.0f}-{s['price_hi']:.0f}")
+        print(f"      per regime (sim/real): {regime_line(real['regimes'], s['regimes'])}")
+    print(f"load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print(f"done in {time.perf_counter() - t0:.1f} s")
 
 
