@@ -1,7 +1,7 @@
 """The equity page (issue 14): the realised equity curve with its drawdown beneath (portfolio or one ghost)
 over a window the user picks, the profit table by day / week / month, and each ghost's P&L against its
 revenue target per target period with the auto-disables that fired. Reads only (`apps.revenue.equity`);
-the charts use the lab's decimation (`apps.lab.charts.equity_chart`) and the locally served plotly.
+the charts use the lab's decimation (`apps.lab.charts.equity_chart`, via `curve_chart`) and the locally served plotly.
 
 Unknown query values fall back to the defaults (a bookmark with an old value still opens the page).
 """
@@ -13,13 +13,13 @@ from django.views.decorators.http import require_GET
 from apps.dashboard.context_processors import request_pnl
 from apps.dashboard.views import _plotly_version
 from apps.ghosts.models import Ghost
-from apps.lab.charts import chart_time, equity_chart
 from apps.market.selectors import desk_now
 from apps.revenue.equity import (
     BUCKETS,
     GROUPS,
     WINDOWS,
     auto_disables,
+    curve_chart,
     equity_curve,
     profit_table,
     target_history,
@@ -43,8 +43,7 @@ def equity_page(request: HttpRequest) -> HttpResponse:
     today = desk_now().date()  # data time: the trading day of the data being traded
     since = window_start(today, window)
     curve = equity_curve(since=since, ghost_id=ghost_id)
-    chart = equity_chart(curve.t_ms, [float(e) for e in curve.equity])
-    chart["t"] = chart_time(chart["t"])
+    chart = curve_chart(curve)
     pnl = request_pnl(request)
     return render(request, "dashboard/equity.html", {
         "nav": "equity",

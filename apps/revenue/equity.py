@@ -46,6 +46,7 @@ class Curve:
     t_ms: list[int]  # sample times (ms since the epoch, UTC)
     equity: list[Decimal]  # realised equity at each sample, exact
     start: date | None  # window start (None: all history)
+    peak_before: Decimal  # highest realised equity before the window (the start capital at least)
 
     @property
     def last(self) -> Decimal:
@@ -55,7 +56,7 @@ class Curve:
 def equity_curve(*, since: date | None, ghost_id: int | None = None) -> Curve:
     """Start capital + cumulative realised net P&L, one point per closing day (see the module doc).
 
-    Two queries: the net carried in from before `since`, and the net of each day from `since` on. A ghost's
+    Two queries: the days before `since` (carried-in net and peak), and the net of each day from `since` on. A ghost's
     curve starts from the same start capital as the portfolio's (the drawdown fractions of the ghosts page,
     `GhostLedger`, are measured that way too).
     """
@@ -64,8 +65,14 @@ def equity_curve(*, since: date | None, ghost_id: int | None = None) -> Curve:
         rows = rows.filter(ghost_id=ghost_id)
     capital = Decimal(settings.HFT_START_CAPITAL)
     carried = ZERO
+    peak = capital
     if since is not None:
-        carried = rows.filter(day__lt=since).aggregate(n=Sum(F("gross") - F("fees")))["n"] or ZERO
+        # The days before the window (a few hundred rows) give the carried-in net and the peak the window's
+        # drawdown is measured from: a window opening inside a drawdown starts below zero, not at a new high.
+        for net in (rows.filter(day__lt=since).values("day").order_by("day")
+                    .annotate(n=Sum(F("gross") - F("fees"))).values_list("n", flat=True)):
+            carried += net
+            peak = max(peak, capital + carried)
         rows = rows.filter(day__gte=since)
     days = list(rows.values("day").order_by("day").annotate(n=Sum(F("gross") - F("fees"))).values_list("day", "n"))
     first = since if since is not None else (days[0][0] if days else None)
@@ -76,7 +83,7 @@ def equity_curve(*, since: date | None, ghost_id: int | None = None) -> Curve:
         level += net
         t.append(_day_ms(d + timedelta(days=1)))
         eq.append(level)
-    return Curve(t_ms=t, equity=eq, start=since)
+    return Curve(t_ms=t, equity=eq, start=since, peak_before=peak)
 
 
 @dataclass(frozen=True)
@@ -180,3 +187,19 @@ def auto_disables(*, ghost_ids: list[int], limit: int = 50) -> list[dict[str, An
                                    object_id__in=[str(g) for g in ghost_ids], reason__startswith="auto-disabled")
          .order_by("-created_at", "-id").values("object_id", "created_at", "reason"))[:limit]
     return [{"ghost_id": int(r["object_id"]), "at": r["created_at"], "reason": r["reason"]} for r in q]
+
+
+def curve_chart(curve: Curve) -> dict[str, Any]:
+    """The curve as the lab's chart data (`apps.lab.charts.equity_chart`: equity and drawdown on one decimated x),
+    the drawdown measured from the running peak INCLUDING the peak before the window. The peak goes in as a
+    leading point (the decimation always keeps the first point) and is taken out again."""
+    from apps.lab.charts import chart_time, equity_chart
+
+    t = [curve.t_ms[0] - 1, *curve.t_ms]
+    data = equity_chart(t, [float(curve.peak_before), *(float(e) for e in curve.equity)])
+    for key in ("t", "equity", "drawdown"):
+        data[key] = data[key][1:]
+    data["points"] -= 1
+    data["of"] -= 1
+    data["t"] = chart_time(data["t"])
+    return data

@@ -69,6 +69,21 @@ def test_curve_has_one_point_per_closing_day_and_per_ghost(book):
     assert round(float(whole.last), 2) == round(pnl_snapshot()["equity"], 2)
 
 
+def test_drawdown_counts_the_peak_before_the_window(book):
+    from apps.revenue.equity import curve_chart
+
+    nets = _nets()  # day 0: two wins, day 1: a loss, day 9: a win
+    inside = equity_curve(since=date(2026, 3, 4))  # opens after the loss: below the day-0 peak
+    assert inside.peak_before - inside.equity[0] == -nets[2]
+    chart = curve_chart(inside)
+    assert chart["of"] == len(inside.equity) == 2 and len(chart["t"]) == 2
+    expected = (float(inside.equity[0]) / float(inside.peak_before) - 1) * 100
+    assert chart["drawdown"][0] == pytest.approx(expected) and expected < 0
+    assert chart["equity"][-1] == float(inside.last)
+    whole = curve_chart(equity_curve(since=None))
+    assert whole["drawdown"][0] == 0.0 and min(whole["drawdown"]) == pytest.approx(expected)
+
+
 def test_profit_table_by_day_week_month(book):
     nets = _nets()
     days = profit_table(by="day", group="portfolio", since=None)
