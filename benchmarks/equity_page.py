@@ -53,6 +53,7 @@ def run(a: argparse.Namespace, redis_url: str) -> None:
     client.force_login(user)
     urls = {
         "equity-90d-day": "/equity/",
+        "equity-7d-day": "/equity/?window=7d",  # most days are before the window: carried in with their peak
         "equity-all-day-ghost": "/equity/?window=all&by=day&group=ghost",
         "equity-all-week-instrument": "/equity/?window=all&by=week&group=instrument",
         "equity-all-month": "/equity/?window=all&by=month",
