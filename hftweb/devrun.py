@@ -174,6 +174,10 @@ def main() -> None:
     subprocess.run(py + ["migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
     subprocess.run(py + ["ensure_operator"], cwd=ROOT, check=True)
     subprocess.run(py + ["setup_desk"], cwd=ROOT, check=True)
+    # Static files with content-hashed, compressed copies for WhiteNoise (settings: HFT_STATIC); every start, so
+    # an edited desk.js gets a new name and the browsers' year-long cache never serves the old one.
+    subprocess.run(py + ["collectstatic", "--noinput", "-v0"], cwd=ROOT, check=True,
+                   env={**os.environ, "HFT_STATIC": "collected"})
     redis_bin, redis_dir = redis_server()
     redis_dir.mkdir(parents=True, exist_ok=True)
     PIDFILE.write_text(str(os.getpid()))

@@ -5,6 +5,7 @@ Every variable is documented in README.md ("Configuration"). `hftweb.settings_te
 
 import os
 import re
+import warnings
 from decimal import Decimal
 from pathlib import Path
 
@@ -88,6 +89,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files, before sessions/auth (STATIC_ROOT below)
     "csp.middleware.CSPMiddleware",  # Content-Security-Policy (CONTENT_SECURITY_POLICY below)
     "apps.accounts.middleware.CSPViewUpdatesMiddleware",  # ... widened for HFT_CSP_VIEW_UPDATES' views only
     "django_permissions_policy.PermissionsPolicyMiddleware",  # Permissions-Policy (PERMISSIONS_POLICY below)
@@ -176,6 +178,23 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = RUN_DIR / "staticfiles"
+# Static files through WhiteNoise (issue 14, rough edges; it replaced a hand-written view). make run collects them
+# first (devrun: collectstatic into STATIC_ROOT), then they are served with content-hashed names, gzip/brotli
+# variants and a year's immutable cache. Without a collected manifest (the tests, a fresh manage.py command) the
+# finders serve static/ under its plain names with a short cache, so nothing needs collecting first; HFT_STATIC=
+# collected|finders forces either. A stale manifest in manifest mode only names the old hashes: make run rebuilds it.
+_COLLECTED = (STATIC_ROOT / "staticfiles.json").is_file()
+HFT_STATIC = os.environ.get("HFT_STATIC") or ("collected" if _COLLECTED else "finders")
+if HFT_STATIC not in ("collected", "finders"):
+    raise ImproperlyConfigured(f"HFT_STATIC must be collected or finders, not {HFT_STATIC[:40]!r}")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if HFT_STATIC == "collected"
+                    else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = HFT_STATIC == "finders"
+if WHITENOISE_USE_FINDERS:  # STATIC_ROOT stays set for collectstatic; uncollected, WhiteNoise need not warn of it
+    warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # channels-redis 4.3 waits for a socket's messages with a blocking BZPOPMIN of 5 s (its brpop_timeout); redis-py 8

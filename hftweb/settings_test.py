@@ -8,6 +8,8 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-012
 # real key in the shell is never used by a test; subprocesses (Daphne, workers) inherit it.
 TEST_SECRETS_KEY = "dGVzdC1vbmx5LWFsZXJ0cy1rZXktbm90LWEtcmVhbCE="
 os.environ["HFT_SECRETS_KEY"] = TEST_SECRETS_KEY
+# Static files from static/ through the finders (no collectstatic before a test, no stale manifest of a run dir).
+os.environ["HFT_STATIC"] = "finders"
 
 from .settings import *  # noqa: E402,F403
 
@@ -15,3 +17,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 HFT_LOGIN_MAX_ATTEMPTS = 5
 # A replay in a test warms up on what the test stored, never on a download (tests that test it turn it on).
 HFT_REPLAY_WARMUP_DOWNLOAD = False
+# Nothing is collected in a test (HFT_STATIC=finders above): no STATIC_ROOT for WhiteNoise to look for and warn of
+# under pytest, which resets the settings' warning filters per test.
+STATIC_ROOT = None

@@ -42,6 +42,4 @@ urlpatterns = [
     path("alerts/test/", views_alerts.alert_test, name="alert-test"),
     path("state.json", views.state_json, name="state"),
     path("vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
-    # Daphne alone (DEBUG off) serves no static files; see views.static_asset.
-    path("static/<path:path>", views.static_asset, name="static-asset"),
 ]

@@ -13,9 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_not_required
-from django.contrib.staticfiles.views import serve as staticfiles_serve
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, SuspiciousFileOperation
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.http import (
     Http404,
     HttpRequest,
@@ -404,16 +402,3 @@ def plotly_js(request: HttpRequest) -> HttpResponse:
         response["Content-Encoding"] = "gzip"
     return response
 
-
-@login_not_required  # the login page needs its stylesheet; nothing under static/ is private
-@require_GET
-def static_asset(request: HttpRequest, path: str) -> HttpResponse:
-    """Serve static/ through the finders when no web server or collectstatic is in front (Daphne alone,
-    DEBUG off, as `make run` and the browser tests run it). `insecure=True` only lifts the DEBUG check;
-    the finders still refuse paths outside the static directories."""
-    try:
-        response = staticfiles_serve(request, path, insecure=True)
-    except SuspiciousFileOperation:  # "../" out of the static roots: not found, not a 400 with a log alarm
-        raise Http404(path) from None
-    response["Cache-Control"] = "no-cache"  # unhashed names: revalidate (304) so a deploy shows at once
-    return response

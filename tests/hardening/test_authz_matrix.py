@@ -127,7 +127,6 @@ EXPECTED: dict[str, Row] = {
     "dashboard:alert-test": ACTION,
     "dashboard:state": PAGE,
     "dashboard:plotly-js": PAGE,
-    "dashboard:static-asset": Row(get=PUBLIC),  # the login page's stylesheet; nothing under static/ is private
 }
 ADMIN_RULE = Row(get=STAFF, post=STAFF, put=STAFF, delete=STAFF)
 
