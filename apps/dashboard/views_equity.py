@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET
 from apps.dashboard.context_processors import request_pnl
 from apps.dashboard.views import _plotly_version
 from apps.ghosts.models import Ghost
+from apps.lab.charts import chart_time
 from apps.market.selectors import desk_now
 from apps.revenue.equity import (
     BUCKETS,
@@ -40,11 +41,17 @@ def equity_page(request: HttpRequest) -> HttpResponse:
     ghosts = list(Ghost.objects.order_by("name").values_list("pk", "name"))
     raw = request.GET.get("ghost", "")
     ghost_id = next((pk for pk, _ in ghosts if str(pk) == raw), None)
-    today = desk_now().date()  # data time: the trading day of the data being traded
+    now = desk_now()
+    today = now.date()  # data time: the trading day of the data being traded
     since = window_start(today, window)
     curve = equity_curve(since=since, ghost_id=ghost_id)
     chart = curve_chart(curve)
     pnl = request_pnl(request)
+    if ghost_id is None and pnl["open_positions"]:
+        # The header's equity now (realised + the open positions' unrealised): a marker after the realised curve,
+        # not a point of it (no day row holds the open positions yet).
+        now_ms = int(now.timestamp() * 1000)
+        chart["now"] = {"t": chart_time([now_ms])[0], "equity": pnl["equity"]}
     return render(request, "dashboard/equity.html", {
         "nav": "equity",
         "windows": list(WINDOWS), "window": window,

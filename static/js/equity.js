@@ -10,12 +10,16 @@
     if (!holder || !src || !window.Plotly) return;
     const d = JSON.parse(src.textContent);
     const quote = holder.dataset.quote || "";
-    window.Plotly.newPlot(holder, [
+    const traces = [
       { type: "scatter", mode: "lines", line: { shape: "hv", color: "#00d4ff", width: 1.5 }, name: `equity (${quote})`,
         x: d.t, y: d.equity, xaxis: "x", yaxis: "y" },
       { type: "scatter", mode: "lines", line: { shape: "hv", color: "#ff3366", width: 1 }, name: "drawdown (%)",
         x: d.t, y: d.drawdown, fill: "tozeroy", fillcolor: "rgba(255,51,102,.25)", xaxis: "x", yaxis: "y2" },
-    ], {
+    ];
+    // With positions open: the header's equity now (realised + unrealised), a marker off the realised curve.
+    if (d.now) traces.push({ type: "scatter", mode: "markers", marker: { color: "#ffcc00", size: 8 },
+      name: "now, with open positions", x: [d.now.t], y: [d.now.equity], xaxis: "x", yaxis: "y" });
+    window.Plotly.newPlot(holder, traces, {
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: { color: "#c8d6e5", size: 11 },
       margin: { l: 10, r: 70, t: 10, b: 30 }, showlegend: true, legend: { orientation: "h", y: 1.08 },
       grid: { rows: 2, columns: 1, subplots: [["xy"], ["xy2"]], roworder: "top to bottom" },

@@ -28,6 +28,12 @@ def _trades(desk) -> None:
         make_position(ghost=desk["ghost"], opened_at=T0 + timedelta(days=d), entry="100", exit=exit_)
 
 
+def _open_one(desk) -> None:
+    from tests.factories import make_position
+
+    make_position(ghost=desk["ghost"], opened_at=T0 + timedelta(days=5, hours=2), entry="100")
+
+
 async def test_equity_page_draws_the_curve_and_drawdown(daphne_url, make_user, desk):
     from tests.browser.test_desk_browser import collect_js_errors, login
 
@@ -45,6 +51,11 @@ async def test_equity_page_draws_the_curve_and_drawdown(daphne_url, make_user, d
             await expect(chart.locator(".main-svg .scatterlayer .trace")).to_have_count(2)
             await expect(chart.locator("g.subplot.xy2")).to_have_count(1)
             await expect(page.locator("#profit-table tbody tr")).to_have_count(5)  # one row per closing day
+            # An open position: the header's equity now is a third trace (a marker), off the realised curve.
+            await sync_to_async(_open_one)(desk)
+            await page.reload()
+            await expect(chart).to_have_attribute("data-drawn", "1")
+            await expect(chart.locator(".main-svg .scatterlayer .trace")).to_have_count(3)
             assert errors == []
         finally:
             await browser.close()

@@ -143,6 +143,23 @@ def test_page_renders_and_queries_stay_constant(book, op_client, viewer_client):
     assert not any('FROM "trading_position"' in q["sql"] and "SUM(" in q["sql"] for q in many.captured_queries)
 
 
+def test_open_positions_are_a_marker_not_a_curve_point(book, op_client):
+    import json
+    import re
+
+    make_position(ghost=book["ghost"], opened_at=T0 + timedelta(days=9, hours=1), entry="200")
+    html = op_client.get("/equity/?window=all").content.decode()
+    data = json.loads(re.search(r'id="equity-data" type="application/json">(.*?)</script>', html).group(1))
+    header = pnl_snapshot()
+    assert data["now"]["equity"] == header["equity"]
+    from django.conf import settings
+    assert data["equity"][-1] == float(settings.HFT_START_CAPITAL + sum(_nets()))  # realised only
+    assert "1 open position" in html
+    assert "now" not in json.loads(re.search(r'id="equity-data" type="application/json">(.*?)</script>',
+                                             op_client.get(f"/equity/?ghost={book['ghost'].pk}").content.decode())
+                                   .group(1))
+
+
 def test_unknown_query_values_fall_back(book, op_client):
     r = op_client.get("/equity/?window=x&by=%00&group=zz&ghost=99999")
     assert r.status_code == 200 and b"Equity" in r.content
