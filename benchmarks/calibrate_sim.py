@@ -47,7 +47,12 @@ def minute_stats(close: pd.Series, volume: pd.Series) -> dict[str, float]:
     gap = close.index.to_series().diff() != pd.Timedelta(minutes=1)
     r = r[~gap.to_numpy()].dropna()
     lv = np.log(volume[volume > 0])
+    def horizon_std(minutes: int) -> float:
+        return float(np.log(close.resample(f"{minutes}min").last().dropna()).diff().dropna().std())
+
     return {
+        "std_1h": horizon_std(60),
+        "std_1d": horizon_std(1440),
         "std": float(r.std()),
         "robust_std": float(1.4826 * (r - r.median()).abs().median()),
         "kurtosis": float(r.kurt()),
@@ -91,6 +96,7 @@ def real_figures(base: Path) -> dict[str, float]:
            "median_range_pct": float(((df.high / df.low - 1) * 100).median()),
            "p90_range_pct": float(((df.high / df.low - 1) * 100).quantile(0.9))}
     out.update(minute_stats(df.close, df.volume))
+    out["close_lo"], out["close_hi"] = float(df.close.min()), float(df.close.max())
     bars, eps = episodes(df.close)
     out["spike_bars"], out["spike_episodes"] = float(bars), float(eps)
     out["episodes_per_day"] = eps / (len(df) / 1440)
@@ -152,6 +158,8 @@ def main() -> None:
     print(f"real  BTC/USDT 1m 2020-01-01..07 taker-buy share {real['taker_share']:.3f} "
           f"(median/min {real['taker_share_median']:.3f}) slope {real['taker_slope']:.3f}/std | "
           f"trades/min mean {real['trades_mean']:.0f} median {real['trades_median']:.0f}")
+    print(f"real  1h return std {real['std_1h'] * 100:.3f}% 1d {real['std_1d'] * 100:.3f}% | "
+          f"close range {real['close_lo']:.0f}-{real['close_hi']:.0f}")
     print(f"real  >=1.2%/15min episodes {real['episodes_per_day']:.2f}/day | regimes (share, std, mean vol): "
           + "; ".join(f"{k} {v[0]:.2f} {v[1] * 100:.4f}% {v[2]:.2f}" for k, v in real["regimes"].items()))
     for spd in (CAL_SPIKES_PER_DAY, 0.0, 24.0):
@@ -167,6 +175,8 @@ def main() -> None:
               f"taker-buy share {s['taker_share']:.3f} | episodes {s['episodes_per_day']:.2f}/day "
               f"(x{s['episodes_per_day'] / real['episodes_per_day']:.2f}) | "
               f"price {s['price_lo']:.0f}-{s['price_hi']:.0f}")
+        print(f"      over time: 1h return std {s['std_1h'] * 100:.3f}% (x{s['std_1h'] / real['std_1h']:.2f}), "
+              f"1d {s['std_1d'] * 100:.3f}% (x{s['std_1d'] / real['std_1d']:.2f}; {args.days:g} daily samples)")
         print(f"      per regime (sim/real): {regime_line(real['regimes'], s['regimes'])}")
     print(f"load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print(f"done in {time.perf_counter() - t0:.1f} s")
