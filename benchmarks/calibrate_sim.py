@@ -1,6 +1,8 @@
 """Measure the figures the market simulator is calibrated to, and the simulator's own, side by side.
 
-Usage: .venv/bin/python benchmarks/calibrate_sim.py [--days 5] [--seed 7]
+Usage: .venv/bin/python benchmarks/calibrate_sim.py [--days 30] [--seed 7] [--stored EXCHANGE:SYMBOL]
+--stored also measures the 1m candles the desk stored for that instrument (the desk's database from the usual
+settings, e.g. RUN_DIR/DATABASE_URL): the check issue 14 made by hand (0.16 % per minute over 8.6 days).
 Data: $MARKET_DATA_DIR, else ../shared/data next to the repository (see ../shared/data/README.md).
 
 Real figures come from
@@ -138,10 +140,35 @@ def regime_line(real: dict, sim: dict) -> str:
     return "; ".join(parts)
 
 
+def stored_figures(market: str) -> dict:
+    """The same figures on the 1m candles the desk stored for `exchange:symbol` (Django set up from settings)."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hftweb.settings")
+    django.setup()
+    from apps.market.models import Candle
+
+    exchange, _, symbol = market.partition(":")
+    rows = list(Candle.objects.filter(instrument__exchange__code=exchange, instrument__symbol=symbol,
+                                      timeframe="1m").order_by("open_time")
+                .values_list("open_time", "close", "volume", "low", "high"))
+    if len(rows) < 120:
+        sys.exit(f"only {len(rows)} stored 1m candles for {market}")
+    df = pd.DataFrame(rows, columns=["open_time", "close", "volume", "low", "high"]).set_index("open_time")
+    df = df.astype(float)
+    df.index = pd.DatetimeIndex(df.index)
+    out = minute_stats(df.close, df.volume)
+    out["days"] = len(df) / 1440
+    out["episodes_per_day"] = episodes(df.close)[1] / out["days"]
+    out["price_lo"], out["price_hi"] = float(df.low.min()), float(df.high.max())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--stored", metavar="EXCHANGE:SYMBOL", help="also measure the desk's stored 1m candles")
     args = ap.parse_args()
     base = data_dir()
     if not (base / FILIMONOV).exists():
@@ -178,6 +205,14 @@ def main() -> None:
         print(f"      over time: 1h return std {s['std_1h'] * 100:.3f}% (x{s['std_1h'] / real['std_1h']:.2f}), "
               f"1d {s['std_1d'] * 100:.3f}% (x{s['std_1d'] / real['std_1d']:.2f}; {args.days:g} daily samples)")
         print(f"      per regime (sim/real): {regime_line(real['regimes'], s['regimes'])}")
+    if args.stored:
+        d = stored_figures(args.stored)
+        print(f"desk  stored 1m candles of {args.stored} ({d['days']:.1f} days): ret std {d['std'] * 100:.4f}% "
+              f"(x{d['std'] / real['std']:.2f}) robust {d['robust_std'] * 100:.4f}% "
+              f"(x{d['robust_std'] / real['robust_std']:.2f}) | vol/min mean {d['vol_mean']:.2f} "
+              f"(x{d['vol_mean'] / real['vol_mean']:.2f}) median {d['vol_median']:.2f} | 1h std "
+              f"{d['std_1h'] * 100:.3f}% (x{d['std_1h'] / real['std_1h']:.2f}) | episodes "
+              f"{d['episodes_per_day']:.2f}/day | price {d['price_lo']:.0f}-{d['price_hi']:.0f}")
     print(f"load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print(f"done in {time.perf_counter() - t0:.1f} s")
 
