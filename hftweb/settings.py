@@ -401,6 +401,14 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "django.request": {"filters": ["forbidden_one_line"]},  # a 403 logs one line, not a traceback
+        # Routine celery chatter (every task received/succeeded, every beat send: ~4 lines a second at
+        # HFT_SIM_SPEED=120) hidden; a task's failure or retry (WARNING/ERROR) and the apps' own INFO stay.
+        # LOG_CELERY_TASKS=1 brings the per-task lines back when debugging.
+        **({} if env_bool("LOG_CELERY_TASKS") else {
+            "celery.app.trace": {"level": "WARNING"},
+            "celery.worker.strategy": {"level": "WARNING"},
+            "celery.beat": {"level": "WARNING"},
+        }),
     },
 }
 

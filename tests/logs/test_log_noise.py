@@ -1,8 +1,13 @@
 """The log keeps what an operator must read (issue 14, rough edges): a 403 is one line, not a traceback."""
 
 import logging
+import os
+import subprocess
+import sys
 
 from django.urls import reverse
+
+from tests.conftest import ROOT
 
 
 def console_text(caplog) -> str:
@@ -37,3 +42,25 @@ def test_a_server_error_keeps_its_traceback():
     assert ForbiddenWithoutTraceback().filter(rec) and rec.exc_info is not None
     rec.status_code = 403
     assert ForbiddenWithoutTraceback().filter(rec) and rec.exc_info is None
+
+
+CELERY_LEVELS = r"""
+import django, logging
+django.setup()
+print(*(logging.getLevelName(logging.getLogger(n).getEffectiveLevel())
+        for n in ("celery.app.trace", "celery.worker.strategy", "celery.beat", "apps.runtime.tasks")), sep="|")
+"""
+
+
+def test_routine_celery_lines_are_hidden_unless_asked_for():
+    # the per-task received/succeeded lines and beat's sends: ~4 lines a second at HFT_SIM_SPEED=120 before
+
+    def levels(**extra: str) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("LOG_CELERY_TASKS", "LOG_LEVEL")}
+        env.update(DJANGO_SETTINGS_MODULE="hftweb.settings_test", **extra)
+        out = subprocess.run([sys.executable, "-c", CELERY_LEVELS], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120, check=True)
+        return out.stdout.strip().splitlines()[-1].split("|")
+
+    assert levels() == ["WARNING", "WARNING", "WARNING", "INFO"]  # the apps' own INFO stays
+    assert levels(LOG_CELERY_TASKS="1") == ["INFO", "INFO", "INFO", "INFO"]
