@@ -198,6 +198,8 @@ def main() -> None:
                 "60 1",
                 "--appendonly",
                 "no",
+                "--loglevel",
+                "warning",  # not its save-every-minute notices: the log is for what an operator must read
             ],
         ),
         ("worker", celery + ["worker", "-Q", "feeds,ghosts,default", "-c", "3", "-l", "info"]),
