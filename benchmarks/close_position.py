@@ -14,33 +14,19 @@ Usage: .venv/bin/python benchmarks/close_position.py [N=200]
 
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.throwaway import throwaway_desk  # noqa: E402 - after the path
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    with tempfile.TemporaryDirectory() as tmp:
-        from tests.conftest import free_port, redis_binary
-
-        port = free_port()
-        redis = subprocess.Popen([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
-        try:
-            os.environ.update({"SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"), "RUN_DIR": tmp, "DEBUG": "1",
-                               "REDIS_URL": f"redis://127.0.0.1:{port}/0", "DJANGO_SETTINGS_MODULE": "hftweb.settings",
-                               "HFT_LIVE_TRADING": "0"})
-            os.environ.pop("DATABASE_URL", None)
-            run_bench(n)
-        finally:
-            redis.terminate()
-            redis.wait()
+    with throwaway_desk(HFT_LIVE_TRADING="0"):
+        run_bench(n)
 
 
 def run_bench(n: int) -> None:

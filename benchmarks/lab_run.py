@@ -16,14 +16,14 @@ Usage: .venv/bin/python benchmarks/lab_run.py [REPEATS=5]
 
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.throwaway import throwaway_desk  # noqa: E402 - after the path
+
 FILE = "klines/freqtrade/binance_spot_BTCUSDT_1m_2025-05-20_2025-08-18__filimonov.csv.gz"
 GHOSTS = ["trend_filter", "cvd_detector", "liquidation_hunter", "spike_fader", "whale_follower"]
 
@@ -35,20 +35,8 @@ def clocks() -> tuple[float, float]:
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     data = Path(os.environ.get("MARKET_DATA_DIR", ROOT.parent / "shared" / "data"))
-    with tempfile.TemporaryDirectory() as tmp:
-        from tests.conftest import free_port, redis_binary
-
-        port = free_port()
-        redis = subprocess.Popen([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
-        try:
-            os.environ.update({"SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"), "RUN_DIR": tmp, "DEBUG": "1",
-                               "REDIS_URL": f"redis://127.0.0.1:{port}/0", "DJANGO_SETTINGS_MODULE": "hftweb.settings"})
-            os.environ.pop("DATABASE_URL", None)
-            run_bench(data / FILE, repeats)
-        finally:
-            redis.terminate()
-            redis.wait()
+    with throwaway_desk():
+        run_bench(data / FILE, repeats)
 
 
 def run_bench(path: Path, repeats: int) -> None:

@@ -17,34 +17,21 @@ Usage: .venv/bin/python benchmarks/protect_watch.py [REPEATS=5]   (BENCH_SIZES=1
 
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.throwaway import throwaway_desk  # noqa: E402 - after the path
+
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "1,10,50").split(","))
 
 
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    with tempfile.TemporaryDirectory() as tmp:
-        from tests.conftest import free_port, redis_binary
-
-        port = free_port()
-        redis = subprocess.Popen([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
-        try:
-            os.environ.update({"SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"), "RUN_DIR": tmp, "DEBUG": "1",
-                               "REDIS_URL": f"redis://127.0.0.1:{port}/0", "DJANGO_SETTINGS_MODULE": "hftweb.settings",
-                               "HFT_LIVE_TRADING": "1"})
-            os.environ.pop("DATABASE_URL", None)
-            run_bench(repeats)
-        finally:
-            redis.terminate()
-            redis.wait()
+    with throwaway_desk(HFT_LIVE_TRADING="1"):
+        run_bench(repeats)
 
 
 def run_bench(repeats: int) -> None:

@@ -14,9 +14,7 @@ Usage: .venv/bin/python benchmarks/telegram_commands.py [N=50] [G=20]
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.throwaway import throwaway_desk  # noqa: E402 - after the path
+
 TOKEN = "123456789:AAHfakeTokenForBench_0123456789abcdef"
 CHAT = "-1001234567"
 
@@ -57,23 +57,9 @@ def bot_api() -> tuple[str, list[dict]]:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     g = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    with tempfile.TemporaryDirectory() as tmp:
-        from tests.conftest import free_port, redis_binary
-
-        port = free_port()
-        redis = subprocess.Popen([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
-        url, updates = bot_api()
-        try:
-            os.environ.update({"SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"), "RUN_DIR": tmp, "DEBUG": "1",
-                               "REDIS_URL": f"redis://127.0.0.1:{port}/0", "DJANGO_SETTINGS_MODULE": "hftweb.settings",
-                               "HFT_LIVE_TRADING": "0", "HFT_ALERT_TELEGRAM_API": url,
-                               "HFT_TELEGRAM_COMMAND_CHATS": CHAT})
-            os.environ.pop("DATABASE_URL", None)
-            run_bench(n, g, updates)
-        finally:
-            redis.terminate()
-            redis.wait()
+    url, updates = bot_api()
+    with throwaway_desk(HFT_LIVE_TRADING="0", HFT_ALERT_TELEGRAM_API=url, HFT_TELEGRAM_COMMAND_CHATS=CHAT):
+        run_bench(n, g, updates)
 
 
 def run_bench(n: int, g: int, updates: list[dict]) -> None:
