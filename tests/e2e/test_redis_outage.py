@@ -258,11 +258,17 @@ async def _outage(stack: Stack, desk: dict, make_user, outage_s: float) -> None:
     assert await sync_to_async(stack.ping)("feeds") and await sync_to_async(stack.ping)("desk")
     for name in ("feeds", "desk"):
         assert "Unrecoverable error" not in stack.log(name), stack.log(name)[-3000:]
-    # stop the feed: beat first (its supervisor would restart it), then a stop request (the lock deleted)
+    # stop the feed: beat first (its supervisor would restart it), then a stop request (the lock deleted), repeated
+    # while waiting: the second run_feed sent above waits reserved in the feed worker and takes the freed lock when
+    # the first runner stops, so one request could leave a feed running
     proc_kill(stack.procs.pop("beat"))
-    redis.Redis.from_url(stack.url).delete(cache.make_key(f"feed-lock:{inst}"))
-    await _wait(lambda: FeedStatus.objects.get(instrument_id=inst).state == FeedStatus.State.STOPPED, 20,
-                "the feed to stop")
+    lock = cache.make_key(f"feed-lock:{inst}")
+
+    def stopped() -> bool:
+        redis.Redis.from_url(stack.url).delete(lock)
+        return FeedStatus.objects.get(instrument_id=inst).state == FeedStatus.State.STOPPED
+
+    await _wait(stopped, 40, "the feed to stop")
     await sync_to_async(_assert_bars_contiguous)(inst)
 
 
