@@ -24,16 +24,12 @@ last price (workingType is accepted and ignored), one fill per market order.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import threading
 import time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import parse_qsl
 
-from tests.trading.fake_binance import API_KEY, API_SECRET
+from tests.fakes.binance_http import BinanceJsonServer
 
 SYMBOL = "BTCUSDT"
 EXCHANGE_INFO = {
@@ -71,8 +67,13 @@ def _s(x: Decimal, places: int = 8) -> str:
     return f"{x:.{places}f}"
 
 
-class FakeBinanceUsdm:
+class FakeBinanceUsdm(BinanceJsonServer):
     """with FakeBinanceUsdm(price=Decimal("95000")) as fake: config {"urls": {"api": fake.urls()}}."""
+
+    _MISSING = (-1102, "Mandatory parameter 'timestamp' or 'signature' was not sent.")
+    SIGNING_ERRORS = {"key": (-2015, "Invalid API-key, IP, or permissions for action."), "timestamp": _MISSING,
+                      "signature": _MISSING, "bad": (-1022, "Signature for this request is not valid.")}
+    POST_QUERY_FALLBACK = True
 
     def __init__(self, *, price: Decimal = Decimal("95000.00"), commission_rate: Decimal = Decimal("0.0005")):
         self.price = price
@@ -87,56 +88,14 @@ class FakeBinanceUsdm:
         self.used_client_ids: set[str] = set()
         self._next_id = 7000
         self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self, method: str) -> None:
-                url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode() if length else ""
-                query = url.query if method in ("GET", "DELETE") else (body or url.query)
-                try:
-                    status, payload = fake.route(method, url.path, query, self.headers)
-                except Exception as exc:  # a bug in the fake must be visible, not a hung client
-                    status, payload = 500, {"code": -1000, "msg": f"fake error: {exc!r}"}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_POST(self):
-                self._handle("POST")
-
-            def do_DELETE(self):
-                self._handle("DELETE")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        super().__init__()
 
     # ------------------------------------------------------------------ plumbing
 
     def urls(self) -> dict:
-        base = f"http://127.0.0.1:{self.server.server_address[1]}/fapi"
+        base = f"{self.base_url}/fapi"
         return {"fapiPublic": f"{base}/v1", "fapiPublicV2": f"{base}/v2", "fapiPublicV3": f"{base}/v3",
                 "fapiPrivate": f"{base}/v1", "fapiPrivateV2": f"{base}/v2", "fapiPrivateV3": f"{base}/v3"}
-
-    def __enter__(self) -> FakeBinanceUsdm:
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def posted(self, path: str) -> list[dict]:
         return [p for m, pth, p in self.requests if m == "POST" and pth == path]
@@ -207,16 +166,6 @@ class FakeBinanceUsdm:
                                                               "maintMarginRatio": 0.004, "cum": 0.0}]}]
         return 404, {"code": -1000, "msg": f"not faked: {method} {path}"}
 
-    def _check_signed(self, query: str, params: dict, headers) -> dict | None:
-        if headers.get("X-MBX-APIKEY") != API_KEY:
-            return {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
-        if "timestamp" not in params or "signature" not in params:
-            return {"code": -1102, "msg": "Mandatory parameter 'timestamp' or 'signature' was not sent."}
-        signed_part = query[: query.rindex("&signature=")]
-        expected = hmac.new(API_SECRET.encode(), signed_part.encode(), hashlib.sha256).hexdigest()
-        if params["signature"] != expected:
-            return {"code": -1022, "msg": "Signature for this request is not valid."}
-        return None
 
     # ------------------------------------------------------------------ the matching engine
 

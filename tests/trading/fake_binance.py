@@ -39,17 +39,15 @@ Deliberate simplifications (a fake, not an exchange):
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
-import json
 import threading
 import time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import parse_qsl
 
-API_KEY = "test-api-key-0123456789"
-API_SECRET = "test-secret-abcdefghijklmnop"
+from tests.fakes.binance_http import API_KEY, API_SECRET, BinanceJsonServer
+
+__all__ = ["API_KEY", "API_SECRET", "FakeBinanceSpot"]
+
 
 SPOT_EXCHANGE_INFO = {
     "timezone": "UTC",
@@ -90,7 +88,7 @@ def _public(order: dict) -> dict:
     return {k: v for k, v in order.items() if k != "locked"}
 
 
-class FakeBinanceSpot:
+class FakeBinanceSpot(BinanceJsonServer):
     """with FakeBinanceSpot(price=Decimal("95000")) as fake: config {"urls": {"api": fake.urls()}}."""
 
     def __init__(self, *, price: Decimal = Decimal("95000.00"), commission_rate: Decimal = Decimal("0.001"),
@@ -110,55 +108,13 @@ class FakeBinanceSpot:
         self._next_trade_id = 5000
         self.trades: list[dict] = []  # GET /api/v3/myTrades rows
         self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self, method: str) -> None:
-                url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode() if length else ""
-                query = url.query if method == "GET" or method == "DELETE" else body
-                try:
-                    status, payload = fake.route(method, url.path, query, self.headers)
-                except Exception as exc:  # a bug in the fake must be visible, not a hung client
-                    status, payload = 500, {"code": -1000, "msg": f"fake error: {exc!r}"}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_POST(self):
-                self._handle("POST")
-
-            def do_DELETE(self):
-                self._handle("DELETE")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        super().__init__()
 
     # ------------------------------------------------------------------ plumbing
 
     def urls(self) -> dict:
-        base = f"http://127.0.0.1:{self.server.server_address[1]}/api/v3"
+        base = f"{self.base_url}/api/v3"
         return {"public": base, "private": base}
-
-    def __enter__(self) -> FakeBinanceSpot:
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def posted_orders(self) -> list[dict]:
         return [p for m, path, p in self.requests if m == "POST" and path == "/api/v3/order"]
@@ -244,18 +200,6 @@ class FakeBinanceSpot:
                 return 200, self._account()
         return 404, {"code": -1000, "msg": f"not faked: {method} {path}"}
 
-    def _check_signed(self, query: str, params: dict, headers) -> dict | None:
-        if headers.get("X-MBX-APIKEY") != API_KEY:
-            return {"code": -2014, "msg": "API-key format invalid."}
-        if "timestamp" not in params:
-            return {"code": -1102, "msg": "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."}
-        if "signature" not in params:
-            return {"code": -1102, "msg": "Mandatory parameter 'signature' was not sent, was empty/null, or malformed."}
-        signed_part = query[: query.rindex("&signature=")]
-        expected = hmac.new(API_SECRET.encode(), signed_part.encode(), hashlib.sha256).hexdigest()
-        if params["signature"] != expected:
-            return {"code": -1022, "msg": "Signature for this request is not valid."}
-        return None
 
     # ------------------------------------------------------------------ endpoints
 
