@@ -6,24 +6,15 @@ import numpy as np
 import pandas as pd
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Max, QuerySet
+from django.db.models import QuerySet
 from django.db.models.query import ModelIterable
 from django.utils import timezone
 
+from apps.common.clock import desk_now  # noqa: F401 - the desk's clock, re-exported for its many readers
 from apps.engine.types import BAR_COLUMNS
 from apps.market.models import CANDLE_BAR_FIELDS, Candle, FeedStatus, Instrument
 
 log = logging.getLogger(__name__)
-
-
-def desk_now() -> datetime:
-    """The desk's clock: data time of the newest trade any feed has seen (wall time when none).
-
-    Sim and replay run faster than the wall clock; "today" on the dashboard is the data's today,
-    so P&L days line up with the fills' own timestamps. Live, the two are the same.
-    """
-    latest = FeedStatus.objects.aggregate(t=Max("last_trade_at"))["t"]
-    return latest or timezone.now()
 
 
 # Feed liveness. A feed in one of these states has a runner that renews its Redis lock (apps.market.tasks) every
