@@ -177,7 +177,11 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = RUN_DIR / "staticfiles"
+# STATIC_ROOT: the Docker image collects into /app/staticfiles at build, outside RUN_DIR, so a volume over RUN_DIR
+# cannot hide the collected files that HFT_STATIC=collected requires.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or RUN_DIR / "staticfiles")
+# Files served at the site's root: /favicon.ico, which browsers ask for even where a page names no icon (the admin).
+WHITENOISE_ROOT = BASE_DIR / "webroot"
 # Static files through WhiteNoise (issue 14, rough edges; it replaced a hand-written view). make run collects them
 # first (devrun: collectstatic into STATIC_ROOT), then they are served with content-hashed names, gzip/brotli
 # variants and a year's immutable cache. Without a collected manifest (the tests, a fresh manage.py command) the
@@ -349,8 +353,8 @@ AUTHENTICATION_BACKENDS = ["apps.accounts.backends.ThrottledModelBackend"]
 # templates hold no inline script or handler (JSON data blocks from json_script are not run), which
 # tests/accounts/test_security_headers.py keeps true. Styles also allow 'unsafe-inline' because plotly.js
 # injects its own <style> rules at run time (modebar, hover labels; it ships no stylesheet we could serve) and
-# the progress bars' widths are style attributes. img-src data:/blob: for the empty data: favicon and plotly's
-# image export. connect-src 'self' covers the desk's fetches and its same-origin websocket (ws:/wss:).
+# the progress bars' widths are style attributes. img-src data:/blob: for plotly's image export. connect-src 'self'
+# covers the desk's fetches and its same-origin websocket (ws:/wss:).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
