@@ -14,7 +14,11 @@ class AuditEvent(models.Model):
     reason = models.TextField(blank=True)
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)  # wall time: when a person or process acted
+    # The desk's data time at that moment (apps.common.clock), for the actions that changed what traded (toggle, kill
+    # switch, manual close, parameter/target/limit change; apps.audit.services.DATA_TIME_ACTIONS). NULL for the rest
+    # and for rows written before the field existed: those have the wall time only.
+    data_time = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
