@@ -1,4 +1,5 @@
-"""What every page's header needs: mode, role, quote currency, the P&L snapshot and the lead feed.
+"""What every page's header needs: mode, role, quote currency, the P&L snapshot, the lead feed and the desk clock
+(data time and wall time, apps.common.clock).
 
 Views reuse the same per-request values through `request_pnl` / `request_is_operator`, so a page
 that also shows the snapshot (the overview) does not compute it twice.
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from apps.accounts.roles import is_operator, role_of
+from apps.common.clock import RULE, DeskClock, desk_clock
 from apps.market.models import FeedStatus
 from apps.market.selectors import feed_statuses
 from apps.trading.risk_selectors import kill_switch
@@ -34,6 +36,12 @@ def _header_feed(request: HttpRequest) -> FeedStatus | None:
     return request._desk_feed
 
 
+def request_clock(request: HttpRequest) -> DeskClock:
+    if not hasattr(request, "_desk_clock"):
+        request._desk_clock = desk_clock()
+    return request._desk_clock
+
+
 def desk(request: HttpRequest) -> dict[str, Any]:
     ctx: dict[str, Any] = {
         "desk_mode": "LIVE" if settings.HFT_LIVE_TRADING else "PAPER",
@@ -50,5 +58,9 @@ def desk(request: HttpRequest) -> dict[str, Any]:
         desk_pnl=request_pnl(request),
         header_feed=_header_feed(request),
         desk_kill_switch=kill_switch(),  # the header's KILL SWITCH TRIPPED banner on every page
+        desk_clock=request_clock(request),  # the header's clock: data time and wall time, on every page
+        clock_rule=RULE,
+        # for desk.js's copy of feed_speed_label, when a feed's status names its source after the page was drawn
+        clock_speeds=(f"{settings.HFT_SIM_SPEED:g}", f"{settings.HFT_REPLAY_SPEED:g}"),
     )
     return ctx

@@ -3,6 +3,7 @@
  * Plain ES2020, no build step, no CDN. Server strings only ever reach the page through textContent
  * (never innerHTML), so a ghost name or a signal reason cannot inject markup.
  *
+ * The header clock (data time and wall time) moves with market.tick and feed.status.
  * Events handled (JSON objects with "type"): market.tick, bar.closed, signal.created, signal.updated,
  * trade.filled, pnl.updated, ghost.toggled, ghost.status, feed.status, error; plus positions.snapshot
  * from /state.json, which is fetched on every (re)connect so nothing missed while offline stays stale.
@@ -86,9 +87,65 @@
     setTimeout(() => t.remove(), ms || (kind === "error" ? 20000 : 6000));
   }
 
+  // ---- the desk clock (issue 14, one clock) -----------------------------------------------------------------
+  // Mirrors apps.common.clock.desk_clock: the data time is the newest trade any feed has seen. Per instrument, the
+  // time of its last trade (a pushed tick's ts; a feed status's last_trade_at, also from state.json on every
+  // reconnect); the header shows the newest of them, so a replay that starts over moves only its own entry back.
+  // The wall time is this browser's clock, redrawn every few seconds.
+  const lastTrade = new Map();
+  const feedSource = new Map(); // instrument id -> FeedStatus.source, from feed.status events
+  const WALL_REDRAW_MS = 5000;
+  function speedLabel(source) { // mirrors apps.common.clock.feed_speed_label
+    const box = $("#desk-clock");
+    const low = String(source || "").trim().toLowerCase();
+    if (low.startsWith("replay")) {
+      const bodyText = low.slice(low.indexOf(":") + 1);
+      const speed = bodyText.includes("@") ? bodyText.slice(bodyText.lastIndexOf("@") + 1).trim() : box.dataset.replaySpeed;
+      return speed === "0" || speed === "max" ? "REPLAY max" : `REPLAY ×${speed}`;
+    }
+    if (low.startsWith("sim")) return `SIM ×${box.dataset.simSpeed}`;
+    if (low.startsWith("live") || low.startsWith("ccxt")) return "LIVE";
+    return low.toUpperCase();
+  }
+  function drawDataClock() {
+    const t = $("#clock-data");
+    if (!t || lastTrade.size === 0) return;
+    let newestId = null;
+    lastTrade.forEach((ms, id) => { if (newestId === null || ms > lastTrade.get(newestId)) newestId = id; });
+    const iso = new Date(lastTrade.get(newestId)).toISOString();
+    const src = $("#clock-source");
+    if (src && feedSource.has(newestId)) src.textContent = speedLabel(feedSource.get(newestId));
+    if (t.dateTime === iso) return;
+    t.dateTime = iso;
+    t.textContent = utc(iso);
+  }
+  function clockSeen(instrumentId, iso, source) {
+    const ms = Date.parse(iso || "");
+    if (source) feedSource.set(String(instrumentId), source);
+    if (Number.isNaN(ms)) return;
+    lastTrade.set(String(instrumentId), ms);
+    drawDataClock();
+  }
+  function drawWallClock() {
+    const t = $("#clock-wall");
+    if (!t) return;
+    const iso = new Date().toISOString();
+    t.dateTime = iso;
+    t.textContent = utc(iso);
+  }
+  function initClock() {
+    const box = $("#desk-clock");
+    if (!box) return;
+    const seeded = Date.parse(box.dataset.dataTime || "");
+    if (box.dataset.instrumentId && !Number.isNaN(seeded)) lastTrade.set(box.dataset.instrumentId, seeded);
+    drawWallClock();
+    setInterval(drawWallClock, WALL_REDRAW_MS);
+  }
+
   // ---- header and feeds -------------------------------------------------------------------------------
   function onTick(ev) {
     const id = String(ev.instrument_id);
+    clockSeen(id, ev.ts);
     const header = $("#header-feed");
     if (header && header.dataset.instrumentId === id) $("#last-price").textContent = price(ev.price);
     $$(`[data-feed-id="${CSS.escape(id)}"] .feed-price`).forEach((e) => { e.textContent = price(ev.price); });
@@ -96,6 +153,7 @@
 
   function onFeedStatus(ev) {
     const id = String(ev.instrument_id);
+    clockSeen(id, ev.last_trade_at, ev.source);
     const cls = feedClass(ev.state);
     const header = $("#header-feed");
     if (header && header.dataset.instrumentId === id) {
@@ -607,6 +665,7 @@
   window.hftDesk = { handle, toast, send: (msg) => socket && socket.readyState === 1 && socket.send(JSON.stringify(msg)) };
 
   setLive(false);
+  initClock();
   initChart();
   initInstrumentPick();
   connect();
