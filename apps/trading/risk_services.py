@@ -11,6 +11,7 @@ from apps.audit.services import audit_record
 from apps.common.realtime import send_on_commit
 from apps.engine.risk import RiskLimits, daily_loss_breached, daily_loss_text
 from apps.engine.types import ConfigError
+from apps.market.models import FeedStatus
 from apps.market.selectors import last_prices
 from apps.trading.events import PORTFOLIO_GROUP
 from apps.trading.models import KillSwitch, Position, RiskSettings
@@ -93,16 +94,20 @@ def kill_switch_reset(*, actor, reason: str) -> KillSwitch:
 
 
 def positions_flatten(*, reason: str) -> list[Position]:
-    """Close every open position at its instrument's last price (a market exit, slippage and fees apply)."""
+    """Close every open position at its instrument's last price (a market exit, slippage and fees apply), at that
+    price's data time (the one clock: a sim or replay flatten lands on the trading day of the data it trades, as a
+    manual close of one position does; the wall time was days off under a replay)."""
     from apps.trading.execution import position_exit
 
     prices = last_prices()
+    traded_at = dict(FeedStatus.objects.exclude(last_trade_at=None).values_list("instrument_id", "last_trade_at"))
     closed = []
     for p in Position.objects.filter(status=Position.Status.OPEN):
         price = prices.get(p.instrument_id)
         if price is None:
             continue  # no price, no honest exit: stays open, visible on the dashboard
-        done = position_exit(position_id=p.pk, price=price, at=timezone.now(), reason="manual")
+        at = max(traded_at.get(p.instrument_id) or timezone.now(), p.opened_at)  # never before its own entry
+        done = position_exit(position_id=p.pk, price=price, at=at, reason="manual")
         if done is not None:
             closed.append(done)
     return closed
