@@ -23,12 +23,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.throwaway import throwaway_desk  # noqa: E402 - after the path
+
 FILE = "klines/freqtrade/binance_spot_BTCUSDT_1m_2025-05-20_2025-08-18__filimonov.csv.gz"
 FOLDS, TRAIN_DAYS, TEST_DAYS = 5, 30, 12
 BUDGETS = {"per-fold": 200, "total": 200 // FOLDS}
@@ -40,20 +42,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="per-fold,total")
     args = ap.parse_args()
     data = Path(os.environ.get("MARKET_DATA_DIR", ROOT.parent / "shared" / "data"))
-    with tempfile.TemporaryDirectory() as tmp:
-        from tests.conftest import free_port, redis_binary
-
-        port = free_port()
-        redis = subprocess.Popen([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
-        try:
-            os.environ.update({"SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"), "RUN_DIR": tmp, "DEBUG": "1",
-                               "REDIS_URL": f"redis://127.0.0.1:{port}/0", "DJANGO_SETTINGS_MODULE": "hftweb.settings"})
-            os.environ.pop("DATABASE_URL", None)
-            run_bench(data / FILE, [int(x) for x in args.processes.split(",")], args.budgets.split(","), Path(tmp))
-        finally:
-            redis.terminate()
-            redis.wait()
+    with throwaway_desk() as tmp:
+        run_bench(data / FILE, [int(x) for x in args.processes.split(",")], args.budgets.split(","), tmp)
 
 
 def start_workers(n: int, tmp: Path) -> list[subprocess.Popen]:
