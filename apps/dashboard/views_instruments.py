@@ -4,6 +4,9 @@ the ones that never traded. Everyone signed in reads it; a viewer's POST is refu
 
 Every action is one service call (apps.market.services, apps.ghosts.services), audited there. A refused action
 renders the page again with the reason next to its form and a 400; a done one redirects back with a message.
+
+Deleting an instrument takes two steps: its confirm page (operators only) lists every row that goes with it and
+the refusals, and its POST needs the instrument's name typed and the counts' token (apps.dashboard.instrument_delete).
 """
 
 import json
@@ -18,6 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.common.parsing import MAX_ID, ParseError, parse_json
 from apps.dashboard.context_processors import request_is_operator
+from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
 from apps.engine.registry import GHOSTS, config_from_params
 from apps.ghosts.instance_selectors import ghost_instances
 from apps.ghosts.services import GhostError, ghost_delete, ghost_instance_create
@@ -75,6 +79,12 @@ class GhostCreateForm(forms.Form):
 
 
 class GhostDeleteForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False, strip=True)
+
+
+class InstrumentDeleteForm(forms.Form):
+    confirm = forms.CharField(max_length=80, required=False, strip=True)
+    token = forms.CharField(max_length=64, required=False, strip=True)
     reason = forms.CharField(max_length=500, required=False, strip=True)
 
 
@@ -224,3 +234,39 @@ def ghost_instance_delete(request: HttpRequest, ghost_id: int) -> HttpResponse:
         return _page(request, status=400, errors={f"ghost-{ghost_id}": str(exc)})
     messages.success(request, f"Ghost {gone['name']} deleted ({gone['signals']} signals with it).")
     return redirect("dashboard:instruments")
+
+
+@require_http_methods(["GET", "POST"])
+def instrument_delete_page(request: HttpRequest, instrument_id: int) -> HttpResponse:
+    """GET: what deleting the instrument would delete (every count) or why it cannot go. POST: delete it, with
+    the instrument's name typed and the token of the counts shown. Operators only, both ways: the page is the
+    first step of a write."""
+    _operator_only(request, "delete instruments", instrument_id)
+    try:
+        plan = instrument_delete_plan(instrument_id=instrument_id)
+    except ObjectDoesNotExist:
+        raise Http404(f"no instrument {instrument_id}") from None
+    if request.method == "GET":
+        return _delete_page(request, plan)
+    form = InstrumentDeleteForm(request.POST)
+    if not form.is_valid():
+        return _delete_page(request, plan, status=400, error=_first_error(form))
+    d = form.cleaned_data
+    try:
+        gone = instrument_delete(instrument_id=instrument_id, actor=request.user, confirm=d["confirm"],
+                                 token=d["token"], reason=d["reason"])
+    except ObjectDoesNotExist:
+        raise Http404(f"no instrument {instrument_id}") from None
+    except InstrumentDeleteError as exc:
+        # the counts may have moved: show the current ones with the reason
+        return _delete_page(request, instrument_delete_plan(instrument_id=instrument_id), status=400, error=str(exc),
+                            confirm=d["confirm"])
+    messages.success(request, f"{gone.name} deleted with {gone.total:,} rows "
+                              f"({', '.join(f'{n:,} {what}' for what, n in gone.counts if n) or 'nothing else'}).")
+    return redirect("dashboard:instruments")
+
+
+def _delete_page(request: HttpRequest, plan, *, status: int = 200, error: str = "", confirm: str = ""
+                 ) -> HttpResponse:
+    return render(request, "dashboard/instrument_delete.html",
+                  {"nav": "instruments", "plan": plan, "error": error, "confirm": confirm}, status=status)
