@@ -33,6 +33,8 @@ urlpatterns = [
     path("instruments/", views_instruments.instruments_page, name="instruments"),
     path("instruments/markets/", views_instruments.markets_load, name="markets-load"),
     path("instruments/<int:instrument_id>/feed/", views_instruments.instrument_feed, name="instrument-feed"),
+    path("instruments/<int:instrument_id>/delete/", views_instruments.instrument_delete_page,
+         name="instrument-delete"),
     path("instruments/ghosts/", views_instruments.ghost_instance_add, name="ghost-instance-add"),
     path("instruments/ghosts/<int:ghost_id>/delete/", views_instruments.ghost_instance_delete,
          name="ghost-instance-delete"),
