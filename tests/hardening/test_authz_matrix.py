@@ -119,6 +119,8 @@ EXPECTED: dict[str, Row] = {
     "dashboard:instruments": FORM,  # issue 11: add an instrument from the cached ccxt markets
     "dashboard:markets-load": ACTION,
     "dashboard:instrument-feed": ACTION,
+    # issue 11: the confirm page of an instrument's delete (its counts) is the first step of a write: operators only
+    "dashboard:instrument-delete": Row(get=OPERATORS, post=OPERATORS),
     "dashboard:ghost-instance-add": ACTION,
     "dashboard:ghost-instance-delete": ACTION,
     "dashboard:alerts": FORM,
