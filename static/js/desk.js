@@ -342,7 +342,8 @@
     font: { color: "#8590b8", family: "system-ui, sans-serif", size: 11 },
     margin: { l: 10, r: 60, t: 10, b: 30 }, showlegend: false, dragmode: "pan", hovermode: "closest",
     xaxis: { type: "date", gridcolor: "#1b2452", rangeslider: { visible: false }, title: { text: "" } },
-    yaxis: { side: "right", gridcolor: "#1b2452", tickformat: ",.2f", fixedrange: false },
+    // automargin: the right margin grows to the widest price label ("111,000.00" did not fit 60 px: issue 14)
+    yaxis: { side: "right", gridcolor: "#1b2452", tickformat: ",.2f", fixedrange: false, automargin: true },
   };
 
   function chartTraces(d) {

@@ -3,7 +3,8 @@
    as the lab's run page. plotly.min.js is loaded with `defer` before this script. */
 (function () {
   "use strict";
-  const AXIS = { gridcolor: "#1f2a3a", zerolinecolor: "#2b3a50", color: "#8aa0b8" };
+  // automargin: the right margin grows to the widest equity label (a fixed 70 px cut six figures off: issue 14)
+  const AXIS = { gridcolor: "#1f2a3a", zerolinecolor: "#2b3a50", color: "#8aa0b8", automargin: true };
   function draw() {
     const holder = document.getElementById("equity-chart");
     const src = document.getElementById("equity-data");

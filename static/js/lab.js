@@ -129,7 +129,8 @@
     margin: { l: 10, r: 70, t: 10, b: 30 }, hovermode: "x unified", dragmode: "zoom",
     legend: { orientation: "h", x: 0, y: 1.08, font: { size: 11 } },
   };
-  const AXIS = { gridcolor: "#1b2452", zerolinecolor: "#232d5e" };
+  // automargin: the margins grow to the widest tick label (a fixed 70 px cut six-figure prices off: issue 14)
+  const AXIS = { gridcolor: "#1b2452", zerolinecolor: "#232d5e", automargin: true };
   const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
   const COLORS = ["#00d4ff", "#a855f7", "#ffaa00", "#00ff88"];
   const layout = (extra) => Object.assign({}, THEME, extra);
