@@ -1,5 +1,7 @@
 """Reads for the risk rules: the configured limits, the kill switch, and the state the rules judge."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db.models import Count
 
@@ -30,12 +32,13 @@ def risk_state() -> RiskState:
     now = desk_now()
     day_start = period_start(now.date(), "day")
     eq = float(equity())
-    today = pnl_since(day_start, prices=prices)
+    today = pnl_since(day_start, prices=prices, until=now.date())  # the data's day only (pnl_since's `until`)
     by_ghost = dict(
         Position.objects.filter(status=Position.Status.OPEN).values("ghost_id").order_by("ghost_id")
         .annotate(n=Count("id")).values_list("ghost_id", "n")
     )
-    entries_today = Order.objects.filter(purpose=Order.Purpose.ENTRY, fills__filled_at__gte=day_start).count()
+    entries_today = Order.objects.filter(purpose=Order.Purpose.ENTRY, fills__filled_at__gte=day_start,
+                                         fills__filled_at__lt=day_start + timedelta(days=1)).count()
     notional = open_notional_by_instrument(prices)
     return RiskState(
         equity=eq,

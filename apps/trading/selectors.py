@@ -84,20 +84,29 @@ def _is_day_start(since: datetime) -> bool:
 
 
 def pnl_since(
-    since: datetime, *, ghost_id: int | None = None, prices: dict[int, float] | None = None
+    since: datetime, *, ghost_id: int | None = None, prices: dict[int, float] | None = None,
+    until: date | None = None,
 ) -> PnlSummary:
     """P&L since `since`: positions closed since then (net) plus the open ones marked to the last price.
+
+    `until`, the desk's trading day (data time): closes on later days are not counted. The data clock can be
+    behind closes already stored (a replay run again over earlier data; a close stamped with the wall time while
+    a replay trades last March), and "today" is the data's day, not everything from its start on.
 
     A UTC day boundary (every period start) reads the day rows; any other instant sums the positions closed
     since then over the `closed_at` index (a short window, never the whole history).
     """
     if _is_day_start(since):
         closed = PnlDay.objects.filter(day__gte=since.astimezone(UTC).date())
+        if until is not None:
+            closed = closed.filter(day__lte=until)
         if ghost_id is not None:
             closed = closed.filter(ghost_id=ghost_id)
         agg = closed.aggregate(g=Sum("gross"), f=Sum("fees"), n=Sum("trades"))
     else:
         positions = Position.objects.filter(status=Position.Status.CLOSED, closed_at__gte=since)
+        if until is not None:
+            positions = positions.filter(closed_at__lt=period_start(until, "day") + timedelta(days=1))
         if ghost_id is not None:
             positions = positions.filter(ghost_id=ghost_id)
         agg = positions.aggregate(g=Sum("gross_pnl"), f=Sum("fees"), n=Count("id"))
@@ -126,13 +135,13 @@ def _book(prices: dict[int, float], today: date) -> _Book:
     starts = {p: period_start(today, p).date() for p in PERIODS}
     aggs = {}
     for p, since in starts.items():
-        window = Q(day__gte=since)
+        window = Q(day__gte=since, day__lte=today)  # `today`, the data's day: see pnl_since's `until`
         aggs[f"g_{p}"] = Sum("gross", filter=window)
         aggs[f"f_{p}"] = Sum("fees", filter=window)
         aggs[f"n_{p}"] = Sum("trades", filter=window)
     # One grouped query over the day rows of the longest period (at most ~5 weeks x ghosts x instruments, on the
     # day index), and the all-time total from the ghosts' running totals: neither grows with the history.
-    by_ghost = {row["ghost_id"]: row for row in PnlDay.objects.filter(day__gte=min(starts.values()))
+    by_ghost = {row["ghost_id"]: row for row in PnlDay.objects.filter(day__gte=min(starts.values()), day__lte=today)
                 .values("ghost_id").order_by("ghost_id").annotate(**aggs)}
     realised_all = realised_net()
     periods = dict(RevenueTarget.objects.filter(ghost__isnull=False).values_list("ghost_id", "period"))
