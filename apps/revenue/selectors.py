@@ -79,7 +79,8 @@ def portfolio_progress() -> Progress:
 
     t = portfolio_target()
     period = t.period if t else "day"
-    pnl = pnl_since(period_start(desk_now().date(), period)).total
+    today = desk_now().date()
+    pnl = pnl_since(period_start(today, period), until=today).total
     return Progress(amount=t.amount if t else None, period=period, pnl=pnl)
 
 
