@@ -144,7 +144,7 @@ def _profit() -> str:
     today = desk_now().astimezone(UTC).date()
     lines = [f"P&L (net of fees, trading day {today})"]
     for p in PERIODS:
-        s = pnl_since(period_start(today, p))
+        s = pnl_since(period_start(today, p), until=today)
         lines.append(f"{p}: {_money(float(s.total))} ({s.trades} closed, open {_money(float(s.unrealised))})")
     lines.append(f"all closed: {_money(float(realised_net()))}")
     return "\n".join(lines)
