@@ -120,6 +120,18 @@ def _world() -> dict:
     eth = instrument_ensure(exchange_code="binance", symbol="ETH/USDT")
     FeedStatus.objects.create(instrument=eth, source="live", state="reconnecting", last_price="3412.55",
                               last_error="NetworkError: binance GET /api/v3/exchangeInfo timed out after 10000 ms")
+    # A second ghost the way a bad evaluation leaves it: degraded, with its state summary and a long traceback.
+    from apps.ghosts.models import Ghost
+    from apps.ghosts.services import ghost_create
+
+    sick = ghost_create(name="whale-follower-btc-long-name", kind="whale_follower", instrument=inst, enabled=True)
+    trace = ("Traceback (most recent call last):\n  File \"/work/main/apps/engine/ghosts/whale_follower.py\", "
+             "line 212, in evaluate\n    ratio = window_volume_sum_over_lookback_minutes / median_volume\n"
+             "ZeroDivisionError: float division by zero in the rolling median of a window with no trades at all")
+    Ghost.objects.filter(pk=sick.pk).update(
+        status="degraded", status_reason="evaluation failed 3 times in a row: ZeroDivisionError", last_error=trace,
+        state=[["trend", "STRONG_DOWN"], ["median volume (1440 bars)", "123.456789 BTC"],
+               ["last spike", "-1.2345% in 11 min at 2025-06-24T23:58:00+00:00"], ["cooldown until", "—"]])
     HistoryDownload.objects.create(instrument=inst, since=START, until=END, state="done", expected=5760,
                                    fetched=5760, stored=5760, requested_by=w.users["operator"])
     study = Study.objects.filter(status="done").order_by("pk").first()
@@ -154,6 +166,8 @@ def _pages(ids: dict) -> list[tuple[str, str]]:
 
 async def _measure(page, shots: Path, name: str) -> list[str]:
     """The problems of the page now open, as sentences (empty: it fits), and its full-page screenshot."""
+    # Folded parts count too (a ghost's rules and parameters, a traceback, the lab's limits): open them all.
+    await page.evaluate("() => document.querySelectorAll('details').forEach((d) => { d.open = true; })")
     try:
         await page.wait_for_function(CHARTS_DRAWN, timeout=8_000)
     except playwright_api.TimeoutError:
