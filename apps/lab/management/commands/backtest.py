@@ -3,7 +3,7 @@ through the same services (`lab_run_create` + `lab_run_execute`), stored like an
 then the summary and the success criteria printed and the trades written as CSV.
 
     manage.py backtest --instrument binance:BTC/USDT --start 2025-05-20 --end 2025-08-19 \\
-        --ghost spike_fader --ghost 'trend_filter:{"sma_fast": 40}' --direction spike_fader=long \\
+        --ghost spike_fader --ghost 'trend_filter:{"fast_periods": 40}' --direction spike_fader=long \\
         --sizing stake --stake 1000 --capital 10000 --taker-fee 0.001 --slippage-bps 0 \\
         --no-auto-disable --no-kill-switch --csv trades.csv
     manage.py backtest --preset textbook --start 2025-05-20 --end 2025-08-19 --csv textbook.csv
