@@ -71,7 +71,9 @@ import pandas as pd
 
 from apps.engine.exits import END_OF_DATA, bar_check, rebase_levels
 from apps.engine.fills import FillModel, fill_model_for
+from apps.engine.lots import LotRules, lot_size, price_round
 from apps.engine.manager import (
+    BLOCKED_RISK,
     DISABLED_DETAIL,
     GHOST_DISABLED,
     TAKEN,
@@ -199,6 +201,13 @@ class BacktestConfig:
     the end); `kill_switch=False`: the daily-loss limit never trips the kill switch and never blocks an
     entry.
 
+    `lots`: the instrument's lot rules (`apps.engine.lots`, what the paper and live executors apply; None = no
+    rule known, as an instrument never looked up trades on the desk). With them the backtest fills as paper does:
+    the entry and exit prices on the nearest price tick, the re-anchored stop on the tick away from the fill and
+    the target on the nearest one, the quantity rounded DOWN to the amount step; an entry below the minimum
+    quantity or notional is not opened and its draft's fate becomes blocked_risk with the executor's words
+    ("lot: notional 2.85 USDT below the minimum 5 USDT of BTC/USDT on binance").
+
     `trade_from`: bars before it are history only (the ghosts' and the trend gate's warm-up): their drafts are
     neither candidates nor fates, nothing trades, and the result (equity, exposure) starts at the first bar
     at or after it, as a desk that started trading then with that history stored."""
@@ -214,6 +223,7 @@ class BacktestConfig:
     auto_disable: bool = True
     kill_switch: bool = True
     trade_from: pd.Timestamp | None = None
+    lots: LotRules | None = None
 
     @property
     def model(self) -> FillModel:
@@ -560,6 +570,8 @@ def run_backtest(
             raise ValueError(f"drafts of ghost {g.ghost_id} ({g.name}) missing or not aligned with the bars")
 
     model, limits, mcfg, sizing = cfg.model, cfg.limits, cfg.manager, cfg.sizing
+    lots = cfg.lots
+    ticked = lots is not None and lots.price_tick is not None  # prices go on the tick grid only when it is known
     capital = cfg.start_capital
     capital_f = float(capital)
     idx = bars.index
@@ -647,7 +659,7 @@ def run_backtest(
     scores: dict[int, float] = {g.ghost_id: 0.5 for g in ghosts}  # neutral until a record exists
     perf_cache: dict[int, Performance] = {}  # each ghost's figures after its latest close
     opened: list[_Open] = []
-    pending: tuple[GhostSetup, Draft, Decision] | None = None
+    pending: tuple[GhostSetup, Draft, Decision, int] | None = None  # ..., its row in fate_rows
     trades: list[Trade] = []
     fate_rows: list[tuple] = []  # the walk's decisions: (bar position, ghost id, side, fate, detail, score)
     disables: list[DisableEvent] = []
@@ -667,6 +679,8 @@ def run_backtest(
     def close(p: _Open, i: int, ref: float, reason: str) -> None:
         nonlocal cash, cash_f, realised_net
         exit_px = model.exit_fill(p.side, ref, reason)
+        if ticked:  # as the paper close: the exit on the nearest tick (apps.trading.services.position_close)
+            exit_px = float(price_round(exit_px, lots))
         exit_price = _d(exit_px)
         fee = _d(model.fee(exit_px * p.qty_f))
         gross = ((exit_price - p.entry_price) * p.qty * p.side).quantize(STEP)
@@ -752,11 +766,24 @@ def run_backtest(
 
         # a. the entry decided at the previous close fills at this open
         if pending is not None:
-            g, dr, dec = pending
+            g, dr, dec, row = pending
             pending = None
             fill_px = model.entry_fill(dr.side, opens[i])
+            if ticked:  # the order of apps.trading.services.signal_execute_paper: fill, levels, then the lot
+                fill_px = float(price_round(fill_px, lots))
             stop_f, target_f = rebase_levels(dr.entry, dr.stop, dr.target, fill_px)
+            if ticked:  # the stop never tighter than decided (away from the fill), the target on the nearest tick
+                stop_f = float(price_round(stop_f, lots, away_from=fill_px))
+                target_f = float(price_round(target_f, lots))
             qty = _d(quantity_at_fill(dec.quantity, dr.entry, fill_px))  # the decided notional, at the fill
+            if lots is not None and qty > 0:
+                lot = lot_size(qty, fill_px, lots)
+                if lot.ok:
+                    qty = lot.quantity
+                else:  # refused at the fill, as paper refuses it: the draft was taken, no position opened
+                    r = fate_rows[row]
+                    fate_rows[row] = (r[0], r[1], r[2], BLOCKED_RISK, f"lot: {lot.detail}", r[5])
+                    qty = Decimal(0)
             if qty > 0:
                 fee = _d(model.fee(fill_px * float(qty)))
                 price = _d(fill_px)
@@ -853,7 +880,7 @@ def run_backtest(
             fate_rows.append((i, g.ghost_id, dr.side, dec.fate, dec.detail, dec.score))
             if dec.fate == TAKEN:
                 if i + 1 < n:
-                    pending = (g, dr, dec)
+                    pending = (g, dr, dec, len(fate_rows) - 1)
                 else:
                     unfilled.append((dr.bar_time, g.ghost_id))
 

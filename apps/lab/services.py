@@ -43,6 +43,7 @@ from apps.common.realtime import send_now, send_on_commit
 from apps.engine import backtest as bt
 from apps.engine.criteria import Gates, gates_from_report
 from apps.engine.fills import FillModel, fill_model_for
+from apps.engine.lots import LotRules, num
 from apps.engine.registry import config_from_params, get_spec, warmup_minutes_for
 from apps.engine.report import report_build, trade_return_pct
 from apps.engine.risk import RiskLimits
@@ -52,6 +53,7 @@ from apps.lab.models import BacktestRun, BacktestSignal, BacktestTrade, SuccessC
 from apps.lab.selectors import criteria_gates, data_range, run_bars, success_criteria
 from apps.lab.series import series_pack
 from apps.market.models import Instrument
+from apps.trading.lot_rules import lot_rules
 from hftweb.celery import app as celery_app
 
 log = logging.getLogger(__name__)
@@ -296,10 +298,11 @@ def fingerprint(*, settings: Mapping[str, Any], version: str, first: datetime | 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def backtest_inputs(settings: Mapping[str, Any], *, exchange: str | None = None
+def backtest_inputs(settings: Mapping[str, Any], *, exchange: str | None = None, lots: LotRules | None = None
                     ) -> tuple[list[bt.GhostSetup], bt.BacktestConfig]:
     """The engine's GhostSetups and BacktestConfig for validated settings (ghost ids 1.. in the given order,
-    so a tie in the manager keeps the earlier ghost)."""
+    so a tie in the manager keeps the earlier ghost). `lots`: the instrument's lot rules (`run_lot_rules`),
+    so the backtest rounds and refuses orders as the paper executor does."""
     setups = [bt.GhostSetup(ghost_id=i, name=g["name"], kind=g["kind"], direction=g.get("direction", "both"),
                             config=config_from_params(g["kind"], g["params"]))
               for i, g in enumerate(settings["ghosts"], start=1)]
@@ -307,8 +310,25 @@ def backtest_inputs(settings: Mapping[str, Any], *, exchange: str | None = None
         start_capital=Decimal(settings["start_capital"]), exchange=exchange or "binance",
         fill_model=FillModel(**settings["fee"]), limits=RiskLimits.from_params(settings["limits"]),
         sizing=bt.Sizing(**settings["sizing"]), auto_disable=bool(settings["auto_disable"]),
-        kill_switch=bool(settings["kill_switch"]))
+        kill_switch=bool(settings["kill_switch"]), lots=lots)
     return setups, cfg
+
+
+def run_lot_rules(instrument: Instrument) -> LotRules | None:
+    """The lot rules a backtest of `instrument` applies: the instrument's stored ccxt facts, read by the same
+    function the paper executor reads them with (`apps.trading.lot_rules.lot_rules`); None when no rule is
+    known (the instrument was never looked up), so such a run is exactly what it was before lot rules."""
+    rules = lot_rules(instrument)
+    known = (rules.amount_step, rules.price_tick, rules.min_amount, rules.min_notional)
+    return rules if any(v is not None for v in known) or rules.contract else None
+
+
+def lot_rules_params(rules: LotRules | None) -> dict[str, Any] | None:
+    """The rules as JSON values (the run's fingerprint and its report's notes), None without rules."""
+    if rules is None:
+        return None
+    return {f.name: (str(v) if isinstance(v, Decimal) else v)
+            for f in dataclasses.fields(rules) if (v := getattr(rules, f.name)) is not None}
 
 
 _MINUTE = timedelta(minutes=1)
@@ -591,6 +611,20 @@ def lab_run_execute(*, run_id: int, on_stage: Callable[[str], None] | None = Non
     return run
 
 
+def _lots_note(rules: LotRules | None, result: bt.BacktestResult) -> str:
+    """What the run did with the instrument's lot rules, for the report's notes."""
+    if rules is None:
+        return ("no lot rules known for this instrument (its exchange's markets were never loaded): quantities and "
+                "prices are not rounded to a step or tick, and no minimum is enforced")
+    said = [f"{name} {num(v)}" for name, v in (("price tick", rules.price_tick), ("amount step", rules.amount_step),
+                                                ("min quantity", rules.min_amount),
+                                                ("min notional", rules.min_notional)) if v is not None]
+    refused = 0 if len(result.fates) == 0 else int(result.fates["detail"].astype(str).str.startswith("lot: ").sum())
+    return (f"lot rules of {rules.label} applied as on the paper desk ({', '.join(said) or 'contract size only'}"
+            f"{'; amounts in contracts of ' + num(rules.contract_size) if rules.contract else ''}): "
+            f"{refused} entr{'y' if refused == 1 else 'ies'} refused below a minimum")
+
+
 def _execute(run: BacktestRun, tracker: _Tracker, on_stage: Callable[[str], None] | None) -> None:
     def stage(name: str) -> None:
         tracker.stage(name)
@@ -604,12 +638,15 @@ def _execute(run: BacktestRun, tracker: _Tracker, on_stage: Callable[[str], None
     if warm == len(bars):
         raise LabError("no stored bars in the run's range any more")
     run.bars_total = len(bars)
-    setups, cfg = backtest_inputs(s, exchange=run.instrument.exchange.code)
+    lots = run_lot_rules(run.instrument)
+    setups, cfg = backtest_inputs(s, exchange=run.instrument.exchange.code, lots=lots)
     if warm:
         cfg = dataclasses.replace(cfg, trade_from=pd.Timestamp(run.start))
     first, last = bars.index[0].to_pydatetime(), bars.index[-1].to_pydatetime()
-    run.fingerprint = fingerprint(settings=s, version=run.code_version or code_version(), first=first, last=last,
-                                  count=len(bars))
+    # The rules are read at execution (a markets refresh may change them): they count in the fingerprint, which
+    # stays what it was for an instrument without known rules.
+    run.fingerprint = fingerprint(settings=s if lots is None else {**s, "lots": lot_rules_params(lots)},
+                                  version=run.code_version or code_version(), first=first, last=last, count=len(bars))
 
     stage(BacktestRun.STAGE_EVALUATING)
     # evaluated here rather than inside run_backtest: the signal rows need each draft's levels and reason
@@ -627,6 +664,7 @@ def _execute(run: BacktestRun, tracker: _Tracker, on_stage: Callable[[str], None
         "minutes); nothing traded before it" if warm else
         "no stored bars before the start: the ghosts warm up inside the range (the trend gate needs ~8.4 days, "
         "and blocks every entry until then)"))
+    report.summary["notes"].append(_lots_note(lots, result))
     gates = criteria_gates()
     crit = gates_from_report(gates, report.summary, report.daily)
     kinds = {g.ghost_id: g.kind for g in setups}
