@@ -74,7 +74,7 @@ from apps.engine.trial import TrialContext, run_trial
 from apps.engine.types import ConfigError
 from apps.engine.walkforward import Fold, make_folds
 from apps.lab.selectors import data_range, run_bars
-from apps.lab.services import LabError, backtest_inputs, fingerprint, lab_settings_validate
+from apps.lab.services import LabError, backtest_inputs, fingerprint, lab_settings_validate, run_lot_rules
 from apps.research.events import LAB_GROUP, elapsed_s, progress_payload
 from apps.research.models import Study, Trial
 from apps.research.space import study_distributions as _distributions
@@ -667,7 +667,8 @@ def _context(study_id: int, fingerprint_: str) -> _Loaded:
                             "new study")
     if (mine := code_version()) != study.code_version:
         log.warning("study %s was created with %s; this worker runs %s", study_id, study.code_version, mine)
-    setups, cfg = backtest_inputs(s, exchange=study.instrument.exchange.code)
+    # the instrument's lot rules, as the lab's runs and the paper desk apply them (issue 11)
+    setups, cfg = backtest_inputs(s, exchange=study.instrument.exchange.code, lots=run_lot_rules(study.instrument))
     if bars.index[0] < pd.Timestamp(study.start):
         cfg = dataclasses.replace(cfg, trade_from=pd.Timestamp(study.start))
     searched = {r["ghost"] for r in s["space"]}
