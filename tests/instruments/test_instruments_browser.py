@@ -1,7 +1,8 @@
 """The Instruments page in a real Chromium against Daphne, with a real Celery worker (issue 11): an operator adds
 kraken BTC/USDT picked from the cached ccxt markets (parsed by ccxt from the Kraken listing served on 127.0.0.1),
 creates a ghost on it, starts its sim feed and sees it connect with a price; a viewer gets the page read-only, and
-a forged POST with a valid CSRF token gets 403 and changes nothing."""
+a forged POST with a valid CSRF token gets 403 and changes nothing. The operator stops the feed and deletes the
+instrument through its confirm page (the counts, the name typed): the row, its ghost and its candles are gone."""
 
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ from django.conf import settings
 from django.core.cache import cache
 
 from apps.market import markets as mk
-from apps.market.models import FeedStatus, Instrument
+from apps.market.models import Candle, FeedStatus, Instrument
 from apps.market.tasks import _lock_key
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.procs import wait_until
 from tests.market.fake_exchange import FakeKrakenRest
 
 pytestmark = [
@@ -104,6 +106,10 @@ async def test_operator_adds_instrument_and_ghost_and_starts_its_feed_viewer_can
                               ("/instruments/ghosts/", {"name": "x", "kind": "spike_fader", "instrument": inst_id})):
                 resp = await vpage.request.post(daphne_url + url, form=form, headers=headers)
                 assert resp.status == 403, (url, resp.status)
+            resp = await vpage.request.post(daphne_url + f"/instruments/{inst_id}/delete/",
+                                            form={"confirm": "kraken:BTC/USDT", "token": "x"}, headers=headers)
+            assert resp.status == 403 and await Instrument.objects.filter(pk=inst_id).aexists()
+            assert await vpage.locator(".instrument-delete").count() == 0  # no Delete link for a viewer
             fs = await FeedStatus.objects.aget(instrument_id=inst_id)
             assert fs.state == "connected" and fs.source == "sim"
 
@@ -111,6 +117,26 @@ async def test_operator_adds_instrument_and_ghost_and_starts_its_feed_viewer_can
             await page.reload()
             await row.locator(".feed-stop").click()
             await expect(row.locator(".feed-state")).to_have_text("stopped")
+
+            # and deletes the instrument: the confirm page refuses while the runner still holds its lock (about a
+            # second after the stop), then counts what goes and wants the name typed
+            await sync_to_async(wait_until)(lambda: cache.get(_lock_key(inst_id)) is None, FEED_BOUND_S,
+                                            "the stopped runner to let go of its lock")
+            await row.locator(".instrument-delete").click()
+            await expect(page.locator("h1")).to_have_text("Delete kraken:BTC/USDT")
+            await expect(page.locator('#delete-counts tr[data-what="ghost instances"] td.num')).to_have_text("1")
+            candles = await Candle.objects.filter(instrument_id=inst_id).acount()
+            assert candles > 0  # the sim feed's bars, warm-up included
+            await page.fill("#id_confirm", "kraken:BTC/USDT")
+            await page.fill("#id_reason", "browser test")
+            await page.click("#instrument-delete-btn")
+            await expect(page.locator(".messages")).to_contain_text("kraken:BTC/USDT deleted with")
+            assert page.url.endswith("/instruments/")
+            await expect(page.locator('tr[data-symbol="kraken:BTC/USDT"]')).to_have_count(0)
+            await expect(page.locator('tr[data-ghost-name="fader-kraken"]')).to_have_count(0)
+            assert not await Instrument.objects.filter(pk=inst_id).aexists()
+            assert not await Candle.objects.filter(instrument_id=inst_id).aexists()
+            assert errors == []
         finally:
             await browser.close()
             if inst_id is not None:  # never leave a feed running past the test
