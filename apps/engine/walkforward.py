@@ -92,6 +92,8 @@ def make_folds(start: pd.Timestamp | datetime | str, end: pd.Timestamp | datetim
         raise ConfigError(f"step_days ({s}) must be at least test_days ({m}): overlapping test windows would "
                           "count some out-of-sample days twice in the stitched equity")
     t_start, t_end = utc(start), utc(end)
+    if pd.isna(t_start) or pd.isna(t_end):  # pd.Timestamp("") is NaT, and a NaT end never stops the loop below
+        raise ConfigError("a start and an end date are required")
     if t_end <= t_start:
         raise ConfigError(f"end ({t_end:%Y-%m-%d %H:%M}) must be after start ({t_start:%Y-%m-%d %H:%M})")
     t0 = t_start.ceil("D")
