@@ -101,3 +101,24 @@ def test_a_lab_run_sizes_and_refuses_as_the_paper_desk_on_the_same_bars(desk, op
     assert len(lab_trades(bare)) == 5 and lab_trades(bare) != desk_trades()
     bare.refresh_from_db()
     assert bare.fingerprint != run.fingerprint
+
+
+def test_a_parameter_studys_trials_apply_the_rules_too(btc, operator) -> None:
+    """A study's trials run the lab's backtest inputs: the instrument's rules reach their engine config."""
+    from apps.market.models import Instrument
+    from apps.research import services as research
+    from tests.lab.conftest import SENSITIVE_FADER, SLICE_END, SLICE_START
+
+    Instrument.objects.filter(pk=btc.pk).update(**RULES)
+    study = research.study_create(actor=operator, queue=False, settings={
+        "instrument_id": btc.pk, "start": SLICE_START.isoformat(), "end": SLICE_END.isoformat(),
+        "target": "spike_fader", "params": dict(SENSITIVE_FADER),
+        "space": [{"name": "spike_threshold_pct", "low": 0.5, "high": 1.5, "step": 0.05}],
+        "objective": "net_pnl", "min_trades": 1, "scheme": "rolling", "train_days": 2, "test_days": 1,
+        "sampler": "tpe", "seed": 7, "budget_trials": 2, "batch_size": 2})
+    research._CONTEXTS.clear()  # a fresh worker's view: the rules are read when the study's context is loaded
+    try:
+        cfg = research._context(study.pk, study.fingerprint).ctx.cfg
+    finally:
+        research._CONTEXTS.clear()
+    assert cfg.lots == LotRules(label="BTC/USDT on binance", quote="USDT", **RULES)
