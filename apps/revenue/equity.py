@@ -131,6 +131,9 @@ class TargetPeriod:
     start: date
     net: Decimal
     target: Decimal
+    ghost_id: int = 0
+    # The auto-disables that fired in this period (data time; place_auto_disables), oldest first.
+    auto_disables: tuple[dict[str, Any], ...] = ()
 
     @property
     def percent(self) -> float:
@@ -175,18 +178,44 @@ def target_history(*, since: date | None, today: date, ghost_id: int | None = No
             start = period_start(start + timedelta(days=32 if t.period == "month" else 7 if t.period == "week"
                                                    else 1), t.period).date()
         for s in reversed(starts):
-            out.append(TargetPeriod(ghost=t.ghost.name, period=t.period, start=s, net=by_start[s], target=t.amount))
+            out.append(TargetPeriod(ghost=t.ghost.name, period=t.period, start=s, net=by_start[s], target=t.amount,
+                                    ghost_id=t.ghost_id))
     return out
 
 
 def auto_disables(*, ghost_ids: list[int], limit: int = 50) -> list[dict[str, Any]]:
     """The auto-disable events of these ghosts, newest first, from the audit log: the system's (no actor)
-    `ghost.disabled` rows whose reason says "auto-disabled" (`apps.revenue.services.ghost_review`). Their time
-    is wall time (a human-facing event); the rule and the numbers are in the reason. One query."""
+    `ghost.disabled` rows whose reason says "auto-disabled" (`apps.revenue.services.ghost_review`). `at` is the
+    row's wall time, `data_time` the desk's data time when it fired (None on rows written before the audit kept
+    it); the rule and the numbers are in the reason. One query."""
     q = (AuditEvent.objects.filter(action="ghost.disabled", actor__isnull=True, object_type="ghosts.ghost",
                                    object_id__in=[str(g) for g in ghost_ids], reason__startswith="auto-disabled")
-         .order_by("-created_at", "-id").values("object_id", "created_at", "reason"))[:limit]
-    return [{"ghost_id": int(r["object_id"]), "at": r["created_at"], "reason": r["reason"]} for r in q]
+         .order_by("-created_at", "-id").values("object_id", "created_at", "data_time", "reason"))[:limit]
+    return [{"ghost_id": int(r["object_id"]), "at": r["created_at"], "data_time": r["data_time"],
+             "reason": r["reason"]} for r in q]
+
+
+def place_auto_disables(periods: list[TargetPeriod], disables: list[dict[str, Any]]) -> list[TargetPeriod]:
+    """Each target period with the auto-disables that fired in it: by the desk's DATA time when the disable fired
+    (the P&L that tripped the rule is that trading day's), in the ghost's own target period. A disable without a
+    data time (an older audit row) or outside the listed periods stays in the page's list only. No query."""
+    by_key: dict[tuple[int, date], list[dict[str, Any]]] = defaultdict(list)
+    for d in disables:
+        if d.get("data_time") is not None:
+            by_key[(d["ghost_id"], d["data_time"].astimezone(UTC).date())].append(d)
+    if not by_key:
+        return periods
+    out = []
+    for p in periods:
+        fired = [d for (gid, day), ds in by_key.items() if gid == p.ghost_id
+                 and period_start(day, p.period).date() == p.start for d in ds]
+        if fired:
+            fired.sort(key=lambda d: d["data_time"])
+            p = TargetPeriod(**{**p.__dict__, "auto_disables": tuple(fired)})
+            for d in fired:
+                d["placed"] = True
+        out.append(p)
+    return out
 
 
 def curve_chart(curve: Curve) -> dict[str, Any]:
