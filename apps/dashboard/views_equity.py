@@ -22,6 +22,7 @@ from apps.revenue.equity import (
     auto_disables,
     curve_chart,
     equity_curve,
+    place_auto_disables,
     profit_table,
     target_history,
     window_start,
@@ -52,6 +53,7 @@ def equity_page(request: HttpRequest) -> HttpResponse:
         # not a point of it (no day row holds the open positions yet).
         now_ms = int(now.timestamp() * 1000)
         chart["now"] = {"t": chart_time([now_ms])[0], "equity": pnl["equity"]}
+    disables = auto_disables(ghost_ids=[ghost_id] if ghost_id else [pk for pk, _ in ghosts])
     return render(request, "dashboard/equity.html", {
         "nav": "equity",
         "windows": list(WINDOWS), "window": window,
@@ -66,6 +68,6 @@ def equity_page(request: HttpRequest) -> HttpResponse:
         "chart": chart,
         "plotly_version": _plotly_version(),
         "table": profit_table(by=by, group=group, since=since),
-        "targets": target_history(since=since, today=today, ghost_id=ghost_id),
-        "auto_disables": auto_disables(ghost_ids=[ghost_id] if ghost_id else [pk for pk, _ in ghosts]),
+        "targets": place_auto_disables(target_history(since=since, today=today, ghost_id=ghost_id), disables),
+        "auto_disables": disables,
     })
