@@ -141,7 +141,7 @@ def _world() -> dict:
         "run": done, "other_run": queued, "desk_run": desk_run,
         "lab_signal": BacktestSignal.objects.filter(run_id=done).order_by("pk").first().pk,
         "study": study.pk, "trial": trial.pk, "signal": Signal.objects.order_by("pk").first().pk,
-        "closed_position": position.pk,
+        "closed_position": position.pk, "instrument": inst.pk,
         "runs_done": BacktestRun.objects.filter(status="done").count(),
     }
 
@@ -151,7 +151,9 @@ def _pages(ids: dict) -> list[tuple[str, str]]:
     return [
         ("overview", "/"), ("ghosts", "/ghosts/"), ("trades", "/trades/"), ("targets", "/targets/"),
         ("equity", "/equity/"), ("risk", "/risk/"), ("instruments", "/instruments/"), ("history", "/history/"),
+        ("instrument-delete", f"/instruments/{ids['instrument']}/delete/"),
         ("alerts", "/alerts/"), ("audit", "/audit/"), ("signal-detail", f"/signals/{ids['signal']}/"),
+        ("password-change", "/accounts/password_change/"),
         ("lab-runs", "/lab/"), ("lab-run", f"/lab/runs/{ids['run']}/"),
         ("lab-run-trades", f"/lab/runs/{ids['run']}/trades/"),
         ("lab-trade-why", f"/lab/runs/{ids['run']}/signals/{ids['lab_signal']}/"),
