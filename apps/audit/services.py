@@ -2,7 +2,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.audit.models import AuditEvent
-from apps.common.clock import desk_clock
+from apps.common.clock import data_now
 
 # Audited actions that changed what traded: their rows keep the desk's data time beside the wall time (the one-clock
 # rule, apps.common.clock), so an operator's toggle lines up with the trades around it. Every "ghost.*" and
@@ -39,7 +39,7 @@ def audit_record(
     the desk's data time, `data_time` when the caller knows it, else the newest trade any feed has seen (one small
     query; still NULL before any feed traded: then there is no data clock, and the trading day is the wall's)."""
     if data_time is None and keeps_data_time(action):
-        data_time = desk_clock().data
+        data_time = data_now()
     return AuditEvent.objects.create(
         actor=actor if getattr(actor, "is_authenticated", False) else None,
         action=action,
