@@ -60,7 +60,10 @@ def feed_start(*, instrument_id: int, source: str, actor) -> FeedStatus:
 
     A feed that runs (or is still stopping: its runner holds the lock for up to a second after the stop) is not
     switched here: the old runner writes STOPPED as it exits, which would overwrite the new start."""
-    inst = Instrument.objects.select_related("exchange").get(pk=instrument_id)  # DoesNotExist -> 404
+    # The instrument's row lock orders a start after a delete in progress (apps.dashboard.instrument_delete locks
+    # it too): the start then finds no instrument (404) instead of a feed row pointing at a deleted one.
+    inst = Instrument.objects.select_for_update(of=("self",)).select_related("exchange").get(
+        pk=instrument_id)  # DoesNotExist -> 404
     source = feed_source_check(source, instrument=inst)
     fs, _ = FeedStatus.objects.select_for_update().get_or_create(
         instrument=inst, defaults={"source": source, "state": FeedStatus.State.STOPPED})  # a new feed: started below

@@ -132,3 +132,41 @@ def test_viewers_and_forged_posts_get_403_and_nothing_changes(viewer_client, ope
 def test_an_unknown_instrument_is_404(op_client, desk):
     assert op_client.get("/instruments/999999/delete/").status_code == 404
     assert op_client.post("/instruments/999999/delete/", {}).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_feed_start_racing_the_delete_either_wins_cleanly(desk, operator, settings):
+    """A start and a delete at the same moment (threads with their own connections; on PostgreSQL they really
+    overlap): either the delete goes and the start finds no instrument, or the start goes and the delete is refused
+    because the feed runs; never a feed row of a deleted instrument, never a database error."""
+    from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
+    from apps.market.feed_services import feed_start
+    from tests.test_postgres_locking import race
+
+    settings.HFT_MAX_FEEDS = 10  # the rounds' started feeds are not the cap's business (each test flushes Redis)
+    outcomes = set()
+    for k in range(4):
+        inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"X{k}/USDT", base=f"X{k}", quote="USDT")
+        FeedStatus.objects.create(instrument=inst, source="sim", state=FeedStatus.State.STOPPED)
+        plan = instrument_delete_plan(instrument_id=inst.pk)
+
+        def act(i: int, inst=inst, plan=plan) -> str:
+            try:
+                if i == 0:
+                    instrument_delete(instrument_id=inst.pk, actor=operator, confirm=plan.name, token=plan.token)
+                    return "deleted"
+                feed_start(instrument_id=inst.pk, source="sim", actor=operator)
+                return "started"
+            except Instrument.DoesNotExist:
+                return "no instrument"
+            except InstrumentDeleteError as exc:
+                assert "stop it first" in str(exc)
+                return "refused"
+
+        got = tuple(race(act, n=2))
+        assert got in (("deleted", "no instrument"), ("refused", "started")), got
+        gone = not Instrument.objects.filter(pk=inst.pk).exists()
+        assert gone == (got[0] == "deleted")
+        assert FeedStatus.objects.filter(instrument_id=inst.pk).exists() != gone
+        outcomes.add(got)
+    print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
