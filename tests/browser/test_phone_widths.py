@@ -1,14 +1,16 @@
 """Issue 14, "Phones": every page of the desk in a real Chromium at 390x844 against a live Daphne, with real data in
 it (the hardening tests' world: real candles, positions, signals, a finished lab run, a finished study, audit rows,
-an alert channel with a delivery; plus a history download and a REPLAY feed, whose badge once spilled out).
+an alert channel with a delivery; plus a second finished run to compare, a finished backtest against the desk, a
+history download, a REPLAY feed whose badge once spilled out, and a degraded ghost with a traceback).
 
 For each page: the document is no wider than the viewport AND no visible element reaches past its right (or
 left) edge, inside a scrolling box or not (a table scrolled sideways inside its card hides its numbers just the
 same); the failures name the element. Then: the tab menu opens and reaches every tab; a trade card shows its key
-numbers (qty, entry, exit, net P&L) on screen; and at 1440 px the overview's price-axis labels are inside the
-chart. A full-page screenshot per page goes to $PHONE_SHOTS_DIR (default: a pytest tmp dir; the path is printed).
+numbers (qty, entry, exit, net P&L) on screen; and at 1440 px the axis labels of the overview's price chart, a lab
+run's charts and the equity chart are inside their charts. A full-page screenshot per page goes to
+$PHONE_SHOTS_DIR (default: a pytest tmp dir; the path is printed with -s).
 
-One browser, one server, one world: ~40 s on 2 cores.
+One browser, one Daphne, one world: 50-60 s on 2 cores (the world, with its lab runs and study, ~8 s).
 """
 
 import os
@@ -100,8 +102,11 @@ CHARTS_DRAWN = """
 
 def _world() -> dict:
     """The hardening world, its queued lab runs finished (compare needs two done runs, the desk comparison a
-    result), a history download, a second feed on a replay whose badge is long, and a manual close in the audit."""
-    from apps.lab.models import BacktestRun, BacktestSignal
+    result), a history download, the feed on a replay whose badge is long, a second feed down with its error, and
+    a degraded ghost."""
+    from apps.ghosts.models import Ghost
+    from apps.ghosts.services import ghost_create
+    from apps.lab.models import BacktestSignal
     from apps.lab.services import lab_run_execute
     from apps.market.models import FeedStatus, HistoryDownload
     from apps.market.services import instrument_ensure
@@ -123,9 +128,6 @@ def _world() -> dict:
     FeedStatus.objects.create(instrument=eth, source="live", state="reconnecting", last_price="3412.55",
                               last_error="NetworkError: binance GET /api/v3/exchangeInfo timed out after 10000 ms")
     # A second ghost the way a bad evaluation leaves it: degraded, with its state summary and a long traceback.
-    from apps.ghosts.models import Ghost
-    from apps.ghosts.services import ghost_create
-
     sick = ghost_create(name="whale-follower-btc-long-name", kind="whale_follower", instrument=inst, enabled=True)
     trace = ("Traceback (most recent call last):\n  File \"/work/main/apps/engine/ghosts/whale_follower.py\", "
              "line 212, in evaluate\n    ratio = window_volume_sum_over_lookback_minutes / median_volume\n"
@@ -144,7 +146,6 @@ def _world() -> dict:
         "lab_signal": BacktestSignal.objects.filter(run_id=done).order_by("pk").first().pk,
         "study": study.pk, "trial": trial.pk, "signal": Signal.objects.order_by("pk").first().pk,
         "closed_position": position.pk, "instrument": inst.pk,
-        "runs_done": BacktestRun.objects.filter(status="done").count(),
     }
 
 
