@@ -48,8 +48,11 @@ SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 FENCE = re.compile(r"^\s*(```|~~~)\s*(\S*)")
 SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 ENV_PREFIX = r"(?:[A-Z_][A-Z0-9_]*=\S*\s+)*"
+# the project's management commands, which prose also writes without `manage.py` (`check_ghost NAME FILE`)
+MANAGE_COMMANDS = sorted(p.stem for p in ROOT.glob("apps/*/management/commands/*.py") if not p.stem.startswith("_"))
 COMMAND = re.compile(ENV_PREFIX + r"(?:make\s+\S|\.venv/bin/\S|python3?\s+\S|manage\.py\s+\w|docker\s+\w|"
-                     r"celery\s+-A\s|\.ci/run$|pytest(?:\s|$)|apt-get\s|openssl\s|git\s+\w|benchmarks/\S+\.py\s+\S)")
+                     r"celery\s+-A\s|\.ci/run$|pytest(?:\s|$)|apt-get\s|openssl\s|git\s+\w|ruff\s+\w|"
+                     r"benchmarks/\S+\.py\s+\S|(?:" + "|".join(MANAGE_COMMANDS) + r")\s+\S)")
 
 
 def _clean(line: str) -> str:
@@ -188,6 +191,10 @@ LISTED: dict[str, tuple[str, str]] = {
         "a part of the suite (its paths are checked here)", "make test"),
     "manage.py add_user NAME --role ROLE": ("synopsis; its viewer line (README.md:29) is run here",
                                             "tests/accounts/test_add_user_command.py"),
+    "ruff check .": ("make test's first step (and make lint)", "Makefile targets test and lint"),
+    "check_ghost my_breakout path/to/klines.zip": (
+        "prose for manage.py check_ghost NAME [DATA_FILE] (the synopsis is checked against the parser)",
+        "its plain form is run here; tests/plugins/test_commands.py"),
     "git worktree": ("prose: names git's command, not one to run", "-"),
     "manage.py backtest": ("prose: names the command; its README forms are run here", "tests/lab/test_command.py"),
     "python manage.py reconcile [--exchange binance]": (
