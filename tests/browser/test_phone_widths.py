@@ -1,7 +1,8 @@
 """Issue 14, "Phones": every page of the desk in a real Chromium at 390x844 against a live Daphne, with real data in
 it (the hardening tests' world: real candles, positions, signals, a finished lab run, a finished study, audit rows,
 an alert channel with a delivery; plus a second finished run to compare, a finished backtest against the desk, a
-history download, a REPLAY feed whose badge once spilled out, and a degraded ghost with a traceback).
+history download, a REPLAY feed whose badge once spilled out, a degraded ghost with a traceback, and the kill
+switch tripped, its banner in every page's header).
 
 For each page: the document is no wider than the viewport AND no visible element reaches past its right (or
 left) edge, inside a scrolling box or not (a table scrolled sideways inside its card hides its numbers just the
@@ -102,8 +103,8 @@ CHARTS_DRAWN = """
 
 def _world() -> dict:
     """The hardening world, its queued lab runs finished (compare needs two done runs, the desk comparison a
-    result), a history download, the feed on a replay whose badge is long, a second feed down with its error, and
-    a degraded ghost."""
+    result), a history download, the feed on a replay whose badge is long, a second feed down with its error,
+    a degraded ghost and the kill switch tripped."""
     from apps.ghosts.models import Ghost
     from apps.ghosts.services import ghost_create
     from apps.lab.models import BacktestSignal
@@ -113,6 +114,7 @@ def _world() -> dict:
     from apps.research.models import Study
     from apps.signals.models import Signal
     from apps.trading.models import Position
+    from apps.trading.risk_services import kill_switch_trip
     from tests.hardening.world import END, START, build_world
 
     w = build_world()
@@ -136,6 +138,9 @@ def _world() -> dict:
         status="degraded", status_reason="evaluation failed 3 times in a row: ZeroDivisionError", last_error=trace,
         state=[["trend", "STRONG_DOWN"], ["median volume (1440 bars)", "123.456789 BTC"],
                ["last spike", "-1.2345% in 11 min at 2025-06-24T23:58:00+00:00"], ["cooldown until", "—"]])
+    # The kill switch tripped: its banner joins the header on every page (and pushed the page down on phones).
+    kill_switch_trip(actor=w.users["operator"], flatten=False,
+                     reason="daily loss limit reached: -3.02% of start-of-day equity at 2025-06-24 23:59 UTC")
     HistoryDownload.objects.create(instrument=inst, since=START, until=END, state="done", expected=5760,
                                    fetched=5760, stored=5760, requested_by=w.users["operator"])
     study = Study.objects.filter(status="done").order_by("pk").first()
