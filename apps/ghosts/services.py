@@ -233,7 +233,8 @@ def ghost_instance_create(*, name: str, kind: str, instrument_id: int, params: d
         raise GhostError(f"kind {kind!r} is not a desk ghost; choose one of {kinds}")
     if not isinstance(params, dict):
         raise GhostError("parameters must be a JSON object, e.g. {\"spike_threshold_pct\": 0.8}")
-    instrument = Instrument.objects.filter(pk=instrument_id).first()
+    # locked: a create racing the instrument's delete (apps.dashboard.instrument_delete) waits for it, then finds none
+    instrument = Instrument.objects.select_for_update().filter(pk=instrument_id).first()
     if instrument is None:
         raise GhostError("no such instrument")
     if Ghost.objects.filter(name=name).exists():
