@@ -170,3 +170,38 @@ def test_a_feed_start_racing_the_delete_either_wins_cleanly(desk, operator, sett
         assert FeedStatus.objects.filter(instrument_id=inst.pk).exists() != gone
         outcomes.add(got)
     print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ghost_created_while_the_instrument_is_deleted_never_points_at_nothing(desk, operator):
+    """The Instruments page's Create ghost racing the delete: either the ghost is made first (and the delete, whose
+    counts no longer hold, is refused) or the instrument goes first (and the create says there is none)."""
+    from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
+    from apps.ghosts.services import GhostError, ghost_instance_create
+    from tests.test_postgres_locking import race
+
+    outcomes = set()
+    for k in range(4):
+        inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"Y{k}/USDT", base=f"Y{k}", quote="USDT")
+        plan = instrument_delete_plan(instrument_id=inst.pk)
+
+        def act(i: int, inst=inst, plan=plan, k=k) -> str:
+            try:
+                if i == 0:
+                    instrument_delete(instrument_id=inst.pk, actor=operator, confirm=plan.name, token=plan.token)
+                    return "deleted"
+                ghost_instance_create(name=f"g-{k}", kind="spike_fader", instrument_id=inst.pk, params={},
+                                      actor=operator)
+                return "created"
+            except GhostError as exc:
+                assert str(exc) == "no such instrument"
+                return "no instrument"
+            except InstrumentDeleteError as exc:
+                assert "changed since the page was shown" in str(exc)
+                return "refused"
+
+        got = tuple(race(act, n=2))
+        assert got in (("deleted", "no instrument"), ("refused", "created")), got
+        assert Ghost.objects.filter(name=f"g-{k}").exists() == (got[1] == "created")
+        outcomes.add(got)
+    print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
