@@ -3,7 +3,8 @@
 
 The commands are read from the fenced shell blocks (indented ones too, continuation lines joined, comments cut) and
 from the inline code spans that are commands (`make ...`, `.venv/bin/...`, `python ...`, `manage.py ...`,
-`docker ...`, `celery -A ...`, `pytest ...`, `benchmarks/x.py ARGS`, with optional `VAR=value` in front). Each one
+`docker ...`, `celery -A ...`, `pytest ...`, `ruff ...`, `benchmarks/x.py ARGS`, a management command's name with
+arguments, with optional `VAR=value` in front). Each one
 is either RUN here, as written, in a fresh `git clone` of HEAD, or LISTED with the reason it is not and where it is
 exercised. A command in neither table fails the test, and so does a table entry no document holds any more.
 
@@ -12,7 +13,8 @@ The clone is laid out as the README assumes: `<tmp>/main` beside `<tmp>/shared/d
 first in PATH as an activated one would be), no RUN_DIR set (so `.run/` inside the clone), and make run's keys written
 into `.run/` as `make run` leaves them (hftweb/devrun.py main). Redis is the test session's (make run starts one; only
 `login_unlock` needs it). A prose `manage.py X` or `benchmarks/x.py ARGS` runs as `python manage.py X` /
-`python benchmarks/x.py ARGS`. Placeholders (NAME, ROLE, ADDR) and [optional] parts run as the concrete lines given.
+`python benchmarks/x.py ARGS`. A placeholder (NAME is a valid user name as it stands, ADDR is not) and [optional]
+parts run as the concrete lines given, the optional parts included.
 
 The LISTED commands are checked too, without running them: every `manage.py` command they name exists and takes the
 options they write, every benchmark script exists (and its argparse options, when it has a parser), every test path
