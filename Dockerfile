@@ -1,8 +1,8 @@
 # hftweb: one image for web (Uvicorn), the Celery workers and beat. See docker-compose.yml.
 FROM python:3.11-slim
 
-# HFT_STATIC=collected: every process serves the static files collected below (content-hashed names, gzip and
-# brotli copies, a year's immutable cache; hftweb/settings.py), as make run does. STATIC_ROOT lies outside RUN_DIR
+# HFT_STATIC=collected: every process serves the static files collected below (content-hashed names, gzip
+# copies, a year's immutable cache; hftweb/settings.py), as make run does. STATIC_ROOT lies outside RUN_DIR
 # so that a volume mounted on RUN_DIR cannot hide them.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
