@@ -49,8 +49,8 @@ async def test_pages_work_under_the_policy_and_injected_script_does_not_run(daph
                 assert "script-src 'self'" in response.headers["content-security-policy"]
                 await page.wait_for_load_state("load")
                 assert await page.evaluate("window.__csp") == [], path
-            # The admin's own templates have no icon link, so Chromium asks for /favicon.ico (404); that request
-            # is the browser's, not the page's, and never reaches `failed`. Every page resource does.
+            # A 404 the browser logs for a request of its own (not the page's) never reaches `failed`; every page
+            # resource does. /favicon.ico itself answers 200 (tests/test_readme_commands.py).
             errors = [e for e in errors if "status of 404" not in e]
             assert errors == [] and failed == [], (errors, failed)
 
