@@ -360,6 +360,9 @@ def lab_run_create(*, actor, settings: Mapping[str, Any], name: str = "", source
     """Validate, store a queued run (with its fingerprint over the stored range) and queue its task after
     commit (`queue=False`: the caller runs `lab_run_execute` itself, as the command does). Audited."""
     clean = lab_settings_validate(settings)
+    # locked: a run created while its instrument is being deleted waits for the delete, then is refused
+    if Instrument.objects.select_for_update().filter(pk=clean["instrument_id"]).only("pk").first() is None:
+        raise LabError({"instrument_id": [f"no instrument {clean['instrument_id']}"]})
     start, end = datetime.fromisoformat(clean["start"]), datetime.fromisoformat(clean["end"])
     rng = data_range(instrument_id=clean["instrument_id"], start=start - warmup_span(clean), end=end)
     version = code_version()

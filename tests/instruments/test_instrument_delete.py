@@ -205,3 +205,40 @@ def test_a_ghost_created_while_the_instrument_is_deleted_never_points_at_nothing
         assert Ghost.objects.filter(name=f"g-{k}").exists() == (got[1] == "created")
         outcomes.add(got)
     print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lab_run_created_while_the_instrument_is_deleted_never_points_at_nothing(desk, operator):
+    """A lab run requested on the instrument being deleted: the run first (and the delete refused: a run is queued
+    on it) or the delete first (and the run refused: no instrument); never a run of a deleted instrument."""
+    from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
+    from apps.lab.services import LabError, lab_run_create
+    from tests.test_postgres_locking import race
+
+    outcomes = set()
+    for k in range(4):
+        inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"Z{k}/USDT", base=f"Z{k}", quote="USDT")
+        make_candles(instrument=inst, start=T0, n=30)
+        plan = instrument_delete_plan(instrument_id=inst.pk)
+        request = {"instrument_id": inst.pk, "start": T0.isoformat(), "end": (T0 + timedelta(minutes=30)).isoformat(),
+                   "ghosts": [{"kind": "spike_fader", "params": {}}]}
+
+        def act(i: int, inst=inst, plan=plan, request=request) -> str:
+            try:
+                if i == 0:
+                    instrument_delete(instrument_id=inst.pk, actor=operator, confirm=plan.name, token=plan.token)
+                    return "deleted"
+                lab_run_create(actor=operator, settings=request, queue=False)
+                return "created"
+            except LabError as exc:
+                assert exc.errors == {"instrument_id": [f"no instrument {inst.pk}"]}, exc.errors
+                return "no instrument"
+            except InstrumentDeleteError as exc:
+                assert "1 lab run queued or running on it" in str(exc)
+                return "refused"
+
+        got = tuple(race(act, n=2))
+        assert got in (("deleted", "no instrument"), ("refused", "created")), got
+        assert BacktestRun.objects.filter(instrument_id=inst.pk).exists() == (got[1] == "created")
+        outcomes.add(got)
+    print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
