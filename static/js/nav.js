@@ -4,7 +4,7 @@
  * of its column. CSS cannot read a column's header text, so this copies it into each body cell's data-label
  * (a cell that already has one, written by the template, keeps it). Rows drawn later (desk.js' positions, lab.js'
  * and research.js' tables) are labelled as they arrive. Without JS the cards still show every value, unlabelled.
- * The tab menu needs no JS (a checkbox in base.html).
+ * The tab menu needs no JS (a checkbox in base.html). Also: the fixed header's height, for the page below it.
  */
 (() => {
   "use strict";
@@ -48,7 +48,19 @@
     requestAnimationFrame(() => { queued = false; labelAll(); });
   }
 
+  // The header is fixed above the page on wide screens; the page starts below it at --header-h (56 px, one row).
+  // In a narrower window the header wraps (the feed, the clock, the kill switch banner), so its real height goes
+  // to --topbar-h, kept current as it changes, and nothing hides under it. Without JS: the 56 px guess.
+  function trackHeader() {
+    const bar = document.querySelector(".topbar");
+    if (!bar || !("ResizeObserver" in window)) return;
+    const root = document.documentElement;
+    new ResizeObserver(() => root.style.setProperty("--topbar-h", `${Math.ceil(bar.getBoundingClientRect().height)}px`))
+      .observe(bar);
+  }
+
   function init() {
+    trackHeader();
     labelAll();
     const main = document.getElementById("main") || document.body;
     // Only added rows matter; ticks that rewrite a price's text are ignored cheaply.

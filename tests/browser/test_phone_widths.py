@@ -278,6 +278,34 @@ async def test_every_page_fits_a_phone(daphne_url, tmp_path):
             await desk.goto(daphne_url + "/")
             await expect(desk.locator("#price-chart .main-svg").first).to_be_attached()
             await desk.screenshot(path=str(shots / "overview-1440.png"), full_page=True)
+            # The desktop has its sidebar, no menu button; nothing spills out of its card (the REPLAY badge did);
+            # and the fixed header, kill switch banner and all, covers none of the page.
+            await expect(desk.locator("#nav-menu-btn")).to_be_hidden()
+            await expect(desk.locator("nav.sidebar a").last).to_be_visible()
+            spilled = await desk.evaluate("""() => [...document.querySelectorAll(".card *")].filter((e) => {
+                const b = e.getBoundingClientRect(), c = e.closest(".card").getBoundingClientRect();
+                return b.width > 1 && (b.right > c.right + 1 || b.left < c.left - 1); })
+              .map((e) => e.className + " " + JSON.stringify(e.textContent.trim().slice(0, 40))).slice(0, 5)""")
+            assert not spilled, f"out of their card at 1440 px: {spilled}"
+            below = """() => document.querySelector("main h1").getBoundingClientRect().top -
+                document.querySelector(".topbar").getBoundingClientRect().bottom"""
+            for width in (1440, 1100, 900):  # at 1100 and 900 the header wraps to two or three rows
+                await desk.set_viewport_size({"width": width, "height": 900})
+                # nav.js' ResizeObserver fires after the resize: poll (wait_for_function's string form would
+                # need the eval the desk's CSP forbids)
+                covered = -1.0
+                for _ in range(50):
+                    covered = await desk.evaluate(below)
+                    if covered >= 0:
+                        break
+                    await desk.wait_for_timeout(100)
+                assert covered >= 0, f"the header covers the top {-covered:.0f} px of the page at {width} px"
+                await expect(desk.locator("nav.sidebar a").first).to_be_visible()
+                sidebar = await desk.evaluate("""() =>
+                    document.querySelector("nav.sidebar").getBoundingClientRect().top -
+                    document.querySelector(".topbar").getBoundingClientRect().bottom""")
+                assert sidebar >= 0, f"the header covers the sidebar's top {-sidebar:.0f} px at {width} px"
+            await desk.screenshot(path=str(shots / "overview-900.png"))
             assert not errors, errors
         finally:
             await browser.close()
