@@ -191,6 +191,10 @@ LISTED: dict[str, tuple[str, str]] = {
                                  "by hand: tests/e2e/test_crash_safety.py, tests/e2e/test_faults.py"),
     "RUN_DIR=/tmp/a .venv/bin/pytest -q tests/dashboard/test_trades_* tests/browser/test_trades_browser.py": (
         "a part of the suite (its paths are checked here)", "make test"),
+    "PHONE_SHOTS_DIR=/tmp/phone-shots .venv/bin/pytest -q tests/browser/test_phone_widths.py": (
+        "a part of the suite, with its screenshots kept (its path is checked here)", "make test"),
+    "PHONE_WIDTH=768 PHONE_SHOTS_DIR=/tmp/tablet-shots .venv/bin/pytest -q tests/browser/test_phone_widths.py": (
+        "the same test at a tablet's width (its path is checked here)", "make test runs it at 390 px"),
     "manage.py add_user NAME --role ROLE": ("synopsis; its viewer line (README.md:29) is run here",
                                             "tests/accounts/test_add_user_command.py"),
     "ruff check .": ("make test's first step (and make lint)", "Makefile targets test and lint"),
