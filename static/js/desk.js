@@ -362,9 +362,32 @@
 
   function initInstrumentPick() {
     // The chart's instrument selector: a GET form the server answers with that instrument's candles, markers and
-    // signals (the live bars and markers of the others are then dropped by onBar/chartMarker/onSignal).
+    // signals (the live bars and markers of the others are then dropped by onBar/chartMarker/onSignal). With JS the
+    // page fetches that answer and swaps in its chart and signals cards: the socket, the header and the rest stay.
     const pick = $("#chart-instrument");
-    if (pick && pick.form) pick.addEventListener("change", () => pick.form.submit());
+    if (pick && pick.form) pick.addEventListener("change", () => switchInstrument(pick));
+  }
+
+  async function switchInstrument(pick) {
+    const url = new URL(pick.form.getAttribute("action") || location.pathname, location.href);
+    url.search = new URLSearchParams(new FormData(pick.form)).toString();
+    pick.disabled = true;
+    try {
+      const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (!r.ok || r.redirected) throw new Error("HTTP " + r.status);
+      const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      const cards = ["#chart-card", "#signals-card"].map((sel) => [$(sel), doc.querySelector(sel)]);
+      if (cards.some(([old, fresh]) => !old || !fresh)) throw new Error("no chart card in the answer");
+      if (chart.holder && window.Plotly) window.Plotly.purge(chart.holder);
+      cards.forEach(([old, fresh]) => old.replaceWith(document.adoptNode(fresh)));
+      for (const k of Object.keys(chart)) delete chart[k];
+      chart.ready = false;
+      history.replaceState(null, "", url);
+      initChart();
+      initInstrumentPick();
+    } catch (e) {
+      pick.form.submit(); // the page the form names, loaded whole: slower, never wrong
+    }
   }
 
   function initChart() {

@@ -75,8 +75,13 @@ async def test_overview_feeds_chart_selector_and_trades_filter(daphne_url, desk,
             assert await page.evaluate(bars) == 60  # BTC/USDT, the first instrument, by default
             assert await page.evaluate(last_close) > 10_000
 
-            await page.select_option("#chart-instrument", str(eth.pk))  # desk.js submits the form on change
+            # desk.js fetches the form's answer and swaps the chart and signals cards in: no page load, the
+            # socket stays (a reload would lose the marker and open a second socket).
+            await page.evaluate("window.__samePage = 1")
+            await page.select_option("#chart-instrument", str(eth.pk))
             await page.wait_for_url(f"{daphne_url}/?instrument={eth.pk}")
+            await expect(page.locator(".chart-card h2")).to_contain_text("ETH/USDT")
+            assert await page.evaluate("window.__samePage") == 1
             await expect(page.locator("#ws-state")).to_have_text("live", timeout=10_000)
             await expect(page.locator(".chart-card h2")).to_contain_text("ETH/USDT")
             await expect(page.locator("#price-chart .main-svg").first).to_be_attached(timeout=10_000)
