@@ -50,13 +50,27 @@ def feed_source_runner(source: str, instrument: Instrument, *, on_bar: Callable 
 
         return ReplayFeed(instrument, source=source, make_pipeline=make_pipeline, **kwargs)
     raise ValueError(f"unknown feed source {source!r}; use sim, live or replay:<path>[@speed]")
-@shared_task(name="apps.market.tasks.run_feed", acks_late=False, soft_time_limit=None, time_limit=None)
+# A feed runs for as long as the desk does. None here would mean "the worker's default" (Celery falls back to
+# task_time_limit, 300/330 s in settings), which killed every runner after 5 minutes (the supervisor restarted
+# it, with tracebacks in the log); 0 is read the same way. So: ten years.
+FEED_TIME_LIMIT_S = 10 * 365 * 24 * 3600
+
+
+@shared_task(name="apps.market.tasks.run_feed", acks_late=False, soft_time_limit=FEED_TIME_LIMIT_S,
+             time_limit=FEED_TIME_LIMIT_S + 60)
 def run_feed(instrument_id: int, max_seconds: float | None = None, speed: float | None = None) -> str:
     token = uuid.uuid4().hex
     key = _lock_key(instrument_id)
     if not cache.add(key, token, LOCK_TTL):
         return "already running"
-    instrument = Instrument.objects.select_related("exchange", "feed_status").get(pk=instrument_id)
+    instrument = Instrument.objects.select_related("exchange", "feed_status").filter(pk=instrument_id).first()
+    # A start queued before an operator's Stop (the page's own, or beat's supervisor's sent just before it), or
+    # before the instrument was deleted: the feed is not wanted any more, and running it would undo the stop.
+    # Checked under the lock: a Stop after this point deletes the lock, which the runner's heartbeat obeys.
+    if instrument is None or instrument.feed_status.state == FeedStatus.State.STOPPED:
+        if cache.get(key) == token:
+            cache.delete(key)
+        return "no such instrument" if instrument is None else "not wanted: the feed is stopped"
     held = {"at": time.monotonic(), "superseded": False}
 
     def heartbeat() -> bool:

@@ -35,6 +35,21 @@ def test_sim_feed_runs_in_process_and_stores_bars_then_stops(desk):
     assert times == sorted(times) and len(set(times)) == len(times)
 
 
+def test_a_start_queued_before_a_stop_does_not_undo_it(desk):
+    """run_feed messages sent before an operator's Stop (or before a delete) arrive after it: they must not start
+    the feed again, nor write STARTING over STOPPED, nor keep the lock."""
+    from apps.market.feed_services import feed_stop
+
+    inst = desk["instrument"]
+    feed_stop(instrument_id=inst.pk, actor=None)
+    assert run_feed(inst.pk, max_seconds=2, speed=600) == "not wanted: the feed is stopped"
+    fs = FeedStatus.objects.get(instrument=inst)
+    assert fs.state == FeedStatus.State.STOPPED and not Candle.objects.filter(instrument=inst).exists()
+    assert cache.get(f"feed-lock:{inst.pk}") is None
+    assert run_feed(inst.pk + 1000) == "no such instrument"
+    assert cache.get(f"feed-lock:{inst.pk + 1000}") is None
+
+
 def test_supervisor_starts_only_feeds_without_a_live_runner(desk, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     cache.set(f"feed-lock:{desk['instrument'].pk}", "alive", 15)
