@@ -75,6 +75,7 @@ from apps.engine.types import ConfigError
 from apps.engine.walkforward import Fold, make_folds
 from apps.lab.selectors import data_range, run_bars
 from apps.lab.services import LabError, backtest_inputs, fingerprint, lab_settings_validate, run_lot_rules
+from apps.market.models import Instrument
 from apps.research.events import LAB_GROUP, elapsed_s, progress_payload
 from apps.research.models import Study, Trial
 from apps.research.space import study_distributions as _distributions
@@ -357,6 +358,9 @@ def study_create(*, actor, settings: Mapping[str, Any], name: str = "", queue: b
     step after commit (`queue=False`: the caller drives it, as `study_run_inline`). Audited."""
     _require_operator(actor)
     clean = study_settings_validate(settings)
+    # locked, as lab_run_create: a study created while its instrument is being deleted waits, then is refused
+    if Instrument.objects.select_for_update().filter(pk=clean["instrument_id"]).only("pk").first() is None:
+        raise ResearchError({"instrument_id": [f"no instrument {clean['instrument_id']}"]})
     start, end = datetime.fromisoformat(clean["start"]), datetime.fromisoformat(clean["end"])
     folds = make_folds(start, end, scheme=clean["scheme"], train_days=clean["train_days"],
                        test_days=clean["test_days"], step_days=clean["step_days"])

@@ -242,3 +242,42 @@ def test_a_lab_run_created_while_the_instrument_is_deleted_never_points_at_nothi
         assert BacktestRun.objects.filter(instrument_id=inst.pk).exists() == (got[1] == "created")
         outcomes.add(got)
     print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_study_created_while_the_instrument_is_deleted_never_points_at_nothing(desk, operator):
+    """A parameter study requested on the instrument being deleted: the study first (and the delete refused: a
+    study is queued on it) or the delete first (and the study refused: no instrument); never a database error."""
+    from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
+    from apps.research.models import Study
+    from apps.research.services import ResearchError, study_create
+    from tests.research.conftest import study_request
+    from tests.test_postgres_locking import race
+
+    outcomes = set()
+    for k in range(4):
+        inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"S{k}/USDT", base=f"S{k}", quote="USDT")
+        day0 = T0.replace(hour=0)  # folds are whole UTC days
+        make_candles(instrument=inst, start=day0 - timedelta(days=1), n=6 * 1440)  # warm-up, 3-day train, 2-day test
+        plan = instrument_delete_plan(instrument_id=inst.pk)
+        request = study_request(inst, start=day0.isoformat(), end=(day0 + timedelta(days=5)).isoformat())
+
+        def act(i: int, inst=inst, plan=plan, request=request) -> str:
+            try:
+                if i == 0:
+                    instrument_delete(instrument_id=inst.pk, actor=operator, confirm=plan.name, token=plan.token)
+                    return "deleted"
+                study_create(actor=operator, settings=request, queue=False)
+                return "created"
+            except ResearchError as exc:
+                assert exc.errors == {"instrument_id": [f"no instrument {inst.pk}"]}, exc.errors
+                return "no instrument"
+            except InstrumentDeleteError as exc:
+                assert "1 parameter study queued or running on it" in str(exc)
+                return "refused"
+
+        got = tuple(race(act, n=2))
+        assert got in (("deleted", "no instrument"), ("refused", "created")), got
+        assert Study.objects.filter(instrument_id=inst.pk).exists() == (got[1] == "created")
+        outcomes.add(got)
+    print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
