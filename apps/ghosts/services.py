@@ -1,5 +1,7 @@
 """Writes for ghosts. Every transition is explicit, audited, and pushed to browsers after commit."""
 
+from datetime import datetime
+
 from django.db import transaction
 
 from apps.audit.services import audit_record
@@ -42,8 +44,11 @@ def ghost_create(
 
 
 @transaction.atomic
-def ghost_set_enabled(*, ghost_id: int, enabled: bool, actor, reason: str) -> Ghost:
-    """Enable or disable a ghost. The next evaluation reads the flag from the database, so it applies at once."""
+def ghost_set_enabled(*, ghost_id: int, enabled: bool, actor, reason: str, data_time: datetime | None = None
+                      ) -> Ghost:
+    """Enable or disable a ghost. The next evaluation reads the flag from the database, so it applies at once.
+    `data_time`: when the caller knows the data time of what caused it (an auto-disable: the close that breached
+    the rule); else the audit row takes the desk's clock."""
     reason = (reason or "").strip()
     if not reason:
         raise GhostError("a reason is required")
@@ -64,6 +69,7 @@ def ghost_set_enabled(*, ghost_id: int, enabled: bool, actor, reason: str) -> Gh
         reason=reason,
         before=before,
         after=_state(ghost),
+        data_time=data_time,
     )
     send_on_commit(
         GHOSTS_GROUP, ghost_payload(ghost, type_="ghost.toggled", actor=getattr(actor, "username", "system"))

@@ -1,3 +1,4 @@
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
@@ -67,10 +68,12 @@ def revenue_target_set(*, ghost_id: int | None, amount, period: str, actor) -> R
 
 
 
-def ghost_review(*, ghost_id: int) -> list[str]:
+def ghost_review(*, ghost_id: int, at: datetime | None = None) -> list[str]:
     """Apply the ghost's auto-disable rules and the desk's per-ghost drawdown stop; disable it when one fires.
 
-    Called after each of its closed trades and by the periodic risk watch. The rule and the numbers go into
+    Called after each of its closed trades (`at`: that close's data time, which the audit row keeps: the desk's
+    clock, read once a second, can be minutes of data time later under the simulator) and by the periodic risk
+    watch. The rule and the numbers go into
     the audit log and the ghost's status reason, an alert event reaches every browser, and the ghost stays
     off until an operator re-enables it with a reason.
     """
@@ -95,7 +98,7 @@ def ghost_review(*, ghost_id: int) -> list[str]:
     if reasons:
         text = ("auto-disabled: " + "; ".join(reasons))[:500]
         with transaction.atomic():
-            ghost_set_enabled(ghost_id=ghost_id, enabled=False, actor=None, reason=text)
+            ghost_set_enabled(ghost_id=ghost_id, enabled=False, actor=None, reason=text, data_time=at)
             send_on_commit(GHOSTS_GROUP, {"type": "alert", "level": "error", "ghost_id": ghost_id,
                                           "message": f"{ghost.name} {text}"})
             alert_emit(kind="auto_disable", title=f"{ghost.name} auto-disabled", body=text,

@@ -128,7 +128,7 @@ def position_close_manual(*, position_id: int, reason: str, user) -> Position:
         raise ManualCloseRefused(f"no fresh price for {label}: the last one is older than the position")
 
     def record(done: Position) -> None:
-        audit_record(actor=user, action="position.closed_manually", obj=done, reason=reason,
+        audit_record(actor=user, action="position.closed_manually", obj=done, reason=reason, data_time=at,
                      after={"price": str(done.exit_price), "net_pnl": str(done.net_pnl), "mode": done.mode,
                             "data_time": at.isoformat()})
         # The exit's own fill alert says what filled; this one says who closed it and why (like the kill switch's).

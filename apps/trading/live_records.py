@@ -103,7 +103,7 @@ def entry_record(*, signal_id: int, order: dict, how: str, ex, market: dict) -> 
         if signal.fate != Fate.PENDING:
             detail += f"; was {signal.fate}: the exchange's fill wins"
         signal_set_fate(signal=signal, fate=Fate.TAKEN, detail=detail)
-        audit_record(actor=None, action="position.opened", obj=position, after={
+        audit_record(actor=None, action="position.opened", obj=position, data_time=at, after={
             "mode": "live", "side": position.side, "qty": str(filled), "price": str(avg), "fee": str(fee),
             "fee_source": fee_source, "exchange_order_id": str(order["id"]),
             "client_order_id": order.get("clientOrderId"), "obtained": how,
@@ -164,7 +164,7 @@ def exit_record(*, position_id: int, order: dict, how: str, ex, market: dict, re
         position.save(update_fields=["status", "closed_at", "exit_price", "exit_reason", "gross_pnl", "fees",
                                      "updated_at"])
         pnl_days_add(positions=[position])  # the P&L day rows, in the closing transaction (issue 13)
-        audit_record(actor=None, action="position.closed", obj=position, after={
+        audit_record(actor=None, action="position.closed", obj=position, data_time=at, after={
             "mode": "live", "reason": reason, "trigger_price": None if trigger_price is None else str(trigger_price),
             "price": str(avg), "qty": str(filled), "fee": str(fee), "fee_source": fee_source,
             "exchange_order_id": str(order["id"]), "obtained": how, "net_pnl": str(position.net_pnl),

@@ -211,3 +211,22 @@ def test_auto_disable_is_placed_in_its_target_period_by_data_time(viewer_client,
     listed = html[html.index('id="auto-disables"'):]
     assert "2026-03-02 21:55</time> <span class=\"muted small\">(data)</span>" in listed
     assert f"{old.created_at:%Y-%m-%d %H:%M}</time> <span class=\"muted small\">(wall only" in listed
+
+
+def test_a_manual_close_and_an_auto_disable_keep_the_data_time_of_their_cause(desk, operator, data_clock):
+    """The desk's clock (the feeds' last trade, written about once a wall second) can trail the price a close takes
+    by minutes of data time under the simulator: the audit row keeps the close's own time, and an auto-disable the
+    time of the close that breached the rule, not the clock read when the row was written."""
+    from apps.ghosts.services import ghost_set_enabled
+    from apps.market.prices import price_set
+    from apps.trading.execution import position_close_manual
+
+    later = DATA + timedelta(seconds=90)
+    price_set(desk["instrument"].pk, 101.0, int(later.timestamp() * 1000))
+    pos = make_position(ghost=desk["ghost"], opened_at=DATA - timedelta(minutes=30), entry="100")
+    position_close_manual(position_id=pos.pk, reason="take it off", user=operator)
+    assert AuditEvent.objects.get(action="position.closed_manually").data_time == later
+    assert desk_now() == DATA  # the clock itself had not moved
+    ghost_set_enabled(ghost_id=desk["ghost"].pk, enabled=False, actor=None, reason="auto-disabled: rule",
+                      data_time=later)
+    assert AuditEvent.objects.get(action="ghost.disabled").data_time == later
