@@ -1,6 +1,8 @@
 """The equity page (issue 14): the realised equity curve with its drawdown beneath (portfolio or one ghost)
 over a window the user picks, the profit table by day / week / month, and each ghost's P&L against its
-revenue target per target period with the auto-disables that fired. Reads only (`apps.revenue.equity`);
+revenue target per target period with the auto-disables that fired. With one ghost chosen (the "Curve" select),
+both tables and the auto-disables are that ghost's too, so they agree with its curve.
+Reads only (`apps.revenue.equity`);
 the charts use the lab's decimation (`apps.lab.charts.equity_chart`, via `curve_chart`) and the locally served plotly.
 
 Unknown query values fall back to the defaults (a bookmark with an old value still opens the page).
@@ -67,7 +69,7 @@ def equity_page(request: HttpRequest) -> HttpResponse:
         "open_positions": pnl["open_positions"],
         "chart": chart,
         "plotly_version": _plotly_version(),
-        "table": profit_table(by=by, group=group, since=since),
+        "table": profit_table(by=by, group=group, since=since, ghost_id=ghost_id),
         "targets": place_auto_disables(target_history(since=since, today=today, ghost_id=ghost_id), disables),
         "auto_disables": disables,
     })

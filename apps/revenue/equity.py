@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Sum
+from django.db.models import F, Min, Sum
 from django.db.models.functions import TruncDay, TruncMonth, TruncWeek
 
 from apps.audit.models import AuditEvent
@@ -100,11 +100,15 @@ class ProfitRow:
         return self.wins / self.trades * 100 if self.trades else None
 
 
-def profit_table(*, by: str, group: str, since: date | None, limit: int = 400) -> list[ProfitRow]:
+def profit_table(*, by: str, group: str, since: date | None, ghost_id: int | None = None,
+                 limit: int = 400) -> list[ProfitRow]:
     """Trades, win rate, net P&L and fees per day / week (ISO, Monday) / month, newest first, for the portfolio
-    or per ghost or instrument: one grouped SQL query over the day rows (at most `limit` rows)."""
+    or per ghost or instrument: one grouped SQL query over the day rows (at most `limit` rows). With `ghost_id`
+    (the page's Curve select on one ghost), that ghost's rows only, so the table agrees with its curve."""
     trunc = BUCKETS[by]
     rows = PnlDay.objects.all()
+    if ghost_id is not None:
+        rows = rows.filter(ghost_id=ghost_id)
     if since is not None:
         rows = rows.filter(day__gte=since)
     keys = ["bucket"]
@@ -148,36 +152,73 @@ class TargetPeriod:
         return self.net >= self.target
 
 
-def target_history(*, since: date | None, today: date, ghost_id: int | None = None) -> list[TargetPeriod]:
-    """Each targeted ghost's net P&L over every one of its target periods in the window (data time), newest
-    first, against the amount. A period with no close reads 0 (nothing realised, target missed). Two queries."""
+def _next_period(start: date, period: str) -> date:
+    step = 32 if period == "month" else 7 if period == "week" else 1
+    return period_start(start + timedelta(days=step), period).date()
+
+
+def target_history(*, since: date | None, today: date, ghost_id: int | None = None,
+                   limit: int = 400) -> list[TargetPeriod]:
+    """Each targeted ghost's net P&L over its target periods in the window (data time), newest first, against the
+    amount. A period with no close reads 0 (nothing realised, target missed).
+
+    Which periods (one rule for every window; "all history" is the same rule without the window's clip): from the
+    period holding the ghost's **start** to the one holding the desk's trading day `today`. The start is when its
+    target came to exist, in data time: the data day of the target's oldest `revenue_target.set` audit row. A
+    target set before the desk had any data (that row has no data time) starts at the desk's first data, its
+    first close (the oldest day row of any ghost). A target with no audit row (made outside the services) starts
+    at the ghost's first close. A ghost with none of these lists only the current period. All of these are data
+    time, so nothing is listed before the desk's first data, before the ghost traded or its target existed; a
+    window longer than that life shows the same rows as "all history", a shorter one a subset of them.
+    The window drops the periods that END before it starts; the period holding the window's first day is listed
+    whole (its net counts every day of the period, not only the days inside the window). At most `limit`
+    periods per ghost (the newest).
+
+    Four queries whatever the number of ghosts, targets and days: the targets, the first day per ghost, the
+    targets' audit rows, the day nets.
+    """
     targets = RevenueTarget.objects.filter(ghost__isnull=False).select_related("ghost")
     if ghost_id is not None:
         targets = targets.filter(ghost_id=ghost_id)
     targets = list(targets)
     if not targets:
         return []
-    rows = PnlDay.objects.filter(ghost_id__in=[t.ghost_id for t in targets])
-    if since is not None:
-        rows = rows.filter(day__gte=since)
+    firsts = dict(PnlDay.objects.values("ghost_id").order_by("ghost_id").annotate(first=Min("day"))
+                  .values_list("ghost_id", "first"))
+    desk_first = min(firsts.values(), default=None)
+    set_days: dict[int, date | None] = {}
+    for oid, dt in (AuditEvent.objects.filter(action="revenue_target.set", object_type="revenue.revenuetarget",
+                                              object_id__in=[str(t.pk) for t in targets])
+                    .values_list("object_id", "data_time")):
+        day = desk_first if dt is None else dt.astimezone(UTC).date()
+        if day is not None:
+            prev = set_days.get(int(oid))
+            set_days[int(oid)] = day if prev is None else min(prev, day)
+    starts_of: dict[int, date] = {}
+    for t in targets:
+        start = set_days.get(t.pk) or firsts.get(t.ghost_id) or today
+        start = min(start, today)  # a replay run again over earlier data: its start is "now" at the latest
+        if since is not None:
+            start = max(start, since)
+        starts_of[t.pk] = period_start(start, t.period).date()
+    rows = PnlDay.objects.filter(ghost_id__in=[t.ghost_id for t in targets],
+                                 day__gte=min(starts_of.values()))
     nets: dict[int, list[tuple[date, Decimal]]] = defaultdict(list)
     for gid, d, n in (rows.values("ghost_id", "day").order_by("ghost_id", "day")
                       .annotate(n=Sum(F("gross") - F("fees"))).values_list("ghost_id", "day", "n")):
         nets[gid].append((d, n))
     out: list[TargetPeriod] = []
+    last_of = {p: period_start(today, p).date() for p in ("day", "week", "month")}
     for t in sorted(targets, key=lambda t: t.ghost.name):
         by_start: dict[date, Decimal] = defaultdict(lambda: ZERO)
         for d, n in nets[t.ghost_id]:
             by_start[period_start(d, t.period).date()] += n
-        first = since or (min(by_start) if by_start else today)
-        start = period_start(first, t.period).date()
-        last = period_start(today, t.period).date()
-        starts = []
-        while start <= last and len(starts) < 400:  # at most ~a year of days; weeks/months are fewer
+        start, last = starts_of[t.pk], last_of[t.period]
+        starts: list[date] = []
+        while start <= last:
             starts.append(start)
-            start = period_start(start + timedelta(days=32 if t.period == "month" else 7 if t.period == "week"
-                                                   else 1), t.period).date()
-        for s in reversed(starts):
+            start = _next_period(start, t.period)
+        for s in reversed(starts[-limit:]):
             out.append(TargetPeriod(ghost=t.ghost.name, period=t.period, start=s, net=by_start[s], target=t.amount,
                                     ghost_id=t.ghost_id))
     return out
