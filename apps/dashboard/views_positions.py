@@ -11,6 +11,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from apps.dashboard.context_processors import request_is_operator
+from apps.dashboard.templatetags.desk import price, signed_money
 from apps.trading.execution import ManualCloseRefused, position_close_manual
 from apps.trading.models import Position
 
@@ -27,6 +28,9 @@ def position_close_view(request: HttpRequest, position_id: int) -> HttpResponse:
     except ManualCloseRefused as exc:
         messages.error(request, f"Position {position_id} not closed: {exc}.")
         return redirect("dashboard:overview")
+    quote = done.instrument.quote
+    # The desk's figures, as the templates show them (apps.dashboard.templatetags.desk): the price by magnitude,
+    # the P&L signed to the cent, both with thousands separators.
     messages.success(request, f"Position {position_id} ({done.ghost.name}, {done.side}) closed at "
-                              f"{done.exit_price} {done.instrument.quote}: net P&L {done.net_pnl}.")
+                              f"{price(done.exit_price)} {quote}: net P&L {signed_money(done.net_pnl)} {quote}.")
     return redirect("dashboard:overview")

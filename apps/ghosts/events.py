@@ -2,6 +2,7 @@
 
 from typing import Literal, TypedDict
 
+from apps.common.display import state_display
 from apps.ghosts.models import Ghost
 
 GHOSTS_GROUP = "ghosts"
@@ -15,7 +16,7 @@ class GhostToggled(TypedDict):
     status: str
     status_reason: str
     actor: str
-    state: list[list[str]]  # the engine's summary, [label, value] pairs in order: trend direction, CVD, last cascade...
+    state: list[list[str]]  # the engine's summary, [label, value] pairs in order (values for display: state_display)
 
 
 def ghost_payload(
@@ -29,5 +30,5 @@ def ghost_payload(
         status=ghost.status,
         status_reason=ghost.status_reason,
         actor=actor,
-        state=[[label, value] for label, value in ghost.state_items],
+        state=state_display(ghost.state_items),  # the values as the ghosts page shows them (one helper)
     )

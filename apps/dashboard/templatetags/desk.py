@@ -5,6 +5,8 @@ from decimal import Decimal, InvalidOperation
 
 from django import template
 
+from apps.common.display import state_value as _state_value
+
 register = template.Library()
 
 Number = Decimal | float | int | str | None
@@ -180,3 +182,10 @@ def pretty_json(value) -> str:
     import json
 
     return json.dumps(value, indent=2, sort_keys=True)
+
+
+@register.filter
+def state_value(value: object) -> str:
+    """A ghost's state summary value for display: times as "MM-DD HH:MM" (data time, UTC), plain numbers with
+    thousands separators (`apps.common.display.state_value`, the same helper the pushed payload uses)."""
+    return _state_value(value)
