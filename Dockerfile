@@ -30,5 +30,6 @@ EXPOSE 8000
 # implementation whose send waits on a full socket (what bounds a stalled browser), no per-message deflate, and no
 # X-Forwarded-For trust (HFT_TRUSTED_PROXIES decides that).
 CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--lifespan", "off", "--ws", "websockets-sansio", \
-     "--ws-per-message-deflate", "false", "--no-proxy-headers", "--no-access-log", "--timeout-graceful-shutdown", "3", \
+     "--ws-per-message-deflate", "false", "--no-proxy-headers", "--no-access-log", "--log-level", "warning", \
+     "--timeout-graceful-shutdown", "3", \
      "hftweb.asgi:application"]

@@ -94,10 +94,12 @@ def web_specs(server: str, host: str, port: int) -> list[tuple[str, list[str], t
         # no per-message deflate: the desk's frames are small JSON, and compressing each one for each socket cost
         # more CPU than the fan-out itself; no proxy headers: uvicorn would trust X-Forwarded-For from 127.0.0.1 and
         # rewrite the client address before Django sees it, so any local client could pick the IP the login
-        # throttle counts (apps/accounts/throttle.py trusts only HFT_TRUSTED_PROXIES, as under Daphne)
+        # throttle counts (apps/accounts/throttle.py trusts only HFT_TRUSTED_PROXIES, as under Daphne); warnings only:
+        # --no-access-log leaves two INFO lines per websocket ("[accepted]", "connection open"), one pair per page
+        # view, which was half of a browsing operator's log (devrun says itself where the desk is up)
         return [("web", [str(BIN / "uvicorn"), "--host", host, "--port", str(port), "--workers", str(workers),
                          "--lifespan", "off", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
-                         "--no-proxy-headers", "--no-access-log",
+                         "--no-proxy-headers", "--no-access-log", "--log-level", "warning",
                          "--timeout-graceful-shutdown", "3", app], ())]
     if workers == 1:
         return [("web", [str(BIN / "daphne"), "-b", host, "-p", str(port), app], ())]

@@ -199,6 +199,12 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = HFT_STATIC == "finders"
 if WHITENOISE_USE_FINDERS:  # STATIC_ROOT stays set for collectstatic; uncollected, WhiteNoise need not warn of it
     warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
+# WhiteNoise (6.x) answers with a file's sync iterator; under ASGI Django reads it in a thread and warns on every
+# static request. Static files are small and cached for a year by hashed name, so the warning is noise in the
+# operator's log. The desk's own streams (CSV exports) are async iterators (apps/common/csv_stream.py); a sync one
+# would still warn from anywhere but WhiteNoise's responses, which the filter cannot tell apart: keep it that way.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators",
+                        module="django.core.handlers.asgi")
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # channels-redis 4.3 waits for a socket's messages with a blocking BZPOPMIN of 5 s (its brpop_timeout); redis-py 8

@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import subprocess
+import tempfile
 import uuid
 
 import pytest
@@ -216,10 +217,33 @@ def uvicorn_url(services_use_test_redis, django_db_setup):
     """The web server as `make run` starts it with HFT_WEB=uvicorn:1, on the test database and Redis."""
     port = free_port()
     [(_name, cmd, fds)] = web_specs("uvicorn:1", "127.0.0.1", port)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_subprocess_env(), pass_fds=fds)
+    log = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_subprocess_env(), pass_fds=fds, stdout=log, stderr=subprocess.STDOUT)
     wait_for_port(port, proc)
-    yield f"http://127.0.0.1:{port}"
+    url = URL(f"http://127.0.0.1:{port}")
+    url.log_path = log.name
+    yield url
     stop_proc(proc)
+
+
+class URL(str):
+    """The server's address, and where its output goes."""
+
+    log_path: str
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_web_server_logs_no_line_per_socket(uvicorn_url, viewer):
+    """Sockets opened and closed leave nothing in the log (uvicorn's INFO lines per websocket were half of a
+    browsing operator's log under make run)."""
+    from pathlib import Path
+
+    for _ in range(3):
+        ws = await _open(uvicorn_url, await sync_to_async(_cookie)(viewer))
+        await ws.close()
+    await asyncio.sleep(0.3)
+    text = Path(uvicorn_url.log_path).read_text(errors="replace")
+    assert "WebSocket /ws/desk/" not in text and "connection open" not in text, text[-2000:]
 
 
 def _cookie(user) -> str:
@@ -391,6 +415,7 @@ def test_the_web_specs_of_make_run():
     assert cmd[0].endswith("uvicorn") and cmd[cmd.index("--workers") + 1] == "3"
     assert "--no-proxy-headers" in cmd  # the client address is REMOTE_ADDR, as under Daphne (login throttle)
     assert cmd[cmd.index("--ws") + 1] == "websockets-sansio"  # its send waits on a full socket (the tests above)
+    assert cmd[cmd.index("--log-level") + 1] == "warning"
     specs = web_specs("daphne:2", "127.0.0.1", free_port())
     try:
         assert [s[0] for s in specs] == ["web1", "web2"] and specs[0][2] == specs[1][2]
