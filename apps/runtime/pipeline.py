@@ -3,6 +3,7 @@
     trades/liquidations -> Sanitiser -> BarBuilder -> candle_store -> (after commit) ghosts
                         -> stops/targets of open positions checked on every accepted trade
                         -> last price to Redis, throttled ticks and feed status to browsers
+                        -> the desk's P&L (pnl.updated) at most once a second, while marks move or the day turns
 
 A source only has to hand `consume` its items in arrival order together with its clock (`now_ms`, data
 time for sim/replay, exchange-synchronised wall time live) and call `publish` now and then. Keeping
@@ -30,7 +31,7 @@ from apps.market.sanitize import Sanitiser
 from apps.market.services import candle_store, feed_status_update
 from apps.market.sink import PipelineFactory
 from apps.trading.execution import position_exit, positions_check_price
-from apps.trading.selectors import open_positions
+from apps.trading.selectors import open_positions, pnl_push
 
 if TYPE_CHECKING:
     from apps.runtime.evaluation import BarDecider
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK_PUSH_SECONDS = 0.25  # browsers get a few prices a second, not every trade
 STATUS_SECONDS = 1.0
+PNL_PUSH_SECONDS = 1.0  # the header's P&L marked to market between fills: at most one pnl.updated a second per feed
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -82,7 +84,9 @@ class FeedPipeline:
         self.last_ts = 0
         self.bars_stored = 0
         self._pending_bar: dict | None = None  # kline replays hold one bar back (see consume_bars)
-        self._last_tick = self._last_status = float("-inf")
+        self._last_tick = self._last_status = self._last_pnl = float("-inf")
+        self._pnl_price: float | None = None  # this feed's price and data day at its last pnl.updated
+        self._pnl_day = None
 
     # -- data in -------------------------------------------------------------------------------------
     def consume(
@@ -290,7 +294,8 @@ class FeedPipeline:
         return {**counts, **b.rejected, **self.sanitiser.counts}
 
     def publish(self, *, state: str = FeedStatus.State.CONNECTED, force: bool = False, **status) -> None:
-        """Last price to Redis; a throttled tick to browsers; the feed status once a second (or now if forced)."""
+        """Last price to Redis; a throttled tick to browsers; the feed status once a second (or now if forced), and
+        with it the desk's P&L when the marks moved or the day changed (at most once a second: `_pnl_due`)."""
         from apps.common.realtime import send_now
 
         now = self.wall_clock()
@@ -308,12 +313,28 @@ class FeedPipeline:
                         "ts": ms_to_dt(self.last_ts).isoformat(),
                     },
                 )
-        if force or now - self._last_status >= STATUS_SECONDS:
+        pnl_due = self._pnl_due(now)
+        if force or pnl_due or now - self._last_status >= STATUS_SECONDS:
             self._last_status = now
             if self.last_price is not None:
                 status.setdefault("last_price", _dec(self.last_price))
                 status.setdefault("last_trade_at", ms_to_dt(self.last_ts))
             feed_status_update(instrument_id=self.instrument.pk, state=state, rejected=self.counts(), **status)
+            if pnl_due:  # after the status row took the last price: the snapshot marks to it
+                self._last_pnl, self._pnl_price, self._pnl_day = now, self.last_price, ms_to_dt(self.last_ts).date()
+                pnl_push()
+
+    def _pnl_due(self, now: float) -> bool:
+        """Whether this step pushes the P&L snapshot (the payload a fill pushes, `pnl.updated`) to browsers: when
+        this instrument has open positions and its price moved since the last push (their marks moved), or when
+        this feed's data day changed (a new trading day: "today" starts at zero; a runner's first step with a
+        price says which day it is). At most once per PNL_PUSH_SECONDS of wall time, forced steps included; a push
+        held back by that goes out with the first step after it, with the status row it marks to. Cost:
+        pnl_snapshot's eight small queries and one group send (benchmarks/pnl_push.py)."""
+        if self.last_price is None or now - self._last_pnl < PNL_PUSH_SECONDS:
+            return False
+        moved = bool(self.positions) and self.last_price != self._pnl_price
+        return moved or ms_to_dt(self.last_ts).date() != self._pnl_day
 
 
 def engine_frame(rows: list[tuple]) -> pd.DataFrame:

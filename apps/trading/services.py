@@ -22,6 +22,7 @@ from apps.engine.fills import fill_model_for
 from apps.engine.lots import lot_size, price_round
 from apps.engine.sizing import position_size, quantity_at_fill
 from apps.ghosts.models import Ghost
+from apps.market.prices import positions_changed
 from apps.revenue.pnl_days import pnl_days_add
 from apps.signals.models import Fate, Side, Signal
 from apps.signals.services import signal_set_fate
@@ -46,9 +47,13 @@ def _sign(side: str) -> int:
 
 
 def fill_push(position: Position, fill: Fill, purpose: str) -> None:
-    """After commit: the fill to browsers, the P&L refreshed, the fill alert (paper and live alike)."""
+    """After commit: the fill to browsers, the P&L refreshed, the fill alert (paper and live alike), and the
+    instrument's feed told to reload its open positions (a manual close or a flatten left the closed one in the
+    feed's stop cache, where it also read as marks still moving: apps.runtime.pipeline.FeedPipeline._pnl_due)."""
     send_on_commit(PORTFOLIO_GROUP, trade_payload(position, fill, purpose))
     transaction.on_commit(selectors.pnl_push)
+    instrument_id = position.instrument_id
+    transaction.on_commit(lambda: positions_changed(instrument_id))
     alert_fill(position=position, fill=fill, purpose=purpose)  # after commit; never raises
 
 

@@ -225,6 +225,21 @@
     // The portfolio card follows live only when its period is the day (the event carries today's P&L).
     const pt = $("#portfolio-target");
     if (pt && pt.dataset.period === "day" && pt.dataset.targetAmount) updateProgress(pt, ev.today_pnl);
+    onPnlDay(ev.day);
+  }
+
+  // "Today" is the data's day (the desk's one clock): the feeds push pnl.updated when it turns, and the day named
+  // beside today's figures follows without a reload: the overview's "day …" label ([data-pnl-day]) and the
+  // header Today's tooltip ([data-pnl-day-title] holds the day its title names).
+  function onPnlDay(day) {
+    if (typeof day !== "string" || !/^\d{4}-\d\d-\d\d$/.test(day)) return;
+    $$("[data-pnl-day]").forEach((e) => { if (e.textContent !== day) e.textContent = day; });
+    $$("[data-pnl-day-title]").forEach((e) => {
+      const shown = e.dataset.pnlDayTitle;
+      if (shown === day) return;
+      if (shown && e.title.includes(shown)) e.title = e.title.split(shown).join(day);
+      e.dataset.pnlDayTitle = day;
+    });
   }
 
   // ---- signals ----------------------------------------------------------------------------------------
@@ -574,6 +589,8 @@
     if (pct) pct.textContent = used.toFixed(1) + "%";
     const amount = $("#loss-limit-amount", card);
     if (amount) amount.textContent = money(limit);
+    const start = $("#loss-day-start-equity", card); // a new data day starts from the equity it opened with
+    if (start) start.textContent = money(num(ev.equity) - num(ev.today_pnl));
   }
 
   // ---- dispatch ---------------------------------------------------------------------------------------
