@@ -172,7 +172,7 @@ def exit_record(*, position_id: int, order: dict, how: str, ex, market: dict, re
         })
         fill_push(position, fill, "exit")
         ghost_id = position.ghost_id
-        transaction.on_commit(lambda: _review_after_close(ghost_id))
+        transaction.on_commit(lambda: _review_after_close(ghost_id, at))
     return position
 
 

@@ -146,6 +146,7 @@ def signal_execute_paper(
         action="position.opened",
         obj=position,
         after={"side": position.side, "qty": str(qty), "price": str(position.entry_price)},
+        data_time=at,
     )
     fill_push(position, fill, "entry")
     return position
@@ -184,18 +185,20 @@ def position_close(*, position_id: int, price: float, at: datetime, reason: str)
         action="position.closed",
         obj=position,
         after={"reason": reason, "price": str(fill.price), "net_pnl": str(position.net_pnl)},
+        data_time=at,
     )
     fill_push(position, fill, "exit")
     ghost_id = position.ghost_id
-    transaction.on_commit(lambda: _review_after_close(ghost_id))
+    transaction.on_commit(lambda: _review_after_close(ghost_id, at))
     return position
 
 
-def _review_after_close(ghost_id: int) -> None:
-    """Auto-disable rules are judged after each closed trade; a failure there must never stop the feed."""
+def _review_after_close(ghost_id: int, at: datetime) -> None:
+    """Auto-disable rules are judged after each closed trade (an auto-disable's audit row keeps the close's data
+    time); a failure there must never stop the feed."""
     from apps.revenue.services import ghost_review
 
     try:
-        ghost_review(ghost_id=ghost_id)
+        ghost_review(ghost_id=ghost_id, at=at)
     except Exception:
         log.exception("review of ghost %s after a close failed", ghost_id)

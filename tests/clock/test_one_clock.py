@@ -230,3 +230,21 @@ def test_a_manual_close_and_an_auto_disable_keep_the_data_time_of_their_cause(de
     ghost_set_enabled(ghost_id=desk["ghost"].pk, enabled=False, actor=None, reason="auto-disabled: rule",
                       data_time=later)
     assert AuditEvent.objects.get(action="ghost.disabled").data_time == later
+
+
+def test_a_paper_close_and_the_auto_disable_it_causes_keep_the_closes_data_time(desk, data_clock,
+                                                                              django_capture_on_commit_callbacks):
+    """The close path itself: its audit rows and the auto-disable it triggers carry the close's data time, not
+    the desk clock's (which still says DATA here)."""
+    from apps.trading.services import position_close
+
+    ghost = desk["ghost"]
+    ghost.auto_disable = {**(ghost.auto_disable or {}), "min_trades": 1, "win_rate_floor": 0.5}  # one loss is enough
+    ghost.save(update_fields=["auto_disable"])
+    later = DATA + timedelta(seconds=150)
+    pos = make_position(ghost=ghost, opened_at=DATA - timedelta(minutes=30), entry="100")
+    with django_capture_on_commit_callbacks(execute=True):
+        position_close(position_id=pos.pk, price=90.0, at=later, reason="stop")
+    assert AuditEvent.objects.get(action="position.closed").data_time == later
+    disabled = AuditEvent.objects.get(action="ghost.disabled")
+    assert disabled.reason.startswith("auto-disabled") and disabled.data_time == later
