@@ -127,8 +127,12 @@ async def test_today_follows_the_marks_and_the_data_day_without_a_reload(daphne_
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await (await browser.new_context()).new_page()
-            errors = collect_js_errors(page)
+            risk = await (await browser.new_context()).new_page()  # the daily-loss gauge, open beside it
+            errors = collect_js_errors(page) + collect_js_errors(risk)
             await login(page, daphne_url, "vera", "/")
+            await login(risk, daphne_url, "vera", "/risk/")
+            start = float(settings.HFT_START_CAPITAL)
+            await expect(risk.locator("#loss-day-start-equity")).to_have_text(f"{start:,.2f}")
             header, day = page.locator("#today-pnl"), page.locator("#pnl-day")
             card = page.locator('.card [data-pnl-field="today_pnl"]')
             await expect(day).to_have_text("2026-03-02")
@@ -140,7 +144,7 @@ async def test_today_follows_the_marks_and_the_data_day_without_a_reload(daphne_
             await expect(header).to_have_text("−147.57")  # 1.598 - 48.6655 - 100.5
             await expect(card).to_have_text("−147.57")
             await expect(page.locator('[data-pnl-field="unrealised"]')).to_have_text("−149.17")
-            equity = float(settings.HFT_START_CAPITAL) + 1.598 - 48.6655 - 100.5
+            equity = start + 1.598 - 48.6655 - 100.5
             await expect(page.locator("#equity")).to_have_text(f"{equity:,.2f}")
 
             # Data 03-03 00:00:30: a new trading day. Today is the open long's marks alone; the day names follow.
@@ -151,6 +155,9 @@ async def test_today_follows_the_marks_and_the_data_day_without_a_reload(daphne_
             await expect(page.locator('[data-pnl-field="realised_today"]')).to_have_text("0.00")
             title = await page.locator("#today-stat").get_attribute("title")
             assert "data time 2026-03-03" in title and "2026-03-02" not in title
+            # The risk page's gauge: today's loss and the day's starting equity (2 March's close now in it).
+            await expect(risk.locator("#risk-today-pnl")).to_have_text("−149.17")
+            await expect(risk.locator("#loss-day-start-equity")).to_have_text(f"{start + 1.598:,.2f}")
             assert errors == []
         finally:
             await browser.close()

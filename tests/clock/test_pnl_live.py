@@ -123,3 +123,28 @@ def test_a_moved_price_pushes_the_marked_pnl_at_most_once_a_second(desk, portfol
     assert on_fill["open_positions"] == 0 and on_fill["unrealised"] == 0
     _step(feed, wall, DATA + timedelta(seconds=40), 97000.0, 10)
     assert portfolio.pnl_events() == []
+
+
+def test_crossing_the_data_day_pushes_the_new_day_with_today_reset(desk, portfolio):
+    inst = desk["instrument"]
+    # A close at 23:50 data time: today's P&L while the data day is 2 March, not on the 3rd.
+    make_position(ghost=desk["ghost"], opened_at=DATA - timedelta(minutes=30), entry="100", qty="2", exit="101",
+                  closed_at=DATA - timedelta(minutes=8))
+    net = (Decimal("101") - Decimal("100")) * 2 - (Decimal("100") + Decimal("101")) * 2 * FEE_RATE
+    wall = Wall()
+    feed = FeedPipeline(inst, on_bar=None, has_liquidations=False, wall_clock=wall)
+
+    _step(feed, wall, DATA, 100.5, 1)  # the runner's first step says which day it is
+    [before] = portfolio.pnl_events()
+    assert before["day"] == "2026-03-02" and before["open_positions"] == 0
+    assert before["today_pnl"] == pytest.approx(float(net), abs=1e-6) == before["realised_today"]
+    _step(feed, wall, DATA + timedelta(minutes=1), 100.6, 2)  # no position, same day: nothing to say
+    assert portfolio.pnl_events() == []
+
+    _step(feed, wall, DATA + timedelta(minutes=2, seconds=30), 100.7, 3)  # data 03-03 00:00:30
+    [after] = portfolio.pnl_events()
+    assert after["day"] == "2026-03-03"
+    assert after["today_pnl"] == 0 and after["realised_today"] == 0 and after["unrealised"] == 0
+    assert after["equity"] == pytest.approx(before["equity"], abs=1e-9)  # the close still counts in equity
+    _step(feed, wall, DATA + timedelta(minutes=3), 100.8, 4)
+    assert portfolio.pnl_events() == []
