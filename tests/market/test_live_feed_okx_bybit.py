@@ -191,7 +191,8 @@ def test_okx_swap_contracts_and_liquidation_orders_land_in_their_minutes():
                                                   "sell" if x["position"] == "long" else "buy", x["price"],
                                                   contracts(x["size"]))) for x in liqs]
     streams = {"trades:BTC-USDT-SWAP": tmsgs, "liquidation-orders:SWAP": lmsgs}
-    with LocalHttp({"/api/v5/public/instruments": okx_rest}) as rest, FakeVenueWs("okx", streams, speed=LIQ_SPEED) as ws:
+    with (LocalHttp({"/api/v5/public/instruments": okx_rest}) as rest,
+          FakeVenueWs("okx", streams, speed=LIQ_SPEED) as ws):
         feed = run_feed(inst, {"urls": {"api": {"rest": rest.base, "ws": f"{ws.base}/ws/v5"}}},
                         CASCADE[0], total=len(trades), n_bars=len(want), lag_ms=4000)
     assert feed.has_liquidations
