@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db.models import Max
 
 from apps.market.models import FeedStatus, Instrument
 from apps.market.selectors import last_candle
@@ -40,7 +41,7 @@ class SimFeed:
 
     def _start(self) -> tuple[MarketSimulator, int]:
         last = last_candle(instrument_id=self.instrument.pk)
-        now_ms = int(time.time() * 1000) // 60_000 * 60_000
+        now_ms = max(int(time.time() * 1000), self._sim_clock_ms()) // 60_000 * 60_000
         backfill = last is None
         minutes = max(BACKFILL_MINUTES, self.warmup_minutes + 30)
         if backfill:
@@ -67,6 +68,14 @@ class SimFeed:
                 if not self.heartbeat():
                     break
         return sim, sim.now_ms
+
+    def _sim_clock_ms(self) -> int:
+        """The data time of the other simulated instruments (0 when none has traded). They share one market clock:
+        at HFT_SIM_SPEED=120 a sim started 10 wall minutes after another would otherwise run 20 data hours behind
+        it, and the desk's trading day (the newest trade of any feed) would put its fills on past days."""
+        newest = (FeedStatus.objects.filter(source="sim").exclude(instrument=self.instrument)
+                  .aggregate(t=Max("last_trade_at"))["t"])
+        return int(newest.timestamp() * 1000) if newest else 0
 
     def _grid(self) -> dict[str, float]:
         """The instrument's own tick (and lot on spot, where the lot is in base units like the simulator's trades)

@@ -50,6 +50,24 @@ def test_a_start_queued_before_a_stop_does_not_undo_it(desk):
     assert cache.get(f"feed-lock:{inst.pk + 1000}") is None
 
 
+def test_a_second_sim_instrument_starts_on_the_sims_shared_clock(desk):
+    """At HFT_SIM_SPEED=120 a sim started later than another would run hours of data behind it (the QA walk: ETH
+    20.5 data hours behind BTC), and its fills would land on past trading days. It starts at their data time."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.market.models import Instrument
+
+    ahead = (timezone.now() + timedelta(hours=20)).replace(second=0, microsecond=0)
+    other = Instrument.objects.create(exchange=desk["exchange"], symbol="ETH/USDT", base="ETH", quote="USDT")
+    FeedStatus.objects.create(instrument=other, source="sim", state=FeedStatus.State.CONNECTED, last_price=3400,
+                              last_trade_at=ahead)
+    assert run_feed(desk["instrument"].pk, max_seconds=1, speed=60) == "stopped"
+    newest = Candle.objects.filter(instrument=desk["instrument"]).latest("open_time").open_time
+    assert ahead - timedelta(minutes=2) <= newest <= ahead + timedelta(minutes=5), (newest, ahead)
+
+
 def test_supervisor_starts_only_feeds_without_a_live_runner(desk, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     cache.set(f"feed-lock:{desk['instrument'].pk}", "alive", 15)
