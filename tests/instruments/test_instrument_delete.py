@@ -4,6 +4,7 @@ runs, candles, ...), the POST needs the name typed and the counts' token, delete
 another instrument, and audits the counts. Viewers get 403 on the page and the POST; a POST without the CSRF token
 gets 403 too."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -134,55 +135,19 @@ def test_an_unknown_instrument_is_404(op_client, desk):
     assert op_client.post("/instruments/999999/delete/", {}).status_code == 404
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_feed_start_racing_the_delete_either_wins_cleanly(desk, operator, settings):
-    """A start and a delete at the same moment (threads with their own connections; on PostgreSQL they really
-    overlap): either the delete goes and the start finds no instrument, or the start goes and the delete is refused
-    because the feed runs; never a feed row of a deleted instrument, never a database error."""
+def _race_the_delete(operator, make_instrument, other: Callable[[Instrument, int], str],
+                     gone_error: Callable[[Exception, Instrument], bool], refused_words: str) -> list[tuple]:
+    """Four rounds of the delete (thread 0) against `other` (thread 1, returns what it did) on a fresh instrument,
+    threads with their own connections (on PostgreSQL they really overlap). Either the delete goes first and the
+    other finds no instrument (`gone_error` says its exception is that refusal), or the other goes first and the
+    delete is refused with `refused_words`; never a row of a deleted instrument, never a database error.
+    Returns (instrument id, outcome) per round."""
     from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
-    from apps.market.feed_services import feed_start
     from tests.test_postgres_locking import race
 
-    settings.HFT_MAX_FEEDS = 10  # the rounds' started feeds are not the cap's business (each test flushes Redis)
-    outcomes = set()
+    rounds = []
     for k in range(4):
-        inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"X{k}/USDT", base=f"X{k}", quote="USDT")
-        FeedStatus.objects.create(instrument=inst, source="sim", state=FeedStatus.State.STOPPED)
-        plan = instrument_delete_plan(instrument_id=inst.pk)
-
-        def act(i: int, inst=inst, plan=plan) -> str:
-            try:
-                if i == 0:
-                    instrument_delete(instrument_id=inst.pk, actor=operator, confirm=plan.name, token=plan.token)
-                    return "deleted"
-                feed_start(instrument_id=inst.pk, source="sim", actor=operator)
-                return "started"
-            except Instrument.DoesNotExist:
-                return "no instrument"
-            except InstrumentDeleteError as exc:
-                assert "stop it first" in str(exc)
-                return "refused"
-
-        got = tuple(race(act, n=2))
-        assert got in (("deleted", "no instrument"), ("refused", "started")), got
-        gone = not Instrument.objects.filter(pk=inst.pk).exists()
-        assert gone == (got[0] == "deleted")
-        assert FeedStatus.objects.filter(instrument_id=inst.pk).exists() != gone
-        outcomes.add(got)
-    print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_ghost_created_while_the_instrument_is_deleted_never_points_at_nothing(desk, operator):
-    """The Instruments page's Create ghost racing the delete: either the ghost is made first (and the delete, whose
-    counts no longer hold, is refused) or the instrument goes first (and the create says there is none)."""
-    from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
-    from apps.ghosts.services import GhostError, ghost_instance_create
-    from tests.test_postgres_locking import race
-
-    outcomes = set()
-    for k in range(4):
-        inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"Y{k}/USDT", base=f"Y{k}", quote="USDT")
+        inst = make_instrument(k)
         plan = instrument_delete_plan(instrument_id=inst.pk)
 
         def act(i: int, inst=inst, plan=plan, k=k) -> str:
@@ -190,94 +155,114 @@ def test_a_ghost_created_while_the_instrument_is_deleted_never_points_at_nothing
                 if i == 0:
                     instrument_delete(instrument_id=inst.pk, actor=operator, confirm=plan.name, token=plan.token)
                     return "deleted"
-                ghost_instance_create(name=f"g-{k}", kind="spike_fader", instrument_id=inst.pk, params={},
-                                      actor=operator)
-                return "created"
-            except GhostError as exc:
-                assert str(exc) == "no such instrument"
-                return "no instrument"
+                return other(inst, k)
             except InstrumentDeleteError as exc:
-                assert "changed since the page was shown" in str(exc)
+                assert refused_words in str(exc), exc
                 return "refused"
+            except Exception as exc:
+                if gone_error(exc, inst):
+                    return "no instrument"
+                raise
 
         got = tuple(race(act, n=2))
-        assert got in (("deleted", "no instrument"), ("refused", "created")), got
-        assert Ghost.objects.filter(name=f"g-{k}").exists() == (got[1] == "created")
-        outcomes.add(got)
-    print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
+        assert got == ("deleted", "no instrument") or (got[0] == "refused" and got[1] in ("started", "created")), got
+        assert Instrument.objects.filter(pk=inst.pk).exists() == (got[0] == "refused")
+        rounds.append((inst.pk, got))
+    print(f"\nrace outcomes over 4 rounds: {sorted({got for _, got in rounds})}")
+    return rounds
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_feed_start_racing_the_delete_either_wins_cleanly(desk, operator, settings):
+    """A start and a delete at the same moment: the delete first and the start finds no instrument, or the start
+    first and the delete is refused because the feed runs; never a feed row of a deleted instrument."""
+    from apps.market.feed_services import feed_start
+
+    settings.HFT_MAX_FEEDS = 10  # the rounds' started feeds are not the cap's business (each test flushes Redis)
+
+    def make(k: int) -> Instrument:
+        inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"X{k}/USDT", base=f"X{k}", quote="USDT")
+        FeedStatus.objects.create(instrument=inst, source="sim", state=FeedStatus.State.STOPPED)
+        return inst
+
+    def start(inst: Instrument, k: int) -> str:
+        feed_start(instrument_id=inst.pk, source="sim", actor=operator)
+        assert FeedStatus.objects.filter(instrument_id=inst.pk).exists()
+        return "started"
+
+    _race_the_delete(operator, make, start, lambda exc, inst: isinstance(exc, Instrument.DoesNotExist),
+                     "stop it first")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ghost_created_while_the_instrument_is_deleted_never_points_at_nothing(desk, operator):
+    """The Instruments page's Create ghost racing the delete: the ghost first (and the delete, whose counts no longer
+    hold, is refused) or the instrument first (and the create says there is none)."""
+    from apps.ghosts.services import GhostError, ghost_instance_create
+
+    def make(k: int) -> Instrument:
+        return Instrument.objects.create(exchange=desk["exchange"], symbol=f"Y{k}/USDT", base=f"Y{k}", quote="USDT")
+
+    def create(inst: Instrument, k: int) -> str:
+        ghost_instance_create(name=f"g-{k}", kind="spike_fader", instrument_id=inst.pk, params={}, actor=operator)
+        return "created"
+
+    rounds = _race_the_delete(
+        operator, make, create, lambda exc, inst: isinstance(exc, GhostError) and str(exc) == "no such instrument",
+        "changed since the page was shown")
+    for pk, got in rounds:
+        assert Ghost.objects.filter(instrument_id=pk).exists() == (got[1] == "created")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_lab_run_created_while_the_instrument_is_deleted_never_points_at_nothing(desk, operator):
     """A lab run requested on the instrument being deleted: the run first (and the delete refused: a run is queued
     on it) or the delete first (and the run refused: no instrument); never a run of a deleted instrument."""
-    from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
     from apps.lab.services import LabError, lab_run_create
-    from tests.test_postgres_locking import race
 
-    outcomes = set()
-    for k in range(4):
+    def make(k: int) -> Instrument:
         inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"Z{k}/USDT", base=f"Z{k}", quote="USDT")
         make_candles(instrument=inst, start=T0, n=30)
-        plan = instrument_delete_plan(instrument_id=inst.pk)
-        request = {"instrument_id": inst.pk, "start": T0.isoformat(), "end": (T0 + timedelta(minutes=30)).isoformat(),
-                   "ghosts": [{"kind": "spike_fader", "params": {}}]}
+        return inst
 
-        def act(i: int, inst=inst, plan=plan, request=request) -> str:
-            try:
-                if i == 0:
-                    instrument_delete(instrument_id=inst.pk, actor=operator, confirm=plan.name, token=plan.token)
-                    return "deleted"
-                lab_run_create(actor=operator, settings=request, queue=False)
-                return "created"
-            except LabError as exc:
-                assert exc.errors == {"instrument_id": [f"no instrument {inst.pk}"]}, exc.errors
-                return "no instrument"
-            except InstrumentDeleteError as exc:
-                assert "1 lab run queued or running on it" in str(exc)
-                return "refused"
+    def create(inst: Instrument, k: int) -> str:
+        lab_run_create(actor=operator, queue=False, settings={
+            "instrument_id": inst.pk, "start": T0.isoformat(), "end": (T0 + timedelta(minutes=30)).isoformat(),
+            "ghosts": [{"kind": "spike_fader", "params": {}}]})
+        return "created"
 
-        got = tuple(race(act, n=2))
-        assert got in (("deleted", "no instrument"), ("refused", "created")), got
-        assert BacktestRun.objects.filter(instrument_id=inst.pk).exists() == (got[1] == "created")
-        outcomes.add(got)
-    print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
+    def gone(exc: Exception, inst: Instrument) -> bool:
+        return isinstance(exc, LabError) and exc.errors == {"instrument_id": [f"no instrument {inst.pk}"]}
+
+    rounds = _race_the_delete(operator, make, create, gone, "1 lab run queued or running on it")
+    for pk, got in rounds:
+        assert BacktestRun.objects.filter(instrument_id=pk).exists() == (got[1] == "created")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_study_created_while_the_instrument_is_deleted_never_points_at_nothing(desk, operator):
     """A parameter study requested on the instrument being deleted: the study first (and the delete refused: a
     study is queued on it) or the delete first (and the study refused: no instrument); never a database error."""
-    from apps.dashboard.instrument_delete import InstrumentDeleteError, instrument_delete, instrument_delete_plan
-    from apps.research.models import Study
     from apps.research.services import ResearchError, study_create
     from tests.research.conftest import study_request
-    from tests.test_postgres_locking import race
 
-    outcomes = set()
-    for k in range(4):
+    day0 = T0.replace(hour=0)  # folds are whole UTC days
+
+    def make(k: int) -> Instrument:
         inst = Instrument.objects.create(exchange=desk["exchange"], symbol=f"S{k}/USDT", base=f"S{k}", quote="USDT")
-        day0 = T0.replace(hour=0)  # folds are whole UTC days
         make_candles(instrument=inst, start=day0 - timedelta(days=1), n=6 * 1440)  # warm-up, 3-day train, 2-day test
-        plan = instrument_delete_plan(instrument_id=inst.pk)
-        request = study_request(inst, start=day0.isoformat(), end=(day0 + timedelta(days=5)).isoformat())
+        return inst
 
-        def act(i: int, inst=inst, plan=plan, request=request) -> str:
-            try:
-                if i == 0:
-                    instrument_delete(instrument_id=inst.pk, actor=operator, confirm=plan.name, token=plan.token)
-                    return "deleted"
-                study_create(actor=operator, settings=request, queue=False)
-                return "created"
-            except ResearchError as exc:
-                assert exc.errors == {"instrument_id": [f"no instrument {inst.pk}"]}, exc.errors
-                return "no instrument"
-            except InstrumentDeleteError as exc:
-                assert "1 parameter study queued or running on it" in str(exc)
-                return "refused"
+    def create(inst: Instrument, k: int) -> str:
+        study_create(actor=operator, queue=False, settings=study_request(
+            inst, start=day0.isoformat(), end=(day0 + timedelta(days=5)).isoformat()))
+        return "created"
 
-        got = tuple(race(act, n=2))
-        assert got in (("deleted", "no instrument"), ("refused", "created")), got
-        assert Study.objects.filter(instrument_id=inst.pk).exists() == (got[1] == "created")
-        outcomes.add(got)
-    print(f"\nrace outcomes over 4 rounds: {sorted(outcomes)}")
+    from apps.research.models import Study
+
+    def gone(exc: Exception, inst: Instrument) -> bool:
+        return isinstance(exc, ResearchError) and exc.errors == {"instrument_id": [f"no instrument {inst.pk}"]}
+
+    rounds = _race_the_delete(operator, make, create, gone, "1 parameter study queued or running on it")
+    for pk, got in rounds:
+        assert Study.objects.filter(instrument_id=pk).exists() == (got[1] == "created")
